@@ -1,0 +1,1 @@
+"""Pydantic models that cross a boundary: the MQTT wire contract, the fleet file and the API."""

@@ -1,0 +1,170 @@
+"""The fleet file (device registry) and device types (thing models), as loaded by ``fleet load``."""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from importlib import resources
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.telemetry import ID_PATTERN
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class MetricKind(StrEnum):
+    """How a metric behaves over time."""
+
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    STATE = "state"
+
+
+class Thresholds(BaseModel):
+    """Alarm thresholds: a reading outside them is stored and puts its device in alarm."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min: float | None = None
+    max: float | None = None
+
+
+class MetricSpec(BaseModel):
+    """One metric of a device type: its kind, unit, valid range and alarm thresholds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: MetricKind
+    unit: str = ""
+    min: float | None = Field(default=None, description="readings below are refused")
+    max: float | None = Field(default=None, description="readings above are refused")
+    alarm: Thresholds | None = None
+    states: list[str] | None = Field(default=None, description="allowed values of a state metric")
+    alarm_states: list[str] | None = Field(
+        default=None, description="state values that put the device in alarm"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.kind is MetricKind.STATE and not self.states:
+            raise ValueError("a state metric lists its states")
+        if self.kind is not MetricKind.STATE and self.states:
+            raise ValueError("only a state metric has states")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is above max")
+        for bound in (self.min, self.max):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError("range bounds are finite numbers")
+        return self
+
+
+class DeviceType(BaseModel):
+    """A thing model: the metrics a device of this type may publish."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id
+    description: str = ""
+    metrics: dict[str, MetricSpec] = Field(min_length=1)
+    attributes: list[str] = Field(default_factory=list, description="required device attributes")
+
+
+class Device(BaseModel):
+    """A registered device."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id
+    type: Id
+    capacity_units_per_hour: float | None = Field(default=None, gt=0)
+    thresholds: dict[str, Thresholds] = Field(default_factory=dict)
+
+
+class Factory(BaseModel):
+    """A factory (enterprise) inside a park."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id
+    name: str = ""
+    industry: str = ""
+    devices: list[Device] = Field(default_factory=list)
+
+
+class Park(BaseModel):
+    """An industrial park."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id
+    name: str = ""
+    city: str = ""
+    factories: list[Factory] = Field(default_factory=list)
+
+
+class Fleet(BaseModel):
+    """The whole registry: parks, their factories and devices, and any extra device types."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_types: list[DeviceType] = Field(default_factory=list)
+    parks: list[Park] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        types = {t.id: t for t in builtin_device_types()} | {t.id: t for t in self.device_types}
+        seen: dict[str, set[str]] = {"park": set(), "factory": set(), "device": set()}
+
+        def unique(kind: str, ident: str) -> None:
+            if ident in seen[kind]:
+                raise ValueError(f"duplicate {kind} id {ident!r}")
+            seen[kind].add(ident)
+
+        for park in self.parks:
+            unique("park", park.id)
+            for factory in park.factories:
+                unique("factory", factory.id)
+                for device in factory.devices:
+                    unique("device", device.id)
+                    _check_device(device, types)
+        return self
+
+    def all_device_types(self) -> dict[str, DeviceType]:
+        """Return built-in device types overlaid with the fleet's own."""
+        return {t.id: t for t in builtin_device_types()} | {t.id: t for t in self.device_types}
+
+
+def _check_device(device: Device, types: dict[str, DeviceType]) -> None:
+    dtype = types.get(device.type)
+    if dtype is None:
+        raise ValueError(f"device {device.id!r} has unknown type {device.type!r}")
+    if "capacity_units_per_hour" in dtype.attributes and device.capacity_units_per_hour is None:
+        raise ValueError(f"device {device.id!r} of type {dtype.id} needs capacity_units_per_hour")
+    for metric in device.thresholds:
+        if metric not in dtype.metrics:
+            raise ValueError(f"device {device.id!r}: threshold for unknown metric {metric!r}")
+
+
+def builtin_device_types() -> list[DeviceType]:
+    """Return the device types that ship in ``schemas/device_types.yaml``."""
+    text = resources.files("schemas").joinpath("device_types.yaml").read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    return [DeviceType.model_validate(item) for item in raw["device_types"]]
+
+
+def parse_fleet(text: str | bytes) -> Fleet:
+    """Parse a fleet file (YAML, which also accepts JSON) into a validated ``Fleet``.
+
+    Raises:
+        ValueError: the text is not YAML, or does not describe a valid fleet.
+    """
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"fleet file is not valid YAML or JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError("fleet file must be a mapping with a 'parks' list")
+    return Fleet.model_validate(raw)

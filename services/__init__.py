@@ -1,0 +1,1 @@
+"""parksense services: ingest, storage, API and the local stack."""

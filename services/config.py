@@ -1,0 +1,93 @@
+"""Settings of every parksense process, read from ``PARKSENSE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the PostgreSQL + TimescaleDB database is (``PARKSENSE_DB_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_DB_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5433, ge=1, le=65535)
+    name: str = "parksense"
+    user: str = "parksense"
+    password: SecretStr = SecretStr("parksense")
+
+    def conninfo(self, *, application_name: str = "parksense") -> str:
+        """Return a libpq connection string."""
+        return (
+            f"host={self.host} port={self.port} dbname={self.name} user={self.user} "
+            f"password={self.password.get_secret_value()} application_name={application_name}"
+        )
+
+
+class MqttSettings(BaseSettings):
+    """Where the MQTT broker is (``PARKSENSE_MQTT_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_MQTT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class IngestSettings(BaseSettings):
+    """Tuning of the ingest service (``PARKSENSE_INGEST_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_INGEST_", extra="ignore")
+
+    client_id: str = "parksense-ingest-1"
+    share_group: str = "ingest"
+    # Rows per COPY: larger batches amortise the commit, smaller ones cut latency.
+    max_batch_rows: int = Field(default=5000, ge=1)
+    # Age of the oldest pending message before a flush, whatever the batch size.
+    flush_interval_s: float = Field(default=0.2, gt=0, le=60)
+    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us. This is
+    # the bound of the in-memory buffer; the broker keeps the rest.
+    receive_maximum: int = Field(default=2000, ge=1, le=65535)
+    # Persistent session: the broker keeps our queue this long while ingest is away.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    max_future_s: float = Field(default=300.0, ge=0)
+    retention_days: float = Field(default=30.0, gt=0)
+    registry_refresh_s: float = Field(default=2.0, gt=0)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    shutdown_deadline_s: float = Field(default=20.0, gt=0)
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError("retry_initial_s must not exceed retry_max_s")
+        return self
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API (``PARKSENSE_API_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_API_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    pool_min_size: int = Field(default=1, ge=1)
+    pool_max_size: int = Field(default=10, ge=1)
+    stream_interval_s: float = Field(default=2.0, gt=0, le=2.0)
+    signal_window_s: int = Field(default=300, ge=10)
+    online_timeout_s: int = Field(default=90, ge=1)
+
+
+class StackSettings(BaseSettings):
+    """The local stack started by ``parksense up`` (``PARKSENSE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_", extra="ignore")
+
+    state_dir: Path = Path(".state")
+    ingest_workers: int = Field(default=1, ge=1, le=16)
