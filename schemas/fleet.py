@@ -166,5 +166,5 @@ def parse_fleet(text: str | bytes) -> Fleet:
     except yaml.YAMLError as exc:
         raise ValueError(f"fleet file is not valid YAML or JSON: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ValueError("fleet file must be a mapping with a 'parks' list")
+        raise ValueError("fleet file must be a mapping with a 'parks' list")  # noqa: TRY004 - bad input, not a bad type
     return Fleet.model_validate(raw)

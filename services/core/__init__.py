@@ -1,0 +1,1 @@
+"""Pure ingest and signal logic: no sockets, clocks, event loop, paho, psycopg or fastapi."""

@@ -1,0 +1,79 @@
+"""Internal values that flow through ingest: readings, status updates and rejections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class RejectReason(StrEnum):
+    """Why a reading or message was refused; stored with every dead letter."""
+
+    OVERSIZE = "oversize"
+    MALFORMED_JSON = "malformed_json"
+    INVALID_PAYLOAD = "invalid_payload"
+    TOO_MANY_SAMPLES = "too_many_samples"
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_DEVICE = "unknown_device"
+    TOPIC_MISMATCH = "topic_mismatch"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_OLD = "too_old"
+    UNKNOWN_METRIC = "unknown_metric"
+    WRONG_KIND = "wrong_kind"
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    UNKNOWN_STATE = "unknown_state"
+    STORAGE_REJECTED = "storage_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One accepted reading: a state metric carries ``text``, every other kind ``value``."""
+
+    device_id: str
+    metric: str
+    ts: datetime
+    value: float | None
+    text: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A device's announced online state at a measured time."""
+
+    device_id: str
+    online: bool
+    ts: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused reading or message, on its way to the dead letters."""
+
+    reason: RejectReason
+    detail: str
+    topic: str
+    received_at: datetime
+    payload: bytes | None = None
+    park_id: str | None = None
+    device_id: str | None = None
+    metric: str | None = None
+    ts: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageOutcome:
+    """Everything one MQTT message turned into."""
+
+    readings: tuple[Reading, ...] = ()
+    rejections: tuple[Rejection, ...] = ()
+    status: StatusUpdate | None = None
+
+    @property
+    def rows(self) -> int:
+        """Rows this message adds to a batch (at least one, so empty messages still count)."""
+        return max(1, len(self.readings) + len(self.rejections))

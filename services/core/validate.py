@@ -1,0 +1,311 @@
+"""Objects → Readings or Rejections: every reading is judged on its own."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from schemas.fleet import MetricKind
+from services.core.decode import DecodeFailure, decode_json, decode_samples
+from services.core.readings import (
+    MessageOutcome,
+    Reading,
+    Rejection,
+    RejectReason,
+    StatusUpdate,
+)
+from services.core.registry import DeviceEntry, MetricRule, Registry
+from services.core.topics import Channel, TopicAddress, parse_topic
+
+# Epoch milliseconds outside these bounds cannot be turned into a datetime.
+_MIN_EPOCH_MS = -62_135_596_800_000
+_MAX_EPOCH_MS = 253_402_300_799_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How far from the time of receipt a measured time may be."""
+
+    max_future: timedelta = timedelta(minutes=5)
+    retention: timedelta = timedelta(days=30)
+
+
+class _TimestampError(ValueError):
+    pass
+
+
+def parse_ts(raw: object) -> datetime:
+    """Parse an RFC 3339 string with offset or integer epoch milliseconds into aware UTC.
+
+    Raises:
+        ValueError: the value is neither.
+    """
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not _MIN_EPOCH_MS <= raw <= _MAX_EPOCH_MS:
+            raise _TimestampError(f"epoch milliseconds {raw} out of range")
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=raw)
+    if isinstance(raw, str):
+        try:
+            ts = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise _TimestampError(f"ts {raw!r} is not RFC 3339") from exc
+        if ts.tzinfo is None:
+            raise _TimestampError(f"ts {raw!r} has no UTC offset")
+        return ts.astimezone(UTC)
+    raise _TimestampError(f"ts must be an RFC 3339 string or epoch milliseconds, got {raw!r}")
+
+
+def judge_message(
+    topic: str, payload: bytes, registry: Registry, received_at: datetime, limits: Limits
+) -> MessageOutcome:
+    """Turn one MQTT message into readings, a status update and rejections."""
+    address = parse_topic(topic)
+    if address is None:
+        return _whole(
+            RejectReason.BAD_TOPIC,
+            f"not a parksense v1 topic: {topic!r}",
+            topic,
+            payload,
+            received_at,
+        )
+    device = registry.devices.get(address.device_id)
+    if device is None:
+        return _whole(
+            RejectReason.UNKNOWN_DEVICE,
+            f"device {address.device_id!r} is not registered",
+            topic,
+            payload,
+            received_at,
+            address,
+        )
+    if (device.park_id, device.factory_id) != (address.park_id, address.factory_id):
+        return _whole(
+            RejectReason.TOPIC_MISMATCH,
+            f"device {device.device_id!r} is registered in "
+            f"{device.park_id}/{device.factory_id}, not "
+            f"{address.park_id}/{address.factory_id}",
+            topic,
+            payload,
+            received_at,
+            address,
+        )
+    if address.channel is Channel.STATUS:
+        return _judge_status(topic, payload, device, received_at, limits)
+    samples = decode_samples(payload)
+    if isinstance(samples, DecodeFailure):
+        return _whole(samples.reason, samples.detail, topic, payload, received_at, address)
+    readings: list[Reading] = []
+    rejections: list[Rejection] = []
+    for sample in samples:
+        _judge_sample(sample, topic, device, received_at, limits, readings, rejections)
+    return MessageOutcome(tuple(readings), tuple(rejections))
+
+
+def _whole(
+    reason: RejectReason,
+    detail: str,
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    address: TopicAddress | None = None,
+) -> MessageOutcome:
+    rejection = Rejection(
+        reason=reason,
+        detail=detail,
+        topic=topic,
+        received_at=received_at,
+        payload=payload,
+        park_id=address.park_id if address else None,
+        device_id=address.device_id if address else None,
+    )
+    return MessageOutcome(rejections=(rejection,))
+
+
+def _judge_status(
+    topic: str, payload: bytes, device: DeviceEntry, received_at: datetime, limits: Limits
+) -> MessageOutcome:
+    decoded = decode_json(payload)
+    if isinstance(decoded, DecodeFailure):
+        return _status_rejection(
+            decoded.reason, decoded.detail, topic, payload, device, received_at
+        )
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("online"), bool):
+        return _status_rejection(
+            RejectReason.INVALID_PAYLOAD,
+            'a status is {"online": true|false, "ts": ...}',
+            topic,
+            payload,
+            device,
+            received_at,
+        )
+    # A last will is composed when the device connects, so it may carry no time: the time
+    # the broker delivered it is then the best measure of when the device went away.
+    ts = received_at
+    if "ts" in decoded:
+        try:
+            ts = parse_ts(decoded["ts"])
+        except ValueError as exc:
+            return _status_rejection(
+                RejectReason.INVALID_TIMESTAMP, str(exc), topic, payload, device, received_at
+            )
+        if ts > received_at + limits.max_future:
+            return _status_rejection(
+                RejectReason.FUTURE_TIMESTAMP,
+                f"ts {ts.isoformat()} is in the future",
+                topic,
+                payload,
+                device,
+                received_at,
+            )
+    status = StatusUpdate(device.device_id, decoded["online"], ts, received_at)
+    return MessageOutcome(status=status)
+
+
+def _status_rejection(
+    reason: RejectReason,
+    detail: str,
+    topic: str,
+    payload: bytes,
+    device: DeviceEntry,
+    received_at: datetime,
+) -> MessageOutcome:
+    return MessageOutcome(
+        rejections=(
+            Rejection(
+                reason=reason,
+                detail=detail,
+                topic=topic,
+                received_at=received_at,
+                payload=payload,
+                park_id=device.park_id,
+                device_id=device.device_id,
+            ),
+        )
+    )
+
+
+def _judge_sample(
+    sample: object,
+    topic: str,
+    device: DeviceEntry,
+    received_at: datetime,
+    limits: Limits,
+    readings: list[Reading],
+    rejections: list[Rejection],
+) -> None:
+    def refuse(
+        reason: RejectReason, detail: str, metric: str | None = None, ts: datetime | None = None
+    ) -> None:
+        rejections.append(
+            Rejection(
+                reason=reason,
+                detail=detail,
+                topic=topic,
+                received_at=received_at,
+                payload=_dump_sample(sample),
+                park_id=device.park_id,
+                device_id=device.device_id,
+                metric=metric,
+                ts=ts,
+            )
+        )
+
+    if not isinstance(sample, dict):
+        refuse(RejectReason.INVALID_PAYLOAD, "a sample is a JSON object")
+        return
+    metrics = sample.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        refuse(RejectReason.INVALID_PAYLOAD, "a sample has a non-empty 'metrics' object")
+        return
+    try:
+        ts = parse_ts(sample.get("ts"))
+    except ValueError as exc:
+        refuse(RejectReason.INVALID_TIMESTAMP, str(exc))
+        return
+    if ts > received_at + limits.max_future:
+        refuse(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"ts {ts.isoformat()} is more than {limits.max_future} after receipt",
+            ts=ts,
+        )
+        return
+    if ts < received_at - limits.retention:
+        refuse(
+            RejectReason.TOO_OLD,
+            f"ts {ts.isoformat()} is older than the retention of {limits.retention}",
+            ts=ts,
+        )
+        return
+    for metric, raw in metrics.items():
+        rule = device.metrics.get(metric)
+        if rule is None:
+            refuse(
+                RejectReason.UNKNOWN_METRIC,
+                f"type {device.type_id} has no metric {metric!r}",
+                metric,
+                ts,
+            )
+            continue
+        judged = judge_value(rule, raw)
+        if isinstance(judged, Refused):
+            refuse(judged.reason, f"{metric}: {judged.detail}", metric, ts)
+            continue
+        readings.append(
+            Reading(device.device_id, metric, ts, judged.value, judged.text, received_at)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An acceptable value: a state in ``text``, anything else in ``value``."""
+
+    value: float | None
+    text: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A refused value and why."""
+
+    reason: RejectReason
+    detail: str
+
+
+def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
+    """Judge one metric value against its rule."""
+    if rule.kind is MetricKind.STATE:
+        if not isinstance(raw, str):
+            return Refused(RejectReason.WRONG_KIND, f"a state is a string, got {raw!r}")
+        if raw not in rule.states:
+            return Refused(
+                RejectReason.UNKNOWN_STATE, f"{raw!r} is not one of {sorted(rule.states)}"
+            )
+        return Accepted(None, raw)
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return Refused(RejectReason.WRONG_KIND, f"a {rule.kind} is a number, got {raw!r}")
+    try:
+        value = float(raw)
+    except OverflowError:
+        return Refused(RejectReason.NOT_FINITE, f"{raw!r} does not fit a double")
+    if not math.isfinite(value):
+        return Refused(RejectReason.NOT_FINITE, f"{raw!r} is not a finite number")
+    if (rule.min_value is not None and value < rule.min_value) or (
+        rule.max_value is not None and value > rule.max_value
+    ):
+        return Refused(
+            RejectReason.OUT_OF_RANGE,
+            f"{value:g} is outside the valid range [{rule.min_value}, {rule.max_value}]",
+        )
+    return Accepted(value, None)
+
+
+def _dump_sample(sample: object) -> bytes:
+    """Serialise a sample for the dead letters (NaN becomes null; huge integers become text)."""
+    try:
+        return orjson.dumps(sample)
+    except TypeError:
+        return json.dumps(sample, default=str).encode()

@@ -1,0 +1,1 @@
+"""The ingest service: MQTT in, TimescaleDB out, acknowledged only after commit."""

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the ingest service: every path that drops or refuses counts."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_RECEIVED = Counter(
+    "parksense_ingest_messages_received", "MQTT messages handed to the pipeline"
+)
+MESSAGES_ACKED = Counter("parksense_ingest_messages_acked", "PUBACKs sent after commit")
+READINGS_RECEIVED = Counter(
+    "parksense_ingest_readings_received", "Readings accepted by validation, before storage"
+)
+READINGS_STORED = Counter("parksense_ingest_readings_stored", "Readings inserted")
+READINGS_DUPLICATE = Counter(
+    "parksense_ingest_readings_duplicate", "Readings already stored (redelivery), not inserted"
+)
+REFUSED = Counter(
+    "parksense_ingest_refused",
+    "Readings or messages refused and written to the dead letters, by reason",
+    ["reason"],
+)
+STATUS_UPDATES = Counter("parksense_ingest_status_updates", "Device status messages stored")
+ACKS_SKIPPED = Counter(
+    "parksense_ingest_acks_skipped",
+    "Committed messages not acknowledged because their connection dropped (redelivered)",
+)
+DB_RETRIES = Counter("parksense_ingest_db_retries", "Batch writes retried after a storage error")
+BUFFER_MESSAGES = Gauge(
+    "parksense_ingest_buffer_messages", "Messages received and not yet acknowledged"
+)
+BUFFER_LIMIT = Gauge(
+    "parksense_ingest_buffer_limit", "Receive Maximum: the most unacknowledged messages held"
+)
+DEGRADED = Gauge("parksense_ingest_degraded", "1 while the database refuses writes, else 0")
+REGISTRY_VERSION = Gauge("parksense_ingest_registry_version", "Fleet version in use")
+BATCH_ROWS = Histogram(
+    "parksense_ingest_batch_rows",
+    "Rows per committed batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
+)
+COMMIT_SECONDS = Histogram(
+    "parksense_ingest_commit_seconds",
+    "Time to write and commit one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+COMMIT_LAG = Histogram(
+    "parksense_ingest_commit_lag_seconds",
+    "Commit time minus measured time, for readings measured in the last hour",
+    buckets=(
+        0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+        1, 1.5, 2, 3, 5, 10, 30, 60, 300, 3600,
+    ),
+)  # fmt: skip

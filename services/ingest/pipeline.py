@@ -1,0 +1,382 @@
+"""The ingest pipeline: an asyncio shell around the pure core.
+
+```
+paho ─▶ queue ─▶ decode ─▶ validate ─▶ Batcher ─▶ COPY + commit ─▶ AckLedger ─▶ ack
+                   └────────┴─▶ Rejection (dead letter, counted) ──────▲
+```
+
+The queue needs no bound of its own: the broker sends at most ``receive_maximum``
+unacknowledged QoS 1 messages (MQTT 5 Receive Maximum, [MQTT-3.3.4-9]) and nothing is
+acknowledged before its batch commits, so while the database is away memory stays flat
+and the broker holds the rest. One batch is written at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from services.config import DatabaseSettings, IngestSettings, MqttSettings
+from services.core.acks import AckLedger
+from services.core.batching import Batch, Batcher
+from services.core.outcomes import StorageOutcome, backoff_s, classify
+from services.core.readings import MessageOutcome, Rejection, RejectReason
+from services.core.registry import Registry
+from services.core.validate import Limits, judge_message
+from services.ingest import metrics
+from services.ingest.mqtt import MqttConsumer, RawMessage
+from services.storage.fleet_store import read_registry
+from services.storage.heartbeat import Heartbeat, beat
+from services.storage.writer import BatchWriter
+
+logger = logging.getLogger(__name__)
+
+# How often the loop wakes when idle, to notice a stop request or a due registry refresh.
+_IDLE_WAKE_S = 0.2
+# Heartbeats tell the API this worker is alive; the API calls a worker stale after 3 missed.
+_HEARTBEAT_S = 2.0
+# Commit lag is observed for at most this many readings per batch (a stride sample).
+_LAG_SAMPLES_PER_BATCH = 256
+
+
+class _RowsRejectedError(Exception):
+    """The database refused the batch's rows themselves (SQLSTATE class 22 or 23)."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Pipeline:
+    """Consumes MQTT messages and writes them in batches, acknowledging after commit."""
+
+    def __init__(
+        self, ingest: IngestSettings, database: DatabaseSettings, mqtt: MqttSettings
+    ) -> None:
+        """Create the pipeline; ``run`` starts it."""
+        self._settings = ingest
+        self._conninfo = database.conninfo(application_name=f"ingest:{ingest.client_id}")
+        self._mqtt_settings = mqtt
+        self._limits = Limits(
+            max_future=timedelta(seconds=ingest.max_future_s),
+            retention=timedelta(days=ingest.retention_days),
+        )
+        self._batcher = Batcher(ingest.max_batch_rows, ingest.flush_interval_s)
+        self._ledger = AckLedger()
+        self._ledger_epoch = 0
+        self._writer = BatchWriter(self._conninfo)
+        self._registry = Registry()
+        self._queue: asyncio.Queue[RawMessage] = asyncio.Queue()
+        self._next_token = 0
+        self._token_epochs: dict[int, int] = {}
+        self._degraded = False
+        self._started_at = datetime.now(UTC)
+        self._consumer: MqttConsumer | None = None
+        self._control: psycopg.AsyncConnection | None = None
+        self._next_refresh = 0.0
+        self._next_heartbeat = 0.0
+        self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
+
+    @property
+    def registry(self) -> Registry:
+        """The registry snapshot in use."""
+        return self._registry
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then drain: flush, commit, acknowledge, disconnect."""
+        metrics.BUFFER_LIMIT.set(self._settings.receive_maximum)
+        await self._wait_for_database(stop)
+        if stop.is_set():
+            return
+        # The writer is ready before we subscribe, so the first messages find it.
+        consumer = MqttConsumer(
+            self._mqtt_settings,
+            self._settings,
+            asyncio.get_running_loop(),
+            self._queue.put_nowait,
+        )
+        await asyncio.to_thread(consumer.start)
+        self._consumer = consumer
+        logger.info(
+            "Ingest %s running: batches of %d rows or %.0f ms, receive maximum %d",
+            self._settings.client_id,
+            self._settings.max_batch_rows,
+            self._settings.flush_interval_s * 1000,
+            self._settings.receive_maximum,
+        )
+        try:
+            await self._consume(stop)
+        finally:
+            await self._drain(consumer)
+
+    async def _wait_for_database(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._writer.connect()
+                await self._refresh_registry(force=True)
+            except psycopg.OperationalError as exc:
+                delay = self._backoff(attempt)
+                logger.warning("Database not reachable (%s), retrying in %.1f s", exc, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = time.monotonic()
+            wait = self._batcher.seconds_until_due(now)
+            timeout = _IDLE_WAKE_S if wait is None else min(wait, _IDLE_WAKE_S)
+            try:
+                raw = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+            except TimeoutError:
+                pass
+            else:
+                self._accept(raw)
+                # Take what is already queued without yielding, up to a full batch.
+                while not self._batcher.full and not self._queue.empty():
+                    self._accept(self._queue.get_nowait())
+            now = time.monotonic()
+            if self._batcher.due(now):
+                await self._flush()
+            if now >= self._next_refresh:
+                await self._refresh_registry()
+            if now >= self._next_heartbeat:
+                await self._heartbeat()
+
+    def _accept(self, raw: RawMessage) -> None:
+        metrics.MESSAGES_RECEIVED.inc()
+        if raw.epoch != self._ledger_epoch:
+            # A new connection: the broker redelivers everything unacknowledged on the old
+            # one, so its pending acknowledgements are void (writes are idempotent).
+            dropped = self._ledger.clear()
+            if dropped:
+                logger.info(
+                    "Connection %d replaced; %d unacked messages will be redelivered",
+                    raw.epoch,
+                    dropped,
+                )
+            self._ledger_epoch = raw.epoch
+        received_at = datetime.fromtimestamp(raw.received_at, UTC)
+        try:
+            outcome = judge_message(
+                raw.topic, raw.payload, self._registry, received_at, self._limits
+            )
+        except Exception:  # a bug in validation must not stall the pipeline
+            logger.exception("Judging a message on %s failed; dead-lettering it", raw.topic)
+            outcome = MessageOutcome(
+                rejections=(
+                    Rejection(
+                        reason=RejectReason.INVALID_PAYLOAD,
+                        detail="internal error while validating; see the ingest log",
+                        topic=raw.topic,
+                        received_at=received_at,
+                        payload=raw.payload,
+                    ),
+                )
+            )
+        token = self._next_token
+        self._next_token += 1
+        if raw.qos > 0:
+            self._ledger.arrived(token, raw.mid)
+        self._batcher.add(token, outcome, time.monotonic())
+        metrics.BUFFER_MESSAGES.set(len(self._ledger))
+
+    async def _flush(self) -> None:
+        batch = self._batcher.take()
+        if not batch.tokens:
+            return
+        await self._write_splitting(batch)
+        self._ledger.settle(batch.tokens)
+        released = self._ledger.release()
+        consumer = self._consumer
+        sent = consumer.ack(released, self._ledger_epoch) if consumer else 0
+        metrics.MESSAGES_ACKED.inc(sent)
+        metrics.ACKS_SKIPPED.inc(len(released) - sent)
+        metrics.BUFFER_MESSAGES.set(len(self._ledger))
+
+    async def _write_splitting(self, batch: Batch) -> None:
+        """Write a batch; if the database refuses its rows, find the bad ones by halving."""
+        try:
+            await self._write_retrying(batch)
+        except _RowsRejectedError as exc:
+            if len(batch.readings) <= 1:
+                await self._write_retrying(_as_dead_letters(batch, exc.error))
+                return
+            half = len(batch.readings) // 2
+            first = Batch(
+                tokens=batch.tokens,
+                readings=batch.readings[:half],
+                rejections=batch.rejections,
+                statuses=batch.statuses,
+            )
+            second = Batch(tokens=[], readings=batch.readings[half:])
+            await self._write_splitting(first)
+            await self._write_splitting(second)
+
+    async def _write_retrying(self, batch: Batch) -> None:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                result = await self._writer.write(batch)
+            except psycopg.Error as exc:
+                outcome = classify(exc.sqlstate)
+                await self._writer.close()
+                if outcome is StorageOutcome.REJECT:
+                    raise _RowsRejectedError(exc) from exc
+                if outcome is StorageOutcome.FATAL:
+                    logger.critical("Unrecoverable storage error %s: %s", exc.sqlstate, exc)
+                    raise
+                self._set_degraded(degraded=True)
+                metrics.DB_RETRIES.inc()
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "Writing %d rows failed (%s: %s); retry %d in %.1f s, nothing acknowledged",
+                    len(batch.readings) + len(batch.rejections),
+                    exc.sqlstate or "connection",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            elapsed = time.monotonic() - started
+            self._set_degraded(degraded=False)
+            self._record(batch, result.inserted, result.duplicates, elapsed)
+            return
+
+    def _record(self, batch: Batch, inserted: int, duplicates: int, elapsed: float) -> None:
+        metrics.COMMIT_SECONDS.observe(elapsed)
+        metrics.BATCH_ROWS.observe(len(batch.readings) + len(batch.rejections))
+        metrics.READINGS_RECEIVED.inc(len(batch.readings))
+        metrics.READINGS_STORED.inc(inserted)
+        metrics.READINGS_DUPLICATE.inc(duplicates)
+        metrics.STATUS_UPDATES.inc(len(batch.statuses))
+        for rejection in batch.rejections:
+            metrics.REFUSED.labels(rejection.reason.value).inc()
+        if batch.readings:
+            now = datetime.now(UTC)
+            horizon = now - timedelta(hours=1)
+            stride = max(1, len(batch.readings) // _LAG_SAMPLES_PER_BATCH)
+            for reading in batch.readings[::stride]:
+                if reading.ts >= horizon:
+                    metrics.COMMIT_LAG.observe(max(0.0, (now - reading.ts).total_seconds()))
+
+    def _set_degraded(self, *, degraded: bool) -> None:
+        if degraded != self._degraded:
+            if degraded:
+                logger.error("Database unavailable: holding messages unacknowledged")
+            else:
+                logger.info("Database back: writing again")
+        self._degraded = degraded
+        metrics.DEGRADED.set(1 if degraded else 0)
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_s(
+            attempt, self._settings.retry_initial_s, self._settings.retry_max_s, self._rng.random()
+        )
+
+    async def _control_conn(self) -> psycopg.AsyncConnection:
+        if self._control is None or self._control.closed:
+            self._control = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=5
+            )
+        return self._control
+
+    async def _refresh_registry(self, *, force: bool = False) -> None:
+        self._next_refresh = time.monotonic() + self._settings.registry_refresh_s
+        try:
+            conn = await self._control_conn()
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM fleet_versions")
+            row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            if force or version != self._registry.version:
+                self._registry = await read_registry(conn)
+                metrics.REGISTRY_VERSION.set(self._registry.version)
+                logger.info(
+                    "Registry version %d: %d devices",
+                    self._registry.version,
+                    len(self._registry.devices),
+                )
+        except psycopg.OperationalError:
+            if force:
+                raise
+            logger.debug("Registry refresh failed; keeping version %d", self._registry.version)
+            await self._drop_control()
+
+    async def _heartbeat(self) -> None:
+        self._next_heartbeat = time.monotonic() + _HEARTBEAT_S
+        try:
+            await beat(
+                await self._control_conn(),
+                Heartbeat(
+                    client_id=self._settings.client_id,
+                    pid=os.getpid(),
+                    started_at=self._started_at,
+                    registry_version=self._registry.version,
+                    degraded=self._degraded,
+                    buffered=len(self._ledger),
+                ),
+            )
+        except psycopg.Error:
+            logger.debug("Heartbeat failed", exc_info=True)
+            await self._drop_control()
+
+    async def _drop_control(self) -> None:
+        if self._control is not None:
+            conn, self._control = self._control, None
+            try:
+                await conn.close()
+            except psycopg.Error:
+                logger.debug("Closing the control connection failed", exc_info=True)
+
+    async def _drain(self, consumer: MqttConsumer) -> None:
+        """Stop consuming, write what was received, acknowledge it, disconnect."""
+        consumer.stop_receiving()
+        deadline = self._settings.shutdown_deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                while not self._queue.empty():
+                    self._accept(self._queue.get_nowait())
+                await self._flush()
+        except TimeoutError:
+            logger.warning(
+                "Shutdown deadline of %.0f s passed; unacknowledged messages will be redelivered",
+                deadline,
+            )
+        await asyncio.to_thread(consumer.stop)
+        await self._writer.close()
+        await self._drop_control()
+        logger.info("Ingest %s stopped", self._settings.client_id)
+
+
+def _as_dead_letters(batch: Batch, error: psycopg.Error) -> Batch:
+    """Turn a batch's readings into dead letters with the database's reason."""
+    detail = f"database refused the row ({error.sqlstate}): {str(error).strip()}"
+    letters = [
+        Rejection(
+            reason=RejectReason.STORAGE_REJECTED,
+            detail=detail,
+            topic="",
+            received_at=r.received_at,
+            device_id=r.device_id,
+            metric=r.metric,
+            ts=r.ts,
+        )
+        for r in batch.readings
+    ]
+    return Batch(
+        tokens=batch.tokens,
+        readings=[],
+        rejections=[*batch.rejections, *letters],
+        statuses=batch.statuses,
+    )

@@ -1,0 +1,1 @@
+"""The local stack: its own PostgreSQL + TimescaleDB, Mosquitto and parksense services."""

@@ -1,0 +1,185 @@
+"""The COPY writer: one transaction per batch, idempotent on (device_id, metric, ts).
+
+Each batch is copied into a temporary staging table, then inserted with ``ON CONFLICT DO
+NOTHING``; the rows actually inserted (``fresh_readings``) are the only ones that move a
+device's latest value, its last-seen time and the roll-ups, so a redelivered reading never
+counts twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from services.core.batching import Batch
+from services.storage import rollups
+
+logger = logging.getLogger(__name__)
+
+_SETUP_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS staging_readings (
+    device_id text, metric text, ts timestamptz, value double precision, value_text text,
+    received_at timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS fresh_readings (
+    device_id text, metric text, ts timestamptz, value double precision, value_text text,
+    received_at timestamptz
+) ON COMMIT DELETE ROWS;
+"""
+
+_COPY_STAGING = (
+    "COPY staging_readings (device_id, metric, ts, value, value_text, received_at)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_STAGING_TYPES = ["text", "text", "timestamptz", "float8", "text", "timestamptz"]
+
+# Sorted by key so that concurrent writers take index locks in one order (no deadlocks).
+_INSERT_FRESH = """
+WITH inserted AS (
+    INSERT INTO readings (device_id, metric, ts, value, value_text, received_at)
+    SELECT device_id, metric, ts, value, value_text, received_at
+    FROM staging_readings
+    ORDER BY device_id, metric, ts
+    ON CONFLICT (device_id, metric, ts) DO NOTHING
+    RETURNING device_id, metric, ts, value, value_text, received_at
+)
+INSERT INTO fresh_readings SELECT * FROM inserted
+"""
+
+_UPDATE_LATEST = """
+INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)
+SELECT DISTINCT ON (device_id, metric) device_id, metric, ts, value, value_text, received_at
+FROM fresh_readings
+ORDER BY device_id, metric, ts DESC
+ON CONFLICT (device_id, metric) DO UPDATE
+SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
+    received_at = excluded.received_at
+WHERE excluded.ts > l.ts
+"""
+
+_UPDATE_LAST_SEEN = """
+INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)
+SELECT device_id, max(ts), now() FROM fresh_readings GROUP BY device_id ORDER BY device_id
+ON CONFLICT (device_id) DO UPDATE
+SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
+WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
+"""
+
+_UPDATE_STATUS = """
+INSERT INTO device_status AS s (device_id, online, status_ts, updated_at)
+VALUES (%s, %s, %s, now())
+ON CONFLICT (device_id) DO UPDATE
+SET online = excluded.online, status_ts = excluded.status_ts, updated_at = now()
+WHERE s.status_ts IS NULL OR excluded.status_ts >= s.status_ts
+"""
+
+_COPY_DEAD_LETTERS = (
+    "COPY dead_letters (received_at, reason, detail, topic, park_id, device_id, metric, ts,"
+    " payload) FROM STDIN (FORMAT BINARY)"
+)
+_DEAD_LETTER_TYPES = [
+    "timestamptz", "text", "text", "text", "text", "text", "text", "timestamptz", "bytea",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one committed batch did."""
+
+    staged: int
+    inserted: int
+    dead_letters: int
+    statuses: int
+
+    @property
+    def duplicates(self) -> int:
+        """Readings already stored, hence not inserted again."""
+        return self.staged - self.inserted
+
+
+class BatchWriter:
+    """Writes batches over one async connection; the caller reconnects after a failure."""
+
+    def __init__(self, conninfo: str) -> None:
+        """Create a writer; ``connect`` opens the connection."""
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether a usable connection is open."""
+        return self._conn is not None and not self._conn.closed
+
+    async def connect(self) -> None:
+        """Open the connection and prepare the session's temporary tables."""
+        await self.close()
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=False)
+        async with conn.transaction():
+            await conn.execute(_SETUP_SQL)
+        self._conn = conn
+
+    async def close(self) -> None:
+        """Close the connection, ignoring a connection that is already broken."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close()
+            except psycopg.Error:
+                logger.debug("Closing a broken connection failed", exc_info=True)
+
+    async def write(self, batch: Batch) -> WriteResult:
+        """Write one batch in one transaction.
+
+        Raises:
+            psycopg.Error: the transaction failed and was rolled back; nothing is stored.
+        """
+        if self._conn is None or self._conn.closed:
+            await self.connect()
+        conn = self._conn
+        if conn is None:
+            raise psycopg.OperationalError("no database connection")
+        inserted = 0
+        async with conn.transaction(), conn.cursor() as cur:
+            if batch.readings:
+                async with cur.copy(_COPY_STAGING) as copy:
+                    copy.set_types(_STAGING_TYPES)
+                    for r in batch.readings:
+                        await copy.write_row(
+                            (r.device_id, r.metric, r.ts, r.value, r.text, r.received_at)
+                        )
+                await cur.execute(_INSERT_FRESH)
+                inserted = max(cur.rowcount, 0)
+                if inserted:
+                    await cur.execute(_UPDATE_LATEST)
+                    await cur.execute(_UPDATE_LAST_SEEN)
+                    await rollups.update_from_fresh(cur)
+            if batch.statuses:
+                ordered = sorted(batch.statuses, key=lambda s: (s.device_id, s.ts))
+                await cur.executemany(
+                    _UPDATE_STATUS, [(s.device_id, s.online, s.ts) for s in ordered]
+                )
+            if batch.rejections:
+                async with cur.copy(_COPY_DEAD_LETTERS) as copy:
+                    copy.set_types(_DEAD_LETTER_TYPES)
+                    for j in batch.rejections:
+                        await copy.write_row(
+                            (
+                                j.received_at,
+                                j.reason.value,
+                                j.detail,
+                                j.topic,
+                                j.park_id,
+                                j.device_id,
+                                j.metric,
+                                j.ts,
+                                j.payload,
+                            )
+                        )
+        return WriteResult(
+            staged=len(batch.readings),
+            inserted=inserted,
+            dead_letters=len(batch.rejections),
+            statuses=len(batch.statuses),
+        )

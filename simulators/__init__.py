@@ -1,0 +1,1 @@
+"""Device simulators: a demo fleet, seeded signal models, an MQTT gateway publisher, a benchmark."""

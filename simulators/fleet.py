@@ -1,0 +1,172 @@
+"""A deterministic demo fleet: parks in Henan, their factories and a mix of all device types."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import yaml
+
+from schemas.fleet import Device, Factory, Fleet, Park, Thresholds
+
+# Real industrial parks of Henan province; more parks than these get generic ids.
+_PARKS: tuple[tuple[str, str, str], ...] = (
+    ("hebi-tech", "Hebi Digital Economy Park", "Hebi"),
+    ("zhengzhou-aero", "Zhengzhou Airport Economy Zone", "Zhengzhou"),
+    ("luoyang-new", "Luoyang New District Industrial Park", "Luoyang"),
+    ("xinxiang-hitech", "Xinxiang High-tech Industrial Development Zone", "Xinxiang"),
+    ("xuchang-east", "Xuchang East City Industrial Cluster", "Xuchang"),
+    ("kaifeng-auto", "Kaifeng Automotive Parts Park", "Kaifeng"),
+    ("anyang-steel", "Anyang Advanced Materials Park", "Anyang"),
+    ("nanyang-bio", "Nanyang Biomedicine Park", "Nanyang"),
+)
+
+# (name, industry, typical line capacity in units per hour)
+_FACTORIES: tuple[tuple[str, str, int], ...] = (
+    ("Precision Parts", "smart-manufacturing", 1200),
+    ("Magnesium Alloy Works", "new-materials", 400),
+    ("Electronics Assembly", "electronics", 2400),
+    ("Auto Components", "automotive", 900),
+    ("Battery Cells", "new-energy", 3600),
+    ("Food Processing", "food", 3000),
+    ("Textile Mill", "textiles", 1800),
+    ("Pharma Packaging", "pharmaceuticals", 6000),
+    ("Mining Machinery", "equipment", 60),
+    ("Glass Fibre", "new-materials", 800),
+    ("Cold Chain Packing", "logistics", 1500),
+    ("Fine Chemicals", "chemicals", 500),
+    ("Optical Lenses", "electronics", 1000),
+    ("Aluminium Extrusion", "new-materials", 300),
+    ("Flour Mill", "food", 2000),
+    ("Drone Frames", "smart-manufacturing", 120),
+)
+
+# Share of a factory's devices by type; each type gets at least one device.
+_TYPE_SHARES: tuple[tuple[str, str, float], ...] = (
+    ("power_meter", "meter", 0.12),
+    ("production_line", "line", 0.28),
+    ("env_sensor", "env", 0.20),
+    ("machine", "mach", 0.40),
+)
+
+# Clean rooms keep a tighter band than the type's default thresholds.
+_TIGHT_ENV_INDUSTRIES = frozenset({"pharmaceuticals", "electronics"})
+
+
+def generate_demo_fleet(
+    parks: int = 3,
+    factories_per_park: int = 4,
+    devices_per_factory: int = 25,
+    seed: int = 7,
+) -> Fleet:
+    """Generate a deterministic demo fleet.
+
+    Args:
+        parks: number of parks (the first eight have real names, further ones generic ids).
+        factories_per_park: factories in each park.
+        devices_per_factory: devices in each factory, at least 4 so that all four types occur.
+        seed: seed of the random choices (industries, capacities, device mix).
+
+    Returns:
+        A validated fleet; the same arguments always give the same fleet.
+
+    Raises:
+        ValueError: a count is out of range.
+    """
+    if parks < 1 or factories_per_park < 1:
+        raise ValueError("parks and factories_per_park must be at least 1")
+    if devices_per_factory < len(_TYPE_SHARES):
+        raise ValueError(f"devices_per_factory must be at least {len(_TYPE_SHARES)}")
+    if factories_per_park > 99:  # noqa: PLR2004 - ids carry two digits: f01 … f99
+        raise ValueError("factories_per_park must be at most 99")
+    rng = random.Random(seed)
+    result = []
+    for p in range(parks):
+        if p < len(_PARKS):
+            park_id, park_name, city = _PARKS[p]
+        else:
+            park_id, park_name, city = f"park-{p + 1:03d}", f"Industrial Park {p + 1}", "Henan"
+        catalogue = list(_FACTORIES)
+        rng.shuffle(catalogue)
+        factories = []
+        for f in range(factories_per_park):
+            name, industry, capacity = catalogue[f % len(catalogue)]
+            factory_id = f"{park_id}-f{f + 1:02d}"
+            factories.append(
+                Factory(
+                    id=factory_id,
+                    name=f"{city} {name}",
+                    industry=industry,
+                    devices=_devices(factory_id, industry, capacity, devices_per_factory, rng),
+                )
+            )
+        result.append(Park(id=park_id, name=park_name, city=city, factories=factories))
+    return Fleet(parks=result)
+
+
+def _type_counts(devices: int, rng: random.Random) -> list[int]:
+    counts = [max(1, round(devices * share * rng.uniform(0.8, 1.2))) for _, _, share in _TYPE_SHARES]
+    # Machines absorb the rounding; shrink the largest other type if machines would vanish.
+    while sum(counts[:-1]) >= devices:
+        largest = max(range(len(counts) - 1), key=lambda i: counts[i])
+        counts[largest] -= 1
+    counts[-1] = devices - sum(counts[:-1])
+    return counts
+
+
+def _devices(
+    factory_id: str, industry: str, capacity: int, devices: int, rng: random.Random
+) -> list[Device]:
+    result = []
+    for (type_id, short, _), count in zip(_TYPE_SHARES, _type_counts(devices, rng), strict=True):
+        for n in range(1, count + 1):
+            device_id = f"{factory_id}-{short}-{n}"
+            if type_id == "production_line":
+                line_capacity = round(capacity * rng.choice((0.5, 0.75, 1.0, 1.0, 1.25, 1.5)))
+                result.append(
+                    Device(id=device_id, type=type_id, capacity_units_per_hour=line_capacity)
+                )
+            elif type_id == "env_sensor" and industry in _TIGHT_ENV_INDUSTRIES and n == 1:
+                tight = {"temp_c": Thresholds(min=15, max=28), "humidity_pct": Thresholds(max=60)}
+                result.append(Device(id=device_id, type=type_id, thresholds=tight))
+            else:
+                result.append(Device(id=device_id, type=type_id))
+    return result
+
+
+class _FlowDict(dict[str, Any]):
+    """A mapping written on one line, as devices are in the fleet file example."""
+
+
+class _FleetDumper(yaml.SafeDumper):
+    """A safe YAML dumper that writes `_FlowDict` in flow style."""
+
+
+def _represent_flow_dict(dumper: yaml.SafeDumper, data: _FlowDict) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+
+
+_FleetDumper.add_representer(_FlowDict, _represent_flow_dict)
+
+
+def _tidy(device: dict[str, Any]) -> dict[str, Any]:
+    """Write whole-number capacities as integers (``1200``, not ``1200.0``)."""
+    capacity = device.get("capacity_units_per_hour")
+    if isinstance(capacity, float) and capacity.is_integer():
+        return device | {"capacity_units_per_hour": int(capacity)}
+    return device
+
+
+def dump_fleet_yaml(fleet: Fleet) -> str:
+    """Render a fleet as a fleet file (YAML) that ``schemas.fleet.parse_fleet`` reads back.
+
+    Devices are written one per line in flow style; fields at their defaults are left out.
+    """
+    raw = fleet.model_dump(mode="json", exclude_defaults=True)
+    for park in raw.get("parks", []):
+        for factory in park.get("factories", []):
+            factory["devices"] = [_FlowDict(_tidy(d)) for d in factory.get("devices", [])]
+    text: str = yaml.dump(
+        raw, Dumper=_FleetDumper, sort_keys=False, allow_unicode=True, width=120
+    )
+    return text
