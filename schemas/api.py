@@ -1,0 +1,132 @@
+"""API response models (what downstream services rely on; fields are added, never renamed)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ParkSummary(_Out):
+    """A park in the list of parks."""
+
+    park_id: str
+    name: str
+    city: str
+    factories: int
+    devices: int
+
+
+class ParkSummaries(_Out):
+    """The list of parks."""
+
+    data: list[ParkSummary]
+    count: int
+
+
+class DeviceSummary(_Out):
+    """A device inside a park's detail."""
+
+    device_id: str
+    type: str
+    capacity_units_per_hour: float | None = None
+
+
+class FactoryDetail(_Out):
+    """A factory inside a park's detail."""
+
+    factory_id: str
+    name: str
+    industry: str
+    devices: list[DeviceSummary]
+
+
+class ParkDetail(_Out):
+    """One park with its factories and devices."""
+
+    park_id: str
+    name: str
+    city: str
+    factories: list[FactoryDetail]
+
+
+class LatestValue(_Out):
+    """A metric's latest value and when it was measured."""
+
+    ts: datetime
+    value: float | str | None
+
+
+class DeviceLatest(_Out):
+    """A device's latest value of each metric."""
+
+    device_id: str
+    park_id: str
+    factory_id: str
+    type: str
+    online: bool
+    last_seen: datetime | None
+    metrics: dict[str, LatestValue]
+
+
+class Point(_Out):
+    """One point of a series; a bucket's ``ts`` is its start."""
+
+    ts: datetime
+    value: float | str | None
+
+
+class Readings(_Out):
+    """A device's readings of one metric, raw or time-bucketed."""
+
+    device_id: str
+    metric: str
+    bucket: str | None
+    agg: str | None
+    start: datetime
+    end: datetime
+    points: list[Point]
+
+
+class FleetLoaded(_Out):
+    """What a fleet load wrote."""
+
+    version: int
+    parks: int
+    factories: int
+    devices: int
+    device_types: int
+
+
+class DeadLetter(_Out):
+    """A refused reading or message."""
+
+    id: int
+    received_at: datetime
+    reason: str
+    detail: str
+    topic: str
+    park_id: str | None
+    device_id: str | None
+    metric: str | None
+    ts: datetime | None
+    payload: str | None = Field(description="the refused payload (UTF-8, or base64 when binary)")
+    payload_encoding: str | None = Field(description="'utf-8' or 'base64'")
+
+
+class DeadLetters(_Out):
+    """A page of dead letters, newest first."""
+
+    data: list[DeadLetter]
+    count: int
+
+
+class Health(_Out):
+    """Liveness or readiness."""
+
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

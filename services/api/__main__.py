@@ -1,0 +1,38 @@
+"""Run the API: ``python -m services.api`` or ``parksense api``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from services.api.app import create_app
+from services.config import ApiSettings, DatabaseSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the API; settings come from ``PARKSENSE_*`` environment variables."""
+    parser = argparse.ArgumentParser(prog="parksense api", description=__doc__)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = ApiSettings()
+    app = create_app(settings, DatabaseSettings())
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level.lower(),
+        proxy_headers=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The FastAPI application: ``create_app(settings)`` with a pool opened by its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+from psycopg_pool import AsyncConnectionPool
+
+from services.api import problems
+from services.api.routes import ROUTERS
+from services.config import ApiSettings, DatabaseSettings
+
+_DESCRIPTION = """Industry state, sensed on one network.
+
+Park industry-health signals, device readings and delivery accounting over TimescaleDB.
+Times are RFC 3339 UTC; errors are `application/problem+json`.
+"""
+
+
+def create_app(settings: ApiSettings, database: DatabaseSettings) -> FastAPI:
+    """Build the API for one database."""
+    conninfo = database.conninfo(application_name="parksense-api")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            conninfo,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            open=False,
+            kwargs={"autocommit": True},
+        )
+        # Not waiting: the API starts while the database is away, and /readyz says so.
+        await pool.open(wait=False)
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="parksense API",
+        version="1.0.0",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.conninfo = conninfo
+    problems.install(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/metrics", make_asgi_app())
+    return app

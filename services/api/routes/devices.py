@@ -1,0 +1,138 @@
+"""Devices: latest values and readings, raw or time-bucketed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from schemas.api import DeviceLatest, Readings
+from services.api.deps import DeviceId, PoolDep, SettingsDep
+from services.api.problems import bad_request, not_found
+from services.core.timeparams import parse_duration
+from services.storage import queries
+from services.storage.queries import Agg
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+# Raw points per request; a longer series is asked for with a bucket.
+_MAX_RAW_POINTS = 100_000
+# Buckets per request, so a 1s bucket over a year is refused rather than computed.
+_MAX_BUCKETS = 100_000
+
+
+def _aware(ts: datetime, name: str) -> datetime:
+    if ts.tzinfo is None:
+        raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
+    return ts.astimezone(UTC)
+
+
+@router.get(
+    "/{device_id}/latest",
+    summary="A device's latest values",
+    responses={404: {"description": "Unknown device"}},
+)
+async def latest(device_id: DeviceId, pool: PoolDep, settings: SettingsDep) -> DeviceLatest:
+    """The latest value of each metric (by measured time) and whether the device is online."""
+    async with pool.connection() as conn:
+        device = await queries.get_device(conn, device_id)
+        if device is None:
+            raise not_found("device", device_id)
+        state = await queries.device_state(conn, device_id)
+    now = datetime.now(UTC)
+    fresh = state.last_seen is not None and state.last_seen >= now - timedelta(
+        seconds=settings.online_timeout_s
+    )
+    announced_offline = (
+        state.status_online is False
+        and state.status_ts is not None
+        and (state.last_seen is None or state.status_ts >= state.last_seen)
+    )
+    return DeviceLatest(
+        device_id=device.device_id,
+        park_id=device.park_id,
+        factory_id=device.factory_id,
+        type=device.type_id,
+        online=fresh and not announced_offline,
+        last_seen=state.last_seen,
+        metrics=state.metrics,
+    )
+
+
+@router.get(
+    "/{device_id}/readings",
+    summary="A device's readings of one metric",
+    responses={
+        400: {"description": "Bad parameter"},
+        404: {"description": "Unknown device or metric"},
+    },
+)
+async def readings(
+    device_id: DeviceId,
+    pool: PoolDep,
+    metric: Annotated[str, Query(examples=["power_kw"])],
+    start: Annotated[datetime | None, Query(description="inclusive; default end - 1 h")] = None,
+    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    bucket: Annotated[
+        str | None, Query(description="bucket width, e.g. 1m, 15m, 1h, 1d", examples=["15m"])
+    ] = None,
+    agg: Annotated[Agg | None, Query(description="aggregate per bucket; default avg")] = None,
+    limit: Annotated[int, Query(ge=1, le=_MAX_RAW_POINTS)] = 10_000,
+) -> Readings:
+    """Raw points (oldest first) without ``bucket``; with it, one point per bucket start."""
+    end_ts = _aware(end, "end") if end else datetime.now(UTC)
+    start_ts = _aware(start, "start") if start else end_ts - timedelta(hours=1)
+    if start_ts >= end_ts:
+        raise bad_request("start must be before end")
+    async with pool.connection() as conn:
+        device = await queries.get_device(conn, device_id)
+        if device is None:
+            raise not_found("device", device_id)
+        kind = device.metric_kinds.get(metric)
+        if kind is None:
+            raise not_found(f"metric of device {device_id}", metric)
+        if bucket is None:
+            if agg is not None:
+                raise bad_request("agg needs a bucket")
+            points = await queries.raw_readings(
+                conn, device_id=device_id, metric=metric, start=start_ts, end=end_ts, limit=limit
+            )
+            return Readings(
+                device_id=device_id,
+                metric=metric,
+                bucket=None,
+                agg=None,
+                start=start_ts,
+                end=end_ts,
+                points=points,
+            )
+        try:
+            width = parse_duration(bucket)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from exc
+        if (end_ts - start_ts) / width > _MAX_BUCKETS:
+            raise bad_request(f"more than {_MAX_BUCKETS} buckets; widen the bucket")
+        chosen = agg or (Agg.LAST if kind == "state" else Agg.AVG)
+        try:
+            points = await queries.bucketed_readings(
+                conn,
+                device_id=device_id,
+                metric=metric,
+                start=start_ts,
+                end=end_ts,
+                bucket=width,
+                agg=chosen,
+                state_metric=kind == "state",
+            )
+        except ValueError as exc:
+            raise bad_request(str(exc)) from exc
+    return Readings(
+        device_id=device_id,
+        metric=metric,
+        bucket=bucket,
+        agg=chosen.value,
+        start=start_ts,
+        end=end_ts,
+        points=points,
+    )

@@ -1,0 +1,55 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import psycopg
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from schemas.api import Health
+from services.api.deps import PoolDep
+
+router = APIRouter(tags=["operations"])
+
+# An ingest worker that has not reported for this long is counted as stale.
+_STALE_AFTER_S = 10
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"model": Health, "description": "The database is unreachable"}},
+)
+async def readyz(pool: PoolDep) -> JSONResponse:
+    """Ready when the database answers; ``degraded`` when an ingest worker is stale or degraded."""
+    checks: dict[str, str] = {}
+    try:
+        async with pool.connection(timeout=2) as conn:
+            cur = await conn.execute(
+                "SELECT client_id, degraded,"
+                " extract(epoch FROM now() - heartbeat_at) > %s AS stale"
+                " FROM ingest_workers WHERE heartbeat_at > now() - interval '1 day'"
+                " ORDER BY client_id",
+                (_STALE_AFTER_S,),
+            )
+            workers = await cur.fetchall()
+    except (psycopg.Error, TimeoutError) as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        body = Health(status="unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=503)
+    checks["database"] = "ok"
+    status = "ready"
+    for client_id, degraded, stale in workers:
+        state = "stale" if stale else ("degraded" if degraded else "ok")
+        checks[f"ingest:{client_id}"] = state
+        if state != "ok":
+            status = "degraded"
+    if not workers:
+        checks["ingest"] = "no worker has reported"
+    return JSONResponse(Health(status=status, checks=checks).model_dump())

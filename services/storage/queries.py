@@ -1,0 +1,298 @@
+"""Read queries behind the API (registry, latest values, readings, dead letters)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from schemas.api import (
+    DeadLetter,
+    DeviceSummary,
+    FactoryDetail,
+    LatestValue,
+    ParkDetail,
+    ParkSummary,
+    Point,
+)
+
+
+class Agg(StrEnum):
+    """Aggregates of a time bucket."""
+
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    FIRST = "first"
+    LAST = "last"
+
+
+# Fixed SQL fragments per aggregate; never built from user text.
+_NUMERIC_AGG_SQL = {
+    Agg.AVG: "avg(value)",
+    Agg.MIN: "min(value)",
+    Agg.MAX: "max(value)",
+    Agg.SUM: "sum(value)",
+    Agg.COUNT: "count(*)::double precision",
+    Agg.FIRST: "first(value, ts)",
+    Agg.LAST: "last(value, ts)",
+}
+_STATE_AGG_SQL = {
+    Agg.COUNT: "count(*)::text",
+    Agg.FIRST: "first(value_text, ts)",
+    Agg.LAST: "last(value_text, ts)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A registered device and its type's metric kinds."""
+
+    device_id: str
+    park_id: str
+    factory_id: str
+    type_id: str
+    metric_kinds: dict[str, str]
+
+
+async def list_parks(conn: AsyncConnection) -> list[ParkSummary]:
+    """Every park with its factory and device counts."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT p.park_id, p.name, p.city,
+                   (SELECT count(*) FROM factories f WHERE f.park_id = p.park_id) AS factories,
+                   (SELECT count(*) FROM devices d WHERE d.park_id = p.park_id) AS devices
+            FROM parks p ORDER BY p.park_id
+            """
+        )
+        return [ParkSummary(**row) for row in await cur.fetchall()]
+
+
+async def get_park(conn: AsyncConnection, park_id: str) -> ParkDetail | None:
+    """One park with its factories and devices, or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT park_id, name, city FROM parks WHERE park_id = %s", (park_id,))
+        park = await cur.fetchone()
+        if park is None:
+            return None
+        await cur.execute(
+            """
+            SELECT f.factory_id, f.name, f.industry, d.device_id, d.type_id,
+                   d.capacity_units_per_hour
+            FROM factories f LEFT JOIN devices d ON d.factory_id = f.factory_id
+            WHERE f.park_id = %s ORDER BY f.factory_id, d.device_id
+            """,
+            (park_id,),
+        )
+        factories: dict[str, dict[str, Any]] = {}
+        for row in await cur.fetchall():
+            factory = factories.setdefault(
+                row["factory_id"],
+                {
+                    "factory_id": row["factory_id"],
+                    "name": row["name"],
+                    "industry": row["industry"],
+                    "devices": [],
+                },
+            )
+            if row["device_id"] is not None:
+                factory["devices"].append(
+                    DeviceSummary(
+                        device_id=row["device_id"],
+                        type=row["type_id"],
+                        capacity_units_per_hour=row["capacity_units_per_hour"],
+                    )
+                )
+    return ParkDetail(
+        park_id=park["park_id"],
+        name=park["name"],
+        city=park["city"],
+        factories=[FactoryDetail(**f) for f in factories.values()],
+    )
+
+
+async def get_device(conn: AsyncConnection, device_id: str) -> DeviceRecord | None:
+    """A registered device with its metric kinds, or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT d.device_id, d.park_id, d.factory_id, d.type_id,
+                   coalesce(jsonb_object_agg(m.metric, m.kind)
+                            FILTER (WHERE m.metric IS NOT NULL), '{}') AS kinds
+            FROM devices d LEFT JOIN device_type_metrics m ON m.type_id = d.type_id
+            WHERE d.device_id = %s
+            GROUP BY d.device_id
+            """,
+            (device_id,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return DeviceRecord(
+        row["device_id"], row["park_id"], row["factory_id"], row["type_id"], dict(row["kinds"])
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """A device's latest values and online facts."""
+
+    metrics: dict[str, LatestValue]
+    last_seen: datetime | None
+    status_online: bool | None
+    status_ts: datetime | None
+
+
+async def device_state(conn: AsyncConnection, device_id: str) -> DeviceState:
+    """Latest value of each metric, the newest measured time and the last status message."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT metric, ts, value, value_text FROM device_latest WHERE device_id = %s"
+            " ORDER BY metric",
+            (device_id,),
+        )
+        metrics = {
+            row["metric"]: LatestValue(
+                ts=row["ts"],
+                value=row["value_text"] if row["value_text"] is not None else row["value"],
+            )
+            for row in await cur.fetchall()
+        }
+        await cur.execute(
+            "SELECT online, status_ts, last_seen_ts FROM device_status WHERE device_id = %s",
+            (device_id,),
+        )
+        status = await cur.fetchone()
+    if status is None:
+        return DeviceState(metrics, None, None, None)
+    return DeviceState(metrics, status["last_seen_ts"], status["online"], status["status_ts"])
+
+
+async def raw_readings(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[Point]:
+    """Raw points in [start, end), oldest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT ts, coalesce(value_text, value::text) AS text, value
+            FROM readings
+            WHERE device_id = %s AND metric = %s AND ts >= %s AND ts < %s
+            ORDER BY ts LIMIT %s
+            """,
+            (device_id, metric, start, end, limit),
+        )
+        return [
+            Point(ts=row["ts"], value=row["value"] if row["value"] is not None else row["text"])
+            for row in await cur.fetchall()
+        ]
+
+
+async def bucketed_readings(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    agg: Agg,
+    state_metric: bool,
+) -> list[Point]:
+    """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
+
+    Raises:
+        ValueError: the aggregate does not apply to a state metric.
+    """
+    table = _STATE_AGG_SQL if state_metric else _NUMERIC_AGG_SQL
+    expr = table.get(agg)
+    if expr is None:
+        raise ValueError(f"agg {agg} does not apply to a state metric; use count, first or last")
+    sql = f"""
+        WITH buckets AS (
+            SELECT time_bucket(%(bucket)s, ts, %(origin)s) AS bucket, {expr} AS value
+            FROM readings
+            WHERE device_id = %(device)s AND metric = %(metric)s
+              AND ts >= %(start)s AND ts < %(end)s
+            GROUP BY 1
+        ), grid AS (
+            SELECT generate_series(
+                time_bucket(%(bucket)s, %(start)s::timestamptz, %(origin)s),
+                %(end)s::timestamptz - interval '1 microsecond', %(bucket)s) AS bucket
+        )
+        SELECT grid.bucket AS ts, buckets.value
+        FROM grid LEFT JOIN buckets USING (bucket)
+        ORDER BY grid.bucket
+    """  # expr comes from the fixed table above, never from user text
+    params = {
+        "bucket": bucket,
+        "origin": datetime(2000, 1, 3, tzinfo=start.tzinfo),  # a Monday, as TimescaleDB's
+        "device": device_id,
+        "metric": metric,
+        "start": start,
+        "end": end,
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql.encode(), params)
+        return [Point(ts=row["ts"], value=row["value"]) for row in await cur.fetchall()]
+
+
+async def dead_letters(
+    conn: AsyncConnection,
+    *,
+    reason: str | None,
+    device_id: str | None,
+    park_id: str | None,
+    since: datetime | None,
+    limit: int,
+) -> list[DeadLetter]:
+    """Dead letters, newest first, filtered by reason, device, park and time."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT id, received_at, reason, detail, topic, park_id, device_id, metric, ts, payload
+            FROM dead_letters
+            WHERE (%(reason)s::text IS NULL OR reason = %(reason)s)
+              AND (%(device)s::text IS NULL OR device_id = %(device)s)
+              AND (%(park)s::text IS NULL OR park_id = %(park)s)
+              AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)
+            ORDER BY received_at DESC, id DESC
+            LIMIT %(limit)s
+            """,
+            {
+                "reason": reason,
+                "device": device_id,
+                "park": park_id,
+                "since": since,
+                "limit": limit,
+            },
+        )
+        rows = await cur.fetchall()
+    letters = []
+    for row in rows:
+        payload, encoding = _payload_text(row.pop("payload"))
+        letters.append(DeadLetter(**row, payload=payload, payload_encoding=encoding))
+    return letters
+
+
+def _payload_text(payload: bytes | None) -> tuple[str | None, str | None]:
+    if payload is None:
+        return None, None
+    try:
+        return bytes(payload).decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(payload).decode("ascii"), "base64"
