@@ -105,7 +105,9 @@ def generate_demo_fleet(
 
 
 def _type_counts(devices: int, rng: random.Random) -> list[int]:
-    counts = [max(1, round(devices * share * rng.uniform(0.8, 1.2))) for _, _, share in _TYPE_SHARES]
+    counts = [
+        max(1, round(devices * share * rng.uniform(0.8, 1.2))) for _, _, share in _TYPE_SHARES
+    ]
     # Machines absorb the rounding; shrink the largest other type if machines would vanish.
     while sum(counts[:-1]) >= devices:
         largest = max(range(len(counts) - 1), key=lambda i: counts[i])
@@ -166,7 +168,5 @@ def dump_fleet_yaml(fleet: Fleet) -> str:
     for park in raw.get("parks", []):
         for factory in park.get("factories", []):
             factory["devices"] = [_FlowDict(_tidy(d)) for d in factory.get("devices", [])]
-    text: str = yaml.dump(
-        raw, Dumper=_FleetDumper, sort_keys=False, allow_unicode=True, width=120
-    )
+    text: str = yaml.dump(raw, Dumper=_FleetDumper, sort_keys=False, allow_unicode=True, width=120)
     return text

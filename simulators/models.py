@@ -85,7 +85,7 @@ def hall_temperature_c(ts: datetime, shift: ShiftPlan) -> float:
     """Return a factory hall's temperature without load or noise: season and time of day.
 
     Henan has cold winters and hot summers; a heated, ventilated hall damps both to roughly
-    13–25 °C.
+    13-25 °C.
     """
     season = -math.cos(2 * math.pi * (ts.timetuple().tm_yday - 20) / 365.0)  # -1 in January
     day = math.sin(2 * math.pi * (shift.local_hour(ts) - 9.0) / 24.0)  # +1 at 15:00 local
@@ -133,7 +133,7 @@ def initial_state(on_shift: bool, rng: random.Random) -> State:
 
 @dataclass(slots=True)
 class Noise:
-    """Ornstein–Uhlenbeck noise: stationary standard deviation ``sigma``, time constant ``tau_s``."""
+    """Ornstein-Uhlenbeck noise: stationary deviation ``sigma``, time constant ``tau_s``."""
 
     sigma: float
     tau_s: float = _NOISE_TAU_S
@@ -269,7 +269,7 @@ class PowerMeterModel:
         if self.last_ts is None:
             self.energy_kwh = float(rng.randrange(100_000, 20_000_000))
         else:
-            # Trapezoidal rule over (last_ts, ts]: kW × h = kWh.
+            # Trapezoidal rule over (last_ts, ts]: kW * h = kWh.
             dt_s = _elapsed_s(self.last_ts, ts)
             self.energy_kwh += (self.power_kw + power_kw) / 2.0 * dt_s / 3600.0
         self.last_ts = ts

@@ -7,8 +7,6 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
 from schemas.fleet import MetricKind
 from services.core.decode import DecodeFailure, decode_json, decode_samples
 from services.core.readings import (
@@ -304,8 +302,5 @@ def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
 
 
 def _dump_sample(sample: object) -> bytes:
-    """Serialise a sample for the dead letters (NaN becomes null; huge integers become text)."""
-    try:
-        return orjson.dumps(sample)
-    except TypeError:
-        return json.dumps(sample, default=str).encode()
+    """Serialise a refused sample for the dead letters as it came (NaN stays NaN)."""
+    return json.dumps(sample, default=str, separators=(",", ":")).encode()

@@ -72,8 +72,9 @@ def render_config(
         f"log_dest file {log_file}",
         "log_type error",
         "log_type warning",
+        # Connections and disconnections are notices; "information" would add a line for
+        # every autosave (each second or two).
         "log_type notice",
-        "log_type information",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         "connection_messages true",
     ]

@@ -48,21 +48,27 @@ def read_cmdline(pid: int) -> list[str] | None:
     return raw.rstrip(b"\0").decode(errors="replace").split("\0")
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status of our own child so it does not linger as a zombie."""
+def pid_alive(pid: int) -> bool:
+    """Return whether ``pid`` is a running process (not a zombie), reaping our own children.
+
+    The state comes from ``/proc/PID/stat``, not the command line, which reads empty for
+    a moment while a fresh child calls exec.
+    """
     child = _CHILDREN.get(pid)
     if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def pid_alive(pid: int) -> bool:
-    """Return whether ``pid`` is a running (not zombie) process."""
-    _reap(pid)
-    return read_cmdline(pid) is not None
+        os.waitpid(pid, os.WNOHANG)  # Our child from elsewhere in this process: reap it.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    # Fields after the parenthesised command name; the first is the state letter.
+    state = stat.rpartition(")")[2].split()[:1]
+    return bool(state) and state[0] not in {"Z", "X"}
 
 
 def read_pid_file(path: Path) -> int | None:
@@ -99,7 +105,7 @@ def terminate(pid: int, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        _reap(pid)
+        pid_alive(pid)  # Reap it if it was our child.
         return True
     if wait_until(lambda: not pid_alive(pid), timeout_s):
         return True
@@ -179,9 +185,8 @@ class ManagedProcess:
     def pid(self) -> int | None:
         """The pid of the running service, or None when it is not running."""
         pid = read_pid_file(self.pid_file)
-        if pid is None:
+        if pid is None or not pid_alive(pid):
             return None
-        _reap(pid)
         cmdline = read_cmdline(pid)
         if cmdline is None or not self._matches(cmdline):
             return None
@@ -200,13 +205,6 @@ class ManagedProcess:
         tmp.replace(self.pid_file)
         logger.info("Started %s (pid %d), log %s", self.name, pid, self.log_file)
         return pid
-
-    def exited(self, pid: int) -> int | None:
-        """Return the exit code of ``pid`` if it was our child and has exited, else None."""
-        child = _CHILDREN.get(pid)
-        if child is None:
-            return None
-        return child.poll()
 
     def wait_ready(self, pid: int, ready: Callable[[], bool], timeout_s: float) -> None:
         """Wait until ``ready()`` holds while the process stays alive.

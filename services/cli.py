@@ -1,0 +1,331 @@
+"""The ``parksense`` command: run the local stack, load fleets, run services and tools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar, cast
+
+import psycopg
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
+from services.stack.errors import StackError
+from services.storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from services.stack.stack import Stack
+
+logger = logging.getLogger(__name__)
+
+PROG = "parksense"
+DEMO_FLEET_FILE = "demo-fleet.yaml"
+
+# Subcommands that hand their arguments, untouched, to another program's main(argv).
+PASSTHROUGH = {
+    "ingest": ("services.ingest.__main__", "run one ingest worker in the foreground"),
+    "api": ("services.api.__main__", "run the HTTP API in the foreground"),
+    "sim": ("simulators.__main__", "run the device simulator (see `parksense sim --help`)"),
+    "bench": ("simulators.bench", "run the load benchmark (see `parksense bench --help`)"),
+}
+
+_SettingsT = TypeVar("_SettingsT", bound=BaseSettings)
+EntryPoint = Callable[[list[str]], int | None]
+
+
+class CliError(Exception):
+    """An expected failure, reported in one line without a traceback."""
+
+
+# -- settings and helpers -------------------------------------------------------------
+
+
+class Settings:
+    """Every setting the stack commands need, read once from ``PARKSENSE_*`` variables."""
+
+    def __init__(self) -> None:
+        """Read the settings.
+
+        Raises:
+            CliError: A variable holds an invalid value; the message names the variable.
+        """
+        self.stack = _read_settings(StackSettings)
+        self.db = _read_settings(DatabaseSettings)
+        self.mqtt = _read_settings(MqttSettings)
+        self.api = _read_settings(ApiSettings)
+
+    def make_stack(self) -> Stack:
+        """Return the local stack described by these settings."""
+        from services.stack.stack import Stack  # noqa: PLC0415 - keeps `parksense --help` light
+
+        return Stack(self.stack, self.db, self.mqtt, self.api)
+
+
+def _read_settings(cls: type[_SettingsT]) -> _SettingsT:
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(part) for part in error['loc'])}".upper() + f": {error['msg']}"
+            for error in exc.errors()
+        )
+        raise CliError(f"invalid setting {problems}") from exc
+
+
+def _out(text: str = "") -> None:
+    """Write user-facing output."""
+    print(text)  # noqa: T201 - the command's output
+
+
+def _one_line(exc: BaseException) -> str:
+    """Return an exception's message on one line."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines) or type(exc).__name__
+
+
+def _load_entry_point(module_name: str, attribute: str = "main") -> EntryPoint:
+    """Import ``module_name`` lazily and return its ``main``.
+
+    Raises:
+        CliError: The module is not part of this installation (yet).
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise CliError(f"{module_name} is not available in this installation") from exc
+        raise
+    return cast("EntryPoint", getattr(module, attribute))
+
+
+def _run_passthrough(command: str, rest: list[str]) -> int:
+    module_name, _ = PASSTHROUGH[command]
+    entry = _load_entry_point(module_name)
+    result = entry(rest)
+    return int(result or 0)
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- stack commands -------------------------------------------------------------------
+
+
+def _cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    stack = settings.make_stack()
+    started = stack.up()
+    from services.stack.stack import format_status  # noqa: PLC0415 - see Settings.make_stack
+
+    _out(format_status(stack.status()))
+    _out()
+    _out(f"Started: {', '.join(started)}" if started else "Everything was already running.")
+    _out(f"API: {stack.dashboard_url()}")
+    return 0
+
+
+def _cmd_down(settings: Settings, _args: argparse.Namespace) -> int:
+    stopped = settings.make_stack().down()
+    _out(f"Stopped: {', '.join(stopped)}" if stopped else "Nothing was running.")
+    return 0
+
+
+def _cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
+    from services.stack.stack import format_status  # noqa: PLC0415 - see Settings.make_stack
+
+    _out(format_status(settings.make_stack().status()))
+    return 0
+
+
+def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from services.storage.migrate import apply_migrations  # noqa: PLC0415 - lazy, like all I/O
+
+    applied = apply_migrations(settings.db.conninfo(application_name="parksense-cli"))
+    if applied:
+        _out("Applied migrations: " + ", ".join(f"{version:04d}" for version in applied))
+    else:
+        _out("The schema is current.")
+    return 0
+
+
+def _read_fleet_text(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read fleet file {file}: {exc.strerror or exc}") from exc
+
+
+def _load_fleet_file(settings: Settings, file: str) -> str:
+    """Validate and load a fleet file; return a one-line summary."""
+    from schemas.fleet import parse_fleet  # noqa: PLC0415 - lazy, like all subcommands
+    from services.storage.fleet_store import load_fleet  # noqa: PLC0415 - same
+
+    try:
+        fleet = parse_fleet(_read_fleet_text(file))
+    except ValueError as exc:
+        raise CliError(f"invalid fleet file {file}: {_one_line(exc)}") from exc
+    counts = load_fleet(settings.db.conninfo(application_name="parksense-cli"), fleet)
+    return (
+        f"Loaded fleet version {counts.version}: {counts.parks} parks, "
+        f"{counts.factories} factories, {counts.devices} devices, "
+        f"{counts.device_types} device types"
+    )
+
+
+def _cmd_fleet_load(settings: Settings, args: argparse.Namespace) -> int:
+    _out(_load_fleet_file(settings, str(args.file)))
+    return 0
+
+
+def _demo_fleet_yaml(args: argparse.Namespace) -> str:
+    from simulators.fleet import dump_fleet_yaml, generate_demo_fleet  # noqa: PLC0415 - lazy
+
+    options = {
+        name: getattr(args, name)
+        for name in ("parks", "factories_per_park", "devices_per_factory", "seed")
+        if getattr(args, name, None) is not None
+    }
+    try:
+        fleet = generate_demo_fleet(**options)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    return dump_fleet_yaml(fleet)
+
+
+def _cmd_fleet_demo(_settings: Settings, args: argparse.Namespace) -> int:
+    sys.stdout.write(_demo_fleet_yaml(args))
+    return 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from services.stack.stack import check_installed  # noqa: PLC0415 - see Settings.make_stack
+
+    check_installed()
+    stack = settings.make_stack()
+    started = stack.up()
+    if started:
+        logger.info("Started %s", ", ".join(started))
+    fleet_file = stack.state_dir / DEMO_FLEET_FILE
+    if not fleet_file.exists():
+        fleet_file.write_text(_demo_fleet_yaml(args), encoding="utf-8")
+        logger.info("Wrote the demo fleet to %s", fleet_file)
+    logger.info("%s", _load_fleet_file(settings, str(fleet_file)))
+    if stack.start_simulator(fleet_file):
+        logger.info("Started the simulator, log %s", stack.logs_dir / "simulator.log")
+    _out()
+    _out(f"Dashboard:     {stack.dashboard_url()}")
+    _out(f"API docs:      {stack.api_docs_url()}")
+    _out(f"MQTT broker:   mqtt://{settings.mqtt.host}:{settings.mqtt.port}")
+    _out(f"Demo fleet:    {fleet_file}")
+    _out("Stop it all with `make down` (or `parksense down`).")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def _add_demo_fleet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--parks", type=int, help="number of parks (default 3)")
+    parser.add_argument("--factories-per-park", type=int, help="factories in each park")
+    parser.add_argument("--devices-per-factory", type=int, help="devices in each factory")
+    parser.add_argument("--seed", type=int, help="seed of the generator (same seed, same fleet)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``parksense``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Industry state, sensed on one network: the parksense command.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser("up", help="start the local stack (whatever part is not running)")
+    commands.add_parser("down", help="stop the local stack")
+    commands.add_parser("status", help="show what runs, with pids, addresses and logs")
+    demo = commands.add_parser(
+        "demo", help="start the stack with a demo fleet and simulator; print the dashboard URL"
+    )
+    _add_demo_fleet_options(demo)
+    commands.add_parser("migrate", help="apply pending database migrations")
+
+    fleet = commands.add_parser("fleet", help="load or generate fleet files (device registry)")
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    load = fleet_commands.add_parser("load", help="validate a fleet file and load it")
+    load.add_argument("file", help="fleet YAML file, or - for standard input")
+    fleet_demo = fleet_commands.add_parser("demo", help="print a generated demo fleet (YAML)")
+    _add_demo_fleet_options(fleet_demo)
+
+    for name, (_, help_text) in PASSTHROUGH.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+HANDLERS: dict[str, Handler] = {
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "status": _cmd_status,
+    "demo": _cmd_demo,
+    "migrate": _cmd_migrate,
+    "fleet load": _cmd_fleet_load,
+    "fleet demo": _cmd_fleet_demo,
+}
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return 1
+
+
+def _interrupted() -> NoReturn:
+    sys.stderr.write(f"{PROG}: interrupted\n")
+    raise SystemExit(130)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``parksense``; return its exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Pass-through commands take their arguments as they are, options included, so
+        # they are dispatched before argparse sees them.
+        if args_list and args_list[0] in PASSTHROUGH:
+            return _run_passthrough(args_list[0], args_list[1:])
+        args = build_parser().parse_args(args_list)
+        key = args.command if args.command != "fleet" else f"fleet {args.fleet_command}"
+        _configure_logging(verbose=args.verbose)
+        return HANDLERS[key](Settings(), args)
+    except KeyboardInterrupt:
+        _interrupted()
+    except CliError as exc:
+        return _fail(str(exc))
+    except (StackError, StorageError) as exc:
+        return _fail(_one_line(exc))
+    except psycopg.OperationalError as exc:
+        return _fail(
+            f"cannot reach the database (is the stack up? `parksense up`): {_one_line(exc)}"
+        )
+    except psycopg.Error as exc:
+        return _fail(f"database error: {_one_line(exc)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""The local stack under the state folder: database, broker, ingest workers, API, simulator."""
+
+from __future__ import annotations
+
+import fcntl
+import http.client
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings
+
+from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
+from services.stack.errors import ServiceStartError
+from services.stack.mosquitto import MosquittoBroker, find_mosquitto
+from services.stack.postgres import PostgresCluster, check_timescaledb, find_bin_dir
+from services.stack.processes import ManagedProcess, pid_alive, port_open, wait_until
+from services.storage.migrate import apply_migrations
+
+logger = logging.getLogger(__name__)
+
+# Seconds a service gets to become ready: ingest connects to the broker and the database
+# and loads the registry; the API opens its pool.
+READY_TIMEOUT_S = 60.0
+# Ingest worker i serves Prometheus metrics on this port + i - 1.
+INGEST_METRICS_BASE_PORT = 9108
+INGEST_MODULE = "services.ingest"
+API_MODULE = "services.api"
+SIMULATOR_MODULE = "simulators"
+# Seconds the simulator must survive after its start to count as started.
+SIMULATOR_GRACE_S = 1.0
+# Ingest serves metrics on all or loopback addresses; either answers here.
+METRICS_PROBE_HOST = "127.0.0.1"
+# The folder holding the `services` package: children run `-m services.…` from here, so
+# they import the same code as this command.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """One row of ``parksense status``."""
+
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    log_file: Path
+
+
+def settings_env(settings: BaseSettings) -> dict[str, str]:
+    """Return ``settings`` as the ``PARKSENSE_*`` variables that would produce them."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    env: dict[str, str] = {}
+    for name, value in settings:
+        if value is None:
+            continue
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        env[f"{prefix}{name}".upper()] = text
+    return env
+
+
+def http_ok(host: str, port: int, path: str, timeout_s: float = 1.0) -> bool:
+    """Return whether ``GET http://host:port/path`` answers 200."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == http.client.OK
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def check_installed() -> None:
+    """Make sure PostgreSQL, TimescaleDB and Mosquitto are installed.
+
+    Raises:
+        MissingComponentError: One is missing; the message says how to install it.
+    """
+    check_timescaledb(find_bin_dir())
+    find_mosquitto()
+
+
+def format_status(rows: list[ServiceStatus]) -> str:
+    """Return ``rows`` as a plain-text table."""
+    table = [("SERVICE", "STATE", "PID", "ADDRESS", "LOG")]
+    table += [
+        (
+            row.name,
+            "running" if row.running else "stopped",
+            str(row.pid) if row.pid is not None else "-",
+            row.address,
+            str(row.log_file),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[col]) for line in table) for col in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    )
+
+
+class Stack:
+    """Starts, stops and reports the local stack; every process is tracked in the state folder.
+
+    Layout of the state folder: ``postgres/`` (data), ``mosquitto/`` (config and
+    persistence), ``run/*.pid``, ``logs/*.log``.
+    """
+
+    def __init__(
+        self,
+        stack: StackSettings,
+        db: DatabaseSettings,
+        mqtt: MqttSettings,
+        api: ApiSettings,
+        *,
+        python: str = sys.executable,
+        ready_timeout_s: float = READY_TIMEOUT_S,
+        ingest_metrics_base_port: int = INGEST_METRICS_BASE_PORT,
+    ) -> None:
+        """Describe the stack; nothing starts until ``up``.
+
+        Args:
+            stack: The state folder and the number of ingest workers.
+            db: Where the local PostgreSQL listens and the database it serves.
+            mqtt: Where the local Mosquitto listens.
+            api: Where the API listens.
+            python: Interpreter that runs the parksense services.
+            ready_timeout_s: Deadline for each service to become ready.
+            ingest_metrics_base_port: Metrics port of ingest worker 1; worker i uses
+                this plus i - 1.
+        """
+        self.settings = stack
+        self.db = db
+        self.mqtt = mqtt
+        self.api = api
+        self.python = python
+        self.ready_timeout_s = ready_timeout_s
+        self.ingest_metrics_base_port = ingest_metrics_base_port
+        self.state_dir = stack.state_dir.absolute()
+        self.run_dir = self.state_dir / "run"
+        self.logs_dir = self.state_dir / "logs"
+        self.postgres = PostgresCluster(
+            self.state_dir / "postgres",
+            db.port,
+            db.host,
+            log_file=self.logs_dir / "postgres.log",
+            superuser=db.user,
+        )
+        self.broker = MosquittoBroker(
+            self.state_dir / "mosquitto",
+            mqtt.port,
+            mqtt.host,
+            log_file=self.logs_dir / "mosquitto.log",
+            pid_file=self.run_dir / "mosquitto.pid",
+        )
+
+    # -- processes --------------------------------------------------------------------
+
+    def child_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Return the environment of a parksense child process: ours plus the stack's settings."""
+        env = dict(os.environ)
+        for settings in (self.db, self.mqtt, self.api):
+            env.update(settings_env(settings))
+        env["PARKSENSE_STATE_DIR"] = str(self.state_dir)
+        env["PARKSENSE_INGEST_WORKERS"] = str(self.settings.ingest_workers)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra or {})
+        return env
+
+    def _service(self, name: str, args: list[str], extra_env: Mapping[str, str]) -> ManagedProcess:
+        return ManagedProcess(
+            name,
+            [self.python, *args],
+            pid_file=self.run_dir / f"{name}.pid",
+            log_file=self.logs_dir / f"{name}.log",
+            env=self.child_env(extra_env),
+            cwd=PROJECT_ROOT,
+            match=args[:3] if args[:2] == ["-m", SIMULATOR_MODULE] else args,
+        )
+
+    def ingest_metrics_port(self, worker: int) -> int:
+        """Return the Prometheus port of ingest worker ``worker`` (from 1)."""
+        return self.ingest_metrics_base_port + worker - 1
+
+    def ingest_worker(self, worker: int) -> ManagedProcess:
+        """Return ingest worker ``worker`` (from 1)."""
+        return self._service(
+            f"ingest-{worker}",
+            ["-m", INGEST_MODULE],
+            {
+                "PARKSENSE_INGEST_CLIENT_ID": f"parksense-ingest-{worker}",
+                "PARKSENSE_INGEST_METRICS_PORT": str(self.ingest_metrics_port(worker)),
+            },
+        )
+
+    def api_process(self) -> ManagedProcess:
+        """Return the API service."""
+        return self._service("api", ["-m", API_MODULE], {})
+
+    def simulator_process(self, fleet_file: Path) -> ManagedProcess:
+        """Return the background simulator publishing for ``fleet_file``."""
+        return self._service(
+            "simulator", ["-m", SIMULATOR_MODULE, "run", "--fleet", str(fleet_file)], {}
+        )
+
+    def _known_workers(self) -> list[int]:
+        """Return the ingest workers that have a pid file, configured or left over."""
+        numbers = {
+            int(path.stem.removeprefix("ingest-"))
+            for path in self.run_dir.glob("ingest-*.pid")
+            if path.stem.removeprefix("ingest-").isdigit()
+        }
+        return sorted(numbers | set(range(1, self.settings.ingest_workers + 1)))
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise ``up`` and ``down`` between concurrent ``parksense`` commands."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.run_dir / "stack.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def up(self) -> list[str]:
+        """Start every part of the stack that is not running, and wait until each is ready.
+
+        Returns:
+            The names of the parts it started (empty when everything was running).
+
+        Raises:
+            MissingComponentError: PostgreSQL, TimescaleDB or Mosquitto is not installed.
+            ServiceStartError: A part did not start or become ready; the message names its log.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        started: list[str] = []
+        with self._locked():
+            if not self.postgres.is_running():
+                self.postgres.start()
+                started.append("postgres")
+            self._prepare_database()
+            if not self.broker.is_running():
+                self.broker.start()
+                started.append("mosquitto")
+            for worker in self._known_workers():
+                process = self.ingest_worker(worker)
+                if worker > self.settings.ingest_workers:
+                    process.stop()  # Scaled down since the last `up`.
+                elif self._start_service(
+                    process, METRICS_PROBE_HOST, self.ingest_metrics_port(worker)
+                ):
+                    started.append(process.name)
+            if self._start_service(self.api_process(), self.api.host, self.api.port, "/healthz"):
+                started.append("api")
+        return started
+
+    def _prepare_database(self) -> None:
+        self.postgres.ensure_database(self.db.name)
+        applied = apply_migrations(self.db.conninfo(application_name="parksense-stack"))
+        if applied:
+            logger.info("Applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
+
+    def _start_service(
+        self, process: ManagedProcess, host: str, port: int, health_path: str | None = None
+    ) -> bool:
+        """Start ``process`` unless it runs; wait for its port (and health endpoint)."""
+        if process.is_running():
+            return False
+        if port_open(host, port):
+            raise ServiceStartError(
+                process.name,
+                f"cannot start: {host}:{port} is already in use by another program",
+            )
+
+        def ready() -> bool:
+            if health_path is None:
+                return port_open(host, port)
+            return http_ok(host, port, health_path)
+
+        pid = process.start()
+        try:
+            process.wait_ready(pid, ready, self.ready_timeout_s)
+        except ServiceStartError:
+            process.stop(timeout_s=5.0)
+            raise
+        return True
+
+    def start_simulator(self, fleet_file: Path) -> bool:
+        """Start the simulator for ``fleet_file`` in the background unless one runs.
+
+        Returns:
+            True if it was started.
+
+        Raises:
+            ServiceStartError: It exited at once.
+        """
+        process = self.simulator_process(fleet_file)
+        if process.is_running():
+            return False
+        pid = process.start()
+        # The simulator has no port; surviving its first moments means it accepted its
+        # fleet file and options.
+        if wait_until(lambda: not pid_alive(pid), SIMULATOR_GRACE_S):
+            raise ServiceStartError("simulator", "exited during start-up", process.log_file)
+        return True
+
+    def down(self) -> list[str]:
+        """Stop what ``up`` and ``demo`` started: services first, then broker, then database.
+
+        Returns:
+            The names of the parts that were running and are now stopped.
+        """
+        stopped: list[str] = []
+        with self._locked():
+            services_ = [
+                self.simulator_process(Path("-")),
+                self.api_process(),
+                *(self.ingest_worker(worker) for worker in self._known_workers()),
+            ]
+            stopped += [process.name for process in services_ if process.stop()]
+            if self.broker.stop():
+                stopped.append("mosquitto")
+            if self.postgres.stop():
+                stopped.append("postgres")
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        """Return the state of every part of the stack."""
+        rows = [
+            ServiceStatus(
+                "postgres",
+                self.postgres.is_running(),
+                self.postgres.pid,
+                f"postgresql://{self.db.user}@{self.db.host}:{self.db.port}/{self.db.name}",
+                self.postgres.log_file,
+            ),
+            ServiceStatus(
+                "mosquitto",
+                self.broker.is_running(),
+                self.broker.pid,
+                f"mqtt://{self.mqtt.host}:{self.mqtt.port}",
+                self.broker.log_file,
+            ),
+        ]
+        for worker in self._known_workers():
+            process = self.ingest_worker(worker)
+            port = self.ingest_metrics_port(worker)
+            rows.append(self._row(process, f"http://{METRICS_PROBE_HOST}:{port}/metrics"))
+        rows.append(self._row(self.api_process(), f"http://{self.api.host}:{self.api.port}/"))
+        rows.append(self._row(self.simulator_process(Path("-")), "-"))
+        return rows
+
+    @staticmethod
+    def _row(process: ManagedProcess, address: str) -> ServiceStatus:
+        pid = process.pid
+        return ServiceStatus(process.name, pid is not None, pid, address, process.log_file)
+
+    def dashboard_url(self) -> str:
+        """Return the operators' dashboard address."""
+        return f"http://{self.api.host}:{self.api.port}/"
+
+    def api_docs_url(self) -> str:
+        """Return the address of the interactive API documentation."""
+        return f"http://{self.api.host}:{self.api.port}/docs"

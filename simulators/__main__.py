@@ -1,0 +1,272 @@
+"""Simulator command line: ``run`` publishes a fleet's telemetry, ``fleet`` prints a demo fleet."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from schemas.fleet import Fleet, parse_fleet
+from services.config import MqttSettings
+from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
+from simulators.plant import FactorySimulator, factory_rng, factory_seed
+from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
+
+logger = logging.getLogger("simulators")
+
+PROGRESS_EVERY_S = 10.0
+# With --speedup and no --backfill-s, replay this much history before catching up.
+DEFAULT_SPEEDUP_BACKFILL_S = 24 * 3600.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``python -m simulators``."""
+    mqtt = MqttSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators", description="Simulated parksense devices."
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="publish realistic telemetry for every device of a fleet")
+    run.add_argument("--fleet", required=True, type=Path, help="fleet file (YAML)")
+    run.add_argument("--host", default=mqtt.host, help=f"MQTT broker host (default {mqtt.host})")
+    run.add_argument("--port", type=int, default=mqtt.port, help=f"broker port ({mqtt.port})")
+    run.add_argument("--username", default=mqtt.username)
+    run.add_argument(
+        "--password",
+        default=mqtt.password.get_secret_value() if mqtt.password else None,
+        help="broker password (default PARKSENSE_MQTT_PASSWORD)",
+    )
+    run.add_argument("--protocol", choices=[p.value for p in MqttProtocol], default="5")
+    run.add_argument("--interval-s", type=_positive_float, default=5.0, help="sampling interval")
+    run.add_argument(
+        "--duration-s", type=_positive_float, default=None, help="stop after (default: SIGTERM)"
+    )
+    run.add_argument("--seed", type=int, default=7, help="seed of the signal models")
+    run.add_argument(
+        "--speedup",
+        type=_positive_float,
+        default=1.0,
+        help="simulated time runs this many times faster, starting --backfill-s in the past, "
+        "until it reaches the present (timestamps never lie in the future)",
+    )
+    run.add_argument(
+        "--backfill-s",
+        type=_non_negative_float,
+        default=None,
+        help="how far in the past the simulated clock starts (default 0, or 24 h with --speedup)",
+    )
+    run.add_argument(
+        "--outage-every", type=_positive_float, default=None, help="simulate an outage every N s"
+    )
+    run.add_argument("--outage-s", type=_positive_float, default=30.0, help="length of an outage")
+    run.add_argument(
+        "--bad-data-rate",
+        type=_non_negative_float,
+        default=0.0,
+        help="share of samples deliberately corrupted, to exercise dead letters (default 0)",
+    )
+    run.add_argument("--client-id-prefix", default="parksense-sim")
+
+    fleet = commands.add_parser("fleet", help="print the demo fleet as YAML")
+    fleet.add_argument("--parks", type=int, default=3)
+    fleet.add_argument("--factories-per-park", type=int, default=4)
+    fleet.add_argument("--devices-per-factory", type=int, default=25)
+    fleet.add_argument("--seed", type=int, default=7)
+    fleet.add_argument("-o", "--output", type=Path, default=None, help="write to a file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the simulator command line; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "fleet":
+        return _fleet(args)
+    return _run(args)
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    try:
+        fleet = generate_demo_fleet(
+            args.parks, args.factories_per_park, args.devices_per_factory, args.seed
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - command line output
+        return 2
+    text = dump_fleet_yaml(fleet)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+@dataclass(slots=True)
+class _Site:
+    """A factory's simulator, its RNG and its gateway."""
+
+    simulator: FactorySimulator
+    rng: random.Random
+    gateway: Gateway
+
+
+def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
+    settings = GatewaySettings(
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=args.password,
+        protocol=MqttProtocol(args.protocol),
+        client_id_prefix=args.client_id_prefix,
+    )
+    types = fleet.all_device_types()
+    sites = []
+    for park in fleet.parks:
+        for factory in park.factories:
+            simulator = FactorySimulator(park.id, factory, types, bad_data_rate=args.bad_data_rate)
+            if simulator.skipped:
+                logger.warning(
+                    "No model for %d devices of factory %s (custom types): %s",
+                    len(simulator.skipped),
+                    factory.id,
+                    ", ".join(simulator.skipped[:5]),
+                )
+            if not simulator.device_ids:
+                continue
+            outage = None
+            if args.outage_every is not None:
+                phase_s = factory_seed(args.seed, factory.id) % 1000 / 1000 * args.outage_every
+                outage = OutageSchedule(args.outage_every, args.outage_s, phase_s)
+            meters = [d for d in simulator.device_ids if d in simulator.meters]
+            gateway = Gateway(
+                park.id,
+                factory.id,
+                simulator.device_ids,
+                settings,
+                will_device_id=meters[0] if meters else None,
+                outage=outage,
+            )
+            sites.append(_Site(simulator, factory_rng(args.seed, factory.id), gateway))
+    return sites
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        del frame
+        logger.info("Received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        fleet = parse_fleet(args.fleet.read_text(encoding="utf-8"))
+        if args.outage_every is not None:
+            OutageSchedule(args.outage_every, args.outage_s)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - command line output
+        return 2
+    sites = _build_sites(fleet, args)
+    if not sites:
+        print("error: the fleet has no device the simulator can model", file=sys.stderr)  # noqa: T201
+        return 2
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        _install_signal_handlers(stop)
+    for site in sites:
+        site.gateway.start()
+    devices = sum(len(site.gateway.device_ids) for site in sites)
+    print(  # noqa: T201 - progress for the user
+        f"Simulating {devices} devices of {len(sites)} factories via {args.host}:{args.port}, "
+        f"one sample per device every {args.interval_s:g} s"
+        + (f" ({args.speedup:g}x speed-up)" if args.speedup != 1 else ""),
+        flush=True,
+    )
+    try:
+        _loop(sites, args, stop)
+    finally:
+        lost = sum(site.gateway.stop(STOP_TIMEOUT_S) for site in sites)
+        _print_progress(sites, time.monotonic(), None, final=True)
+        if lost:
+            print(f"{lost} samples or messages were not delivered", flush=True)  # noqa: T201
+    return 0
+
+
+def _loop(sites: list[_Site], args: argparse.Namespace, stop: threading.Event) -> None:
+    backfill_s = args.backfill_s
+    if backfill_s is None:
+        backfill_s = DEFAULT_SPEEDUP_BACKFILL_S if args.speedup > 1 else 0.0
+    wall_start = time.time()
+    started = time.monotonic()
+    interval = timedelta(seconds=args.interval_s)
+    # Whole seconds keep timestamps tidy; the first sample is at or just before the start.
+    sim_start = datetime.fromtimestamp(int(wall_start - backfill_s), UTC)
+    next_progress = started + PROGRESS_EVERY_S
+    tick = 0
+    while not stop.is_set():
+        ts = sim_start + tick * interval
+        elapsed_sim_s = (ts - sim_start).total_seconds()
+        # A sample is due when the sped-up clock reaches it, but never before its own time.
+        due = max(wall_start + elapsed_sim_s / args.speedup, ts.timestamp())
+        if args.duration_s is not None and due - wall_start >= args.duration_s:
+            break
+        if stop.wait(max(0.0, due - time.time())):
+            break
+        for site in sites:
+            samples = site.simulator.step(ts, site.rng)
+            site.gateway.submit(ts, ((s.device_id, s.metrics) for s in samples))
+        tick += 1
+        now = time.monotonic()
+        if now >= next_progress:
+            _print_progress(sites, now - started, ts)
+            next_progress = now + PROGRESS_EVERY_S
+
+
+def _print_progress(
+    sites: list[_Site], elapsed_s: float, ts: datetime | None, *, final: bool = False
+) -> None:
+    stats = [site.gateway.stats() for site in sites]
+    connected = sum(s.connected for s in stats)
+    where = f"sim time {ts.isoformat(timespec='seconds')}, " if ts is not None else ""
+    prefix = "done: " if final else f"[{elapsed_s:6.0f} s] {where}"
+    print(  # noqa: T201 - progress for the user
+        f"{prefix}published {sum(s.telemetry_messages for s in stats)} messages / "
+        f"{sum(s.readings for s in stats)} readings "
+        f"({sum(s.flushed_messages for s in stats)} store-and-forward batches), "
+        f"{sum(s.unacked for s in stats)} unacked, {sum(s.buffered for s in stats)} buffered, "
+        f"{sum(s.dropped for s in stats)} dropped, {connected}/{len(stats)} gateways connected",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

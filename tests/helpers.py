@@ -1,0 +1,55 @@
+"""Test helpers: waiting with a deadline, and free TCP ports for real services."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Ports of the local stack a developer may be running; tests never use them.
+RESERVED_PORTS = frozenset({1883, 5433, 8000})
+# Settings of throwaway test clusters: a crash of the test machine may lose them, so skip
+# the fsyncs (a killed postgres process still loses nothing). Small buffers: several
+# clusters may run at once.
+TEST_CLUSTER_SETTINGS: dict[str, str | int] = {"fsync": "off", "shared_buffers": "128MB"}
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout_s: float,
+    interval_s: float = 0.05,
+    message: str = "",
+) -> None:
+    """Poll ``predicate`` until it returns something truthy.
+
+    Raises:
+        AssertionError: ``timeout_s`` passed first; carries ``message``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing listens on right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in RESERVED_PORTS:
+            return port
+
+
+def make_temp_dir(prefix: str) -> Path:
+    """Return a new temporary folder the ``postgres`` system user can traverse.
+
+    As root, PostgreSQL runs as ``postgres``, which must reach its data folder through
+    every parent; ``mkdtemp`` makes folders only their owner can enter.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path

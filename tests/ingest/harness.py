@@ -1,0 +1,289 @@
+"""Test harness for ingest: a real ingest process, real publishers, and exact accounting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from schemas.fleet import parse_fleet
+from services.config import DatabaseSettings, MqttSettings
+from services.storage.fleet_store import load_fleet
+from tests.helpers import free_port, wait_until
+
+Row = tuple[str, str, datetime, float]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def unique_prefix() -> str:
+    """A fresh id prefix, so tests never see each other's devices."""
+    return "t" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class LoadFleet:
+    """A one-park fleet of env sensors (three gauges each) with unique ids."""
+
+    prefix: str
+    devices: int = 20
+    park: str = field(init=False)
+    factory: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Derive the park and factory ids."""
+        self.park = f"{self.prefix}-park"
+        self.factory = f"{self.prefix}-f1"
+
+    @property
+    def device_ids(self) -> list[str]:
+        """Device ids in order."""
+        return [f"{self.prefix}-d{i:03d}" for i in range(self.devices)]
+
+    def yaml(self) -> str:
+        """The fleet file."""
+        lines = [
+            "parks:",
+            f"  - id: {self.park}",
+            "    city: Testville",
+            "    factories:",
+            f"      - id: {self.factory}",
+            "        devices:",
+        ]
+        lines += [f"          - {{id: {d}, type: env_sensor}}" for d in self.device_ids]
+        return "\n".join(lines) + "\n"
+
+    def load(self, conninfo: str) -> int:
+        """Load the fleet; return its version."""
+        return load_fleet(conninfo, parse_fleet(self.yaml())).version
+
+    def topic(self, device_id: str, channel: str = "telemetry") -> str:
+        """The device's topic."""
+        return f"parksense/v1/{self.park}/{self.factory}/{device_id}/{channel}"
+
+
+def make_messages(
+    fleet: LoadFleet,
+    readings: int,
+    samples_per_message: int = 5,
+    start: datetime | None = None,
+    step: timedelta = timedelta(milliseconds=10),
+) -> tuple[list[tuple[str, bytes]], set[Row]]:
+    """Messages carrying at least ``readings`` readings, and the exact set they carry."""
+    metrics = ("temp_c", "humidity_pct", "pm25_ugm3")
+    start = start or datetime.now(UTC) - timedelta(hours=1)
+    per_message = samples_per_message * len(metrics)
+    n_messages = -(-readings // per_message)
+    messages: list[tuple[str, bytes]] = []
+    expected: set[Row] = set()
+    for m in range(n_messages):
+        device = fleet.device_ids[m % fleet.devices]
+        k = m // fleet.devices
+        samples = []
+        for s in range(samples_per_message):
+            ts = start + step * (k * samples_per_message + s)
+            values = {
+                "temp_c": round(20 + (m * 7 + s) % 150 / 10, 1),
+                "humidity_pct": float((m + s) % 100),
+                "pm25_ugm3": float((m * 3 + s) % 500),
+            }
+            samples.append({"ts": ts.isoformat().replace("+00:00", "Z"), "metrics": values})
+            expected |= {(device, name, ts, value) for name, value in values.items()}
+        messages.append((fleet.topic(device), orjson.dumps(samples)))
+    return messages, expected
+
+
+class Publisher:
+    """A device gateway: one paho client publishing at QoS 1 over a persistent session."""
+
+    def __init__(self, mqtt_settings: MqttSettings, client_id: str | None = None) -> None:
+        """Connect and start the network thread."""
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"pub-{uuid.uuid4().hex[:10]}",
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
+        # Keep every unacknowledged message for resending across a broker restart.
+        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(100)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect(mqtt_settings.host, mqtt_settings.port)
+        self.client.loop_start()
+
+    def publish_all(self, messages: Iterable[tuple[str, bytes]]) -> list[mqtt.MQTTMessageInfo]:
+        """Queue every message at QoS 1."""
+        return [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def publish_concurrently(
+    mqtt_settings: MqttSettings,
+    messages: Sequence[tuple[str, bytes]],
+    publishers: int = 4,
+    timeout_s: float = 120,
+    copies: int = 1,
+) -> None:
+    """Publish from several gateways at once and wait until the broker acknowledged all."""
+    clients = [Publisher(mqtt_settings) for _ in range(publishers)]
+    infos: list[mqtt.MQTTMessageInfo] = []
+    lock = threading.Lock()
+
+    def run(index: int) -> None:
+        mine = [messages[i] for i in range(index, len(messages), publishers)] * copies
+        sent = clients[index].publish_all(mine)
+        with lock:
+            infos.extend(sent)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(publishers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_until(
+        lambda: all(info.is_published() for info in infos),
+        timeout_s,
+        interval_s=0.1,
+        message="the broker did not acknowledge every message",
+    )
+    for client in clients:
+        client.close()
+
+
+class IngestProcess:
+    """``python -m services.ingest`` as a real child process."""
+
+    def __init__(
+        self,
+        db: DatabaseSettings,
+        mqtt_settings: MqttSettings,
+        log_dir: Path,
+        client_id: str | None = None,
+        share_group: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        """Prepare (not start) a worker."""
+        self.client_id = client_id or f"ingest-{uuid.uuid4().hex[:8]}"
+        self.mqtt_settings = mqtt_settings
+        self.db = db
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"{self.client_id}.log"
+        self.env = {
+            **os.environ,
+            "PARKSENSE_DB_HOST": db.host,
+            "PARKSENSE_DB_PORT": str(db.port),
+            "PARKSENSE_DB_NAME": db.name,
+            "PARKSENSE_DB_USER": db.user,
+            "PARKSENSE_MQTT_HOST": mqtt_settings.host,
+            "PARKSENSE_MQTT_PORT": str(mqtt_settings.port),
+            "PARKSENSE_INGEST_CLIENT_ID": self.client_id,
+            "PARKSENSE_INGEST_SHARE_GROUP": share_group or self.client_id,
+            "PARKSENSE_INGEST_METRICS_PORT": str(self.metrics_port),
+            "PARKSENSE_INGEST_REGISTRY_REFRESH_S": "0.2",
+            "PARKSENSE_INGEST_RETRY_MAX_S": "1",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the worker and wait until it is subscribed."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.ingest"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_until(
+            lambda: "running" in self.log_path.read_text() or self.process.poll() is not None,  # type: ignore[union-attr]
+            30,
+            message=f"ingest did not start; see {self.log_path}",
+        )
+        assert self.process.poll() is None, self.log_path.read_text()
+
+    def wait_for_registry(self, conninfo: str, version: int, timeout_s: float = 15) -> None:
+        """Wait until the worker's heartbeat reports at least this fleet version."""
+
+        def seen() -> bool:
+            with psycopg.connect(conninfo) as conn:
+                row = conn.execute(
+                    "SELECT registry_version FROM ingest_workers WHERE client_id = %s",
+                    (self.client_id,),
+                ).fetchone()
+            return row is not None and row[0] >= version
+
+        wait_until(seen, timeout_s, interval_s=0.1, message="ingest never loaded the fleet")
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no ack, no goodbye."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        """SIGTERM and wait for the drain; return the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+    def stop_and_forget_session(self) -> None:
+        """Stop the worker and remove its persistent session from the broker."""
+        if self.process is not None and self.process.poll() is None:
+            self.terminate()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+        )
+        try:
+            client.connect(self.mqtt_settings.host, self.mqtt_settings.port, clean_start=True)
+            client.loop_start()
+            client.disconnect()
+            client.loop_stop()
+        except OSError:
+            pass
+
+
+def stored_rows(conninfo: str, prefix: str) -> set[Row]:
+    """Every stored reading of the test's devices."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT device_id, metric, ts, value FROM readings WHERE device_id LIKE %s",
+            (prefix + "-%",),
+        ).fetchall()
+    return {(d, m, ts, v) for d, m, ts, v in rows}
+
+
+def count_rows(conninfo: str, prefix: str) -> int:
+    """How many readings of the test's devices are stored."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM readings WHERE device_id LIKE %s", (prefix + "-%",)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def dead_letter_reasons(conninfo: str, prefix: str) -> list[str]:
+    """Reasons of the test's dead letters, oldest first."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id",
+            (f"parksense/v1/{prefix}%",),
+        ).fetchall()
+    return [r[0] for r in rows]
