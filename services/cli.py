@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,11 +21,14 @@ from services.storage.errors import StorageError
 
 if TYPE_CHECKING:
     from services.stack.stack import Stack
+    from services.storage.fleet_store import FleetCounts
 
 logger = logging.getLogger(__name__)
 
 PROG = "parksense"
 DEMO_FLEET_FILE = "demo-fleet.yaml"
+# Seconds `demo` waits for the ingest workers to load a new fleet before simulating it.
+INGEST_REGISTRY_TIMEOUT_S = 30.0
 
 # Subcommands that hand their arguments, untouched, to another program's main(argv).
 PASSTHROUGH = {
@@ -172,8 +176,8 @@ def _read_fleet_text(file: str) -> str:
         raise CliError(f"cannot read fleet file {file}: {exc.strerror or exc}") from exc
 
 
-def _load_fleet_file(settings: Settings, file: str) -> str:
-    """Validate and load a fleet file; return a one-line summary."""
+def _load_fleet_file(settings: Settings, file: str) -> FleetCounts:
+    """Validate and load a fleet file; return what was loaded."""
     from schemas.fleet import parse_fleet  # noqa: PLC0415 - lazy, like all subcommands
     from services.storage.fleet_store import load_fleet  # noqa: PLC0415 - same
 
@@ -181,7 +185,10 @@ def _load_fleet_file(settings: Settings, file: str) -> str:
         fleet = parse_fleet(_read_fleet_text(file))
     except ValueError as exc:
         raise CliError(f"invalid fleet file {file}: {_one_line(exc)}") from exc
-    counts = load_fleet(settings.db.conninfo(application_name="parksense-cli"), fleet)
+    return load_fleet(settings.db.conninfo(application_name="parksense-cli"), fleet)
+
+
+def _fleet_summary(counts: FleetCounts) -> str:
     return (
         f"Loaded fleet version {counts.version}: {counts.parks} parks, "
         f"{counts.factories} factories, {counts.devices} devices, "
@@ -190,20 +197,24 @@ def _load_fleet_file(settings: Settings, file: str) -> str:
 
 
 def _cmd_fleet_load(settings: Settings, args: argparse.Namespace) -> int:
-    _out(_load_fleet_file(settings, str(args.file)))
+    _out(_fleet_summary(_load_fleet_file(settings, str(args.file))))
     return 0
+
+
+def _demo_fleet_options(args: argparse.Namespace) -> dict[str, int]:
+    """Return the demo fleet options given on the command line (the rest keep defaults)."""
+    return {
+        name: getattr(args, name)
+        for name in ("parks", "factories_per_park", "devices_per_factory", "seed")
+        if getattr(args, name, None) is not None
+    }
 
 
 def _demo_fleet_yaml(args: argparse.Namespace) -> str:
     from simulators.fleet import dump_fleet_yaml, generate_demo_fleet  # noqa: PLC0415 - lazy
 
-    options = {
-        name: getattr(args, name)
-        for name in ("parks", "factories_per_park", "devices_per_factory", "seed")
-        if getattr(args, name, None) is not None
-    }
     try:
-        fleet = generate_demo_fleet(**options)
+        fleet = generate_demo_fleet(**_demo_fleet_options(args))
     except ValueError as exc:
         raise CliError(_one_line(exc)) from exc
     return dump_fleet_yaml(fleet)
@@ -219,16 +230,23 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     check_installed()
     stack = settings.make_stack()
-    started = stack.up()
-    if started:
-        logger.info("Started %s", ", ".join(started))
+    stack.up()
     fleet_file = stack.state_dir / DEMO_FLEET_FILE
-    if not fleet_file.exists():
+    # An existing file is kept (a user may have edited it) unless new options were given.
+    if not fleet_file.exists() or _demo_fleet_options(args):
         fleet_file.write_text(_demo_fleet_yaml(args), encoding="utf-8")
         logger.info("Wrote the demo fleet to %s", fleet_file)
-    logger.info("%s", _load_fleet_file(settings, str(fleet_file)))
-    if stack.start_simulator(fleet_file):
-        logger.info("Started the simulator, log %s", stack.logs_dir / "simulator.log")
+    counts = _load_fleet_file(settings, str(fleet_file))
+    if not stack.simulator_running():
+        # Ingest polls the registry; a reading of a device it does not know yet would be
+        # refused as unknown_device, so the simulator starts once every worker has it.
+        if not stack.wait_for_registry(counts.version, INGEST_REGISTRY_TIMEOUT_S):
+            logger.warning(
+                "Ingest has not picked up fleet version %d after %.0f s; starting anyway",
+                counts.version,
+                INGEST_REGISTRY_TIMEOUT_S,
+            )
+        stack.start_simulator(fleet_file)
     _out()
     _out(f"Dashboard:     {stack.dashboard_url()}")
     _out(f"API docs:      {stack.api_docs_url()}")
@@ -315,6 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return HANDLERS[key](Settings(), args)
     except KeyboardInterrupt:
         _interrupted()
+    except BrokenPipeError:
+        # The reader went away (`parksense status | head`): as the Python docs advise,
+        # point stdout at /dev/null so the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except CliError as exc:
         return _fail(str(exc))
     except (StackError, StorageError) as exc:

@@ -45,7 +45,10 @@ class IngestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARKSENSE_INGEST_", extra="ignore")
 
     client_id: str = "parksense-ingest-1"
-    share_group: str = "ingest"
+    # Shared subscription group ($share/<group>/...) when several workers split the load.
+    # None: a plain subscription, which Mosquitto 2.0 restores after a broker restart;
+    # it does not restore shared ones (see docs/delivery.md), so one worker runs without.
+    share_group: str | None = None
     # Rows per COPY: larger batches amortise the commit, smaller ones cut latency.
     max_batch_rows: int = Field(default=5000, ge=1)
     # Age of the oldest pending message before a flush, whatever the batch size.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -106,8 +107,10 @@ class FactorySimulator:
                 continue
             self._order.append((device.id, device.type))
         self._rated_kw = self._line_kw() + _MACHINE_KW * len(self.machines) + _SITE_KW
-        for meter in self.meters.values():
-            meter.rated_kw = self._rated_kw / len(self.meters)
+        # Feeders differ in size: split the load by a stable hash of each meter's id.
+        weights = {m: 1.0 + zlib.crc32(m.encode()) % 100 / 100 for m in self.meters}
+        for meter_id, meter in self.meters.items():
+            meter.rated_kw = self._rated_kw * weights[meter_id] / sum(weights.values())
             meter.base_share = _SITE_KW / self._rated_kw
 
     def _line_kw(self) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +29,7 @@ def increase(samples: Iterable[CounterSample]) -> float:
     """Return the increase along ``samples`` (sorted by ``ts`` here), summing every step."""
     ordered = sorted(samples, key=lambda s: s.ts)
     total = 0.0
-    for before, after in zip(ordered, ordered[1:], strict=False):
+    for before, after in itertools.pairwise(ordered):
         total += step(before.value, after.value)
     return total
 

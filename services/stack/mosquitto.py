@@ -7,10 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-from services.stack.errors import MissingComponentError, ServiceStartError
+from services.stack.errors import MissingComponentError
 from services.stack.processes import (
     DEFAULT_STOP_TIMEOUT_S,
     ManagedProcess,
+    ensure_port_free,
     port_open,
     wait_until,
 )
@@ -165,12 +166,12 @@ class MosquittoBroker:
         process = self._managed(str(find_mosquitto()))
         if process.is_running():
             return
-        if port_open(self.host, self.port):
-            raise ServiceStartError(
-                "Mosquitto",
-                f"cannot start: {self.host}:{self.port} is already in use by another program "
-                "(stop it, or choose another port with PARKSENSE_MQTT_PORT)",
-            )
+        ensure_port_free(
+            self.host,
+            self.port,
+            "Mosquitto",
+            "stop it, or choose another port with PARKSENSE_MQTT_PORT",
+        )
         self.write_config()
         logger.info("Starting Mosquitto on %s:%d (state %s)", self.host, self.port, self.state_dir)
         pid = process.start()

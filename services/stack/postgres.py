@@ -10,6 +10,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -17,7 +18,13 @@ import psycopg
 from psycopg import sql
 
 from services.stack.errors import MissingComponentError, ServiceStartError, StackError
-from services.stack.processes import pid_alive, port_open, read_cmdline, read_pid_file
+from services.stack.processes import (
+    ensure_port_free,
+    pid_alive,
+    read_cmdline,
+    read_pid_file,
+    wait_until,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +35,11 @@ PG_LIB_ROOT = Path("/usr/lib/postgresql")
 # Seconds pg_ctl waits for the server to start or stop. Start-up includes crash recovery
 # after a SIGKILL, which replays WAL since the last checkpoint.
 PG_CTL_TIMEOUT_S = 120
+# Seconds to wait for the remains of a killed server (a zombie postmaster, backends that
+# have not noticed yet) before starting a new one.
+STALE_SERVER_TIMEOUT_S = 15.0
+# What the server log says when such remains are still there.
+_PREVIOUS_SERVER_SIGNS = ('lock file "postmaster.pid" already exists', "is still in use")
 # Our settings live in their own file, included from postgresql.conf and rewritten at
 # every start, so a port change takes effect without touching initdb's file.
 SETTINGS_FILE = "parksense.conf"
@@ -280,34 +292,51 @@ class PostgresCluster:
         self.init()
         if self.is_running():
             return
-        if port_open(self.host, self.port):
-            raise ServiceStartError(
-                "PostgreSQL",
-                f"cannot start: {self.host}:{self.port} is already in use by another program "
-                "(stop it, or choose another port with PARKSENSE_DB_PORT)",
-            )
+        ensure_port_free(
+            self.host,
+            self.port,
+            "PostgreSQL",
+            "stop it, or choose another port with PARKSENSE_DB_PORT",
+        )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.touch()
         self._give_to_server_user(self.log_file)
         self._check_reachable(self.log_file)
         logger.info("Starting PostgreSQL on %s:%d (data %s)", self.host, self.port, self.data_dir)
-        result = self._run(
-            [
-                str(self.bin_dir / "pg_ctl"),
-                "--pgdata",
-                str(self.data_dir),
-                "--log",
-                str(self.log_file),
-                "--wait",
-                "--timeout",
-                str(PG_CTL_TIMEOUT_S),
-                "start",
-            ],
-            check=False,
-        )
-        if result.returncode != 0:
+        self._wait_for_previous_server()
+        deadline = time.monotonic() + STALE_SERVER_TIMEOUT_S
+        while True:
+            result = self._run(
+                [
+                    str(self.bin_dir / "pg_ctl"),
+                    "--pgdata",
+                    str(self.data_dir),
+                    "--log",
+                    str(self.log_file),
+                    "--wait",
+                    "--timeout",
+                    str(PG_CTL_TIMEOUT_S),
+                    "start",
+                ],
+                check=False,
+            )
+            if result.returncode == 0:
+                return
             tail = self._log_tail() or (result.stderr or result.stdout).strip()
-            raise ServiceStartError("PostgreSQL", f"did not start: {tail}", self.log_file)
+            leftovers = any(sign in tail for sign in _PREVIOUS_SERVER_SIGNS)
+            if not leftovers or time.monotonic() >= deadline:
+                raise ServiceStartError("PostgreSQL", f"did not start: {tail}", self.log_file)
+            time.sleep(0.2)
+
+    def _wait_for_previous_server(self) -> None:
+        """Wait for the remains of a killed server, which PostgreSQL refuses to start beside.
+
+        A postmaster killed with SIGKILL stays a zombie until init reaps it, and its backends
+        exit only once they notice; meanwhile its lock file looks alive.
+        """
+        pid = read_pid_file(self.data_dir / "postmaster.pid")
+        if pid is not None:
+            wait_until(lambda: not Path(f"/proc/{pid}").exists(), STALE_SERVER_TIMEOUT_S)
 
     def _log_tail(self, lines: int = 3) -> str:
         with contextlib.suppress(OSError):

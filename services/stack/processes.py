@@ -49,10 +49,11 @@ def read_cmdline(pid: int) -> list[str] | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Return whether ``pid`` is a running process (not a zombie), reaping our own children.
+    """Return whether ``pid`` is a running process (not a zombie).
 
-    The state comes from ``/proc/PID/stat``, not the command line, which reads empty for
-    a moment while a fresh child calls exec.
+    Children started by ``spawn`` are polled (which reaps them once they exit); for other
+    processes the state comes from ``/proc/PID/stat``, not the command line, which reads
+    empty for a moment while a fresh child calls exec.
     """
     child = _CHILDREN.get(pid)
     if child is not None:
@@ -60,8 +61,6 @@ def pid_alive(pid: int) -> bool:
             return True
         del _CHILDREN[pid]
         return False
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # Our child from elsewhere in this process: reap it.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
     except OSError:
@@ -242,15 +241,19 @@ class ManagedProcess:
         return pid is not None
 
 
-def ensure_port_free(host: str, port: int, service: str, setting: str) -> None:
+def ensure_port_free(host: str, port: int, service: str, hint: str) -> None:
     """Refuse to start ``service`` on a port another program already listens on.
+
+    Args:
+        host: Address the service is to listen on.
+        port: Its port.
+        service: Its name, for the message.
+        hint: What the user can do, e.g. the setting that moves the port.
 
     Raises:
         ServiceStartError: Something else accepts connections on ``host:port``.
     """
     if port_open(host, port):
         raise ServiceStartError(
-            service,
-            f"cannot start: {host}:{port} is already in use by another program "
-            f"(stop it, or choose another port with {setting})",
+            service, f"cannot start: {host}:{port} is already in use by another program ({hint})"
         )

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
@@ -19,7 +20,13 @@ from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSe
 from services.stack.errors import ServiceStartError
 from services.stack.mosquitto import MosquittoBroker, find_mosquitto
 from services.stack.postgres import PostgresCluster, check_timescaledb, find_bin_dir
-from services.stack.processes import ManagedProcess, pid_alive, port_open, wait_until
+from services.stack.processes import (
+    ManagedProcess,
+    ensure_port_free,
+    pid_alive,
+    port_open,
+    wait_until,
+)
 from services.storage.migrate import apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -30,10 +37,13 @@ READY_TIMEOUT_S = 60.0
 # Ingest worker i serves Prometheus metrics on this port + i - 1.
 INGEST_METRICS_BASE_PORT = 9108
 INGEST_MODULE = "services.ingest"
+SHARE_GROUP = "ingest"
 API_MODULE = "services.api"
 SIMULATOR_MODULE = "simulators"
 # Seconds the simulator must survive after its start to count as started.
 SIMULATOR_GRACE_S = 1.0
+# How often `wait_for_registry` asks the database; workers report every few seconds.
+REGISTRY_POLL_INTERVAL_S = 0.25
 # Ingest serves metrics on all or loopback addresses; either answers here.
 METRICS_PROBE_HOST = "127.0.0.1"
 # The folder holding the `services` package: children run `-m services.…` from here, so
@@ -74,6 +84,11 @@ def http_ok(host: str, port: int, path: str, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         conn.close()
+
+
+def ingest_client_id(worker: int) -> str:
+    """Return the MQTT client id (and persistent session) of ingest worker ``worker``."""
+    return f"parksense-ingest-{worker}"
 
 
 def check_installed() -> None:
@@ -195,8 +210,13 @@ class Stack:
             f"ingest-{worker}",
             ["-m", INGEST_MODULE],
             {
-                "PARKSENSE_INGEST_CLIENT_ID": f"parksense-ingest-{worker}",
+                "PARKSENSE_INGEST_CLIENT_ID": ingest_client_id(worker),
                 "PARKSENSE_INGEST_METRICS_PORT": str(self.ingest_metrics_port(worker)),
+                # Several workers split the load through a shared subscription; one worker
+                # keeps a plain one, which Mosquitto 2.0 restores after a broker restart.
+                "PARKSENSE_INGEST_SHARE_GROUP": (
+                    SHARE_GROUP if self.settings.ingest_workers > 1 else ""
+                ),
             },
         )
 
@@ -257,10 +277,18 @@ class Stack:
                 if worker > self.settings.ingest_workers:
                     process.stop()  # Scaled down since the last `up`.
                 elif self._start_service(
-                    process, METRICS_PROBE_HOST, self.ingest_metrics_port(worker)
+                    process,
+                    (METRICS_PROBE_HOST, self.ingest_metrics_port(worker)),
+                    f"stop it: ingest worker i serves metrics on port "
+                    f"{self.ingest_metrics_base_port} + i - 1",
                 ):
                     started.append(process.name)
-            if self._start_service(self.api_process(), self.api.host, self.api.port, "/healthz"):
+            if self._start_service(
+                self.api_process(),
+                (self.api.host, self.api.port),
+                "stop it, or choose another port with PARKSENSE_API_PORT",
+                "/healthz",
+            ):
                 started.append("api")
         return started
 
@@ -271,16 +299,17 @@ class Stack:
             logger.info("Applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
 
     def _start_service(
-        self, process: ManagedProcess, host: str, port: int, health_path: str | None = None
+        self,
+        process: ManagedProcess,
+        address: tuple[str, int],
+        hint: str,
+        health_path: str | None = None,
     ) -> bool:
         """Start ``process`` unless it runs; wait for its port (and health endpoint)."""
+        host, port = address
         if process.is_running():
             return False
-        if port_open(host, port):
-            raise ServiceStartError(
-                process.name,
-                f"cannot start: {host}:{port} is already in use by another program",
-            )
+        ensure_port_free(host, port, process.name, hint)
 
         def ready() -> bool:
             if health_path is None:
@@ -295,6 +324,10 @@ class Stack:
             raise
         return True
 
+    def simulator_running(self) -> bool:
+        """Return whether a background simulator started by ``demo`` runs."""
+        return self.simulator_process(Path("-")).is_running()
+
     def start_simulator(self, fleet_file: Path) -> bool:
         """Start the simulator for ``fleet_file`` in the background unless one runs.
 
@@ -304,15 +337,37 @@ class Stack:
         Raises:
             ServiceStartError: It exited at once.
         """
-        process = self.simulator_process(fleet_file)
-        if process.is_running():
+        if self.simulator_running():
             return False
+        process = self.simulator_process(fleet_file)
         pid = process.start()
         # The simulator has no port; surviving its first moments means it accepted its
         # fleet file and options.
         if wait_until(lambda: not pid_alive(pid), SIMULATOR_GRACE_S):
             raise ServiceStartError("simulator", "exited during start-up", process.log_file)
         return True
+
+    def wait_for_registry(self, version: int, timeout_s: float) -> bool:
+        """Wait until every ingest worker reports fleet ``version`` (or a newer one) loaded.
+
+        Returns:
+            True if they all did before ``timeout_s``.
+        """
+        client_ids = [
+            ingest_client_id(worker) for worker in range(1, self.settings.ingest_workers + 1)
+        ]
+        conninfo = self.db.conninfo(application_name="parksense-stack")
+
+        def loaded() -> bool:
+            with psycopg.connect(conninfo) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM ingest_workers"
+                    " WHERE client_id = ANY(%s) AND registry_version >= %s",
+                    (client_ids, version),
+                ).fetchone()
+            return row is not None and row[0] == len(client_ids)
+
+        return wait_until(loaded, timeout_s, interval_s=REGISTRY_POLL_INTERVAL_S)
 
     def down(self) -> list[str]:
         """Stop what ``up`` and ``demo`` started: services first, then broker, then database.

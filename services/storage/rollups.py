@@ -1,13 +1,392 @@
-"""Per-minute roll-ups, maintained by ingest from the rows a batch actually inserted."""
+"""Per-minute roll-ups, maintained by ingest from the rows a batch actually inserted.
+
+Inside the writer's transaction, after the batch's new rows are in ``fresh_readings``:
+
+```
+fresh_readings ─▶ fresh_1m (per device, metric, minute)
+   ├─ new minute, or all new readings after / before the stored ones ─▶ merge into readings_1m
+   └─ new readings in between stored ones (late data) ─▶ recompute the minute from readings
+readings_1m counters ─▶ re-stitch inc_from_prev of touched minutes and the next stored one
+touched minutes ─▶ recompute park_1m of their parks from readings_1m and the registry
+```
+
+Only inserted rows reach ``fresh_readings``, so a redelivered reading never counts twice.
+Writers serialise this section on one advisory lock: the work is a few milliseconds per
+batch, and it keeps read-modify-write of shared rows (park minutes, counter stitching)
+exact without per-row lock ordering.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
+
 import psycopg
+
+logger = logging.getLogger(__name__)
+
+# Transaction-level advisory lock of roll-up maintenance ("rlup"); any constant works as
+# long as every parksense process uses the same one.
+ROLLUP_LOCK_KEY = 0x726C7570
+
+_SETUP_SQL = """
+CREATE TEMP TABLE IF NOT EXISTS fresh_1m (
+    device_id text, metric text, minute timestamptz, is_counter boolean, n integer,
+    sum double precision, min double precision, max double precision,
+    first_ts timestamptz, last_ts timestamptz, first_value double precision,
+    last_value double precision, first_text text, last_text text,
+    inc_within double precision, state_counts jsonb, merged boolean NOT NULL DEFAULT false
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS touched_minutes (
+    device_id text, minute timestamptz
+) ON COMMIT DELETE ROWS;
+"""
+
+# Aggregates readings of ``{source}`` (a relation with device_id, metric, ts, value,
+# value_text) per device, metric and minute. inc_within is the sum of counter steps
+# between consecutive readings inside the minute.
+_AGGREGATE = """
+WITH f AS (
+    SELECT s.device_id, s.metric, s.ts, s.value, s.value_text,
+           time_bucket(interval '1 minute', s.ts) AS minute,
+           coalesce(k.kind = 'counter', false) AS is_counter
+    FROM {source} s
+    LEFT JOIN devices d ON d.device_id = s.device_id
+    LEFT JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = s.metric
+    {where}
+), stepped AS (
+    SELECT f.*,
+           counter_step(
+               lag(f.value) OVER (PARTITION BY f.device_id, f.metric, f.minute ORDER BY f.ts),
+               f.value
+           ) AS step
+    FROM f
+), states AS (
+    SELECT device_id, metric, minute, jsonb_object_agg(value_text, c ORDER BY value_text) AS counts
+    FROM (
+        SELECT device_id, metric, minute, value_text, count(*) AS c
+        FROM f WHERE value_text IS NOT NULL
+        GROUP BY device_id, metric, minute, value_text
+    ) per_state
+    GROUP BY device_id, metric, minute
+)
+SELECT s.device_id, s.metric, s.minute, bool_or(s.is_counter) AS is_counter,
+       count(*)::integer AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
+       min(s.ts) AS first_ts, max(s.ts) AS last_ts,
+       first(s.value, s.ts) AS first_value, last(s.value, s.ts) AS last_value,
+       first(s.value_text, s.ts) AS first_text, last(s.value_text, s.ts) AS last_text,
+       CASE WHEN bool_or(s.is_counter) THEN coalesce(sum(s.step), 0) END AS inc_within,
+       st.counts AS state_counts
+FROM stepped s
+LEFT JOIN states st USING (device_id, metric, minute)
+GROUP BY s.device_id, s.metric, s.minute, st.counts
+"""
+
+_COLUMNS = (
+    "device_id, metric, minute, is_counter, n, sum, min, max, first_ts, last_ts, first_value,"
+    " last_value, first_text, last_text, inc_within, state_counts"
+)
+
+_AGGREGATE_FRESH = (
+    f"INSERT INTO fresh_1m ({_COLUMNS}) "
+    + _AGGREGATE.format(source="fresh_readings", where="")
+)
+
+# New minutes are inserted; new readings all after (or all before) a stored minute's are
+# merged into it. Anything else is late data in the middle of a minute, left to the
+# recompute below (the WHERE skips it, and RETURNING leaves it unmarked).
+_MERGE = """
+WITH up AS (
+    INSERT INTO readings_1m AS r (
+        device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
+        last_value, first_text, last_text, inc_within, inc_from_prev, state_counts
+    )
+    SELECT device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
+           last_value, first_text, last_text, inc_within, NULL, state_counts
+    FROM fresh_1m
+    ORDER BY device_id, metric, minute
+    ON CONFLICT (device_id, metric, minute) DO UPDATE SET
+        n = r.n + excluded.n,
+        sum = r.sum + excluded.sum,
+        min = least(r.min, excluded.min),
+        max = greatest(r.max, excluded.max),
+        first_ts = least(r.first_ts, excluded.first_ts),
+        last_ts = greatest(r.last_ts, excluded.last_ts),
+        first_value = CASE WHEN excluded.first_ts < r.first_ts
+                           THEN excluded.first_value ELSE r.first_value END,
+        first_text = CASE WHEN excluded.first_ts < r.first_ts
+                          THEN excluded.first_text ELSE r.first_text END,
+        last_value = CASE WHEN excluded.last_ts > r.last_ts
+                          THEN excluded.last_value ELSE r.last_value END,
+        last_text = CASE WHEN excluded.last_ts > r.last_ts
+                         THEN excluded.last_text ELSE r.last_text END,
+        inc_within = r.inc_within + excluded.inc_within
+            + CASE WHEN excluded.first_ts > r.last_ts
+                   THEN coalesce(counter_step(r.last_value, excluded.first_value), 0)
+                   ELSE coalesce(counter_step(excluded.last_value, r.first_value), 0) END,
+        state_counts = merge_state_counts(r.state_counts, excluded.state_counts)
+    WHERE excluded.first_ts > r.last_ts OR excluded.last_ts < r.first_ts
+    RETURNING r.device_id, r.metric, r.minute
+)
+UPDATE fresh_1m f SET merged = true
+FROM up
+WHERE f.device_id = up.device_id AND f.metric = up.metric AND f.minute = up.minute
+"""
+
+# Late data inside a stored minute: recompute the whole minute from the raw readings,
+# which already hold the batch's rows (same transaction).
+_RECOMPUTE = """
+WITH late AS (
+    SELECT device_id, metric, minute FROM fresh_1m WHERE NOT merged
+), raw AS (
+    SELECT r.device_id, r.metric, r.ts, r.value, r.value_text
+    FROM late l
+    JOIN readings r ON r.device_id = l.device_id AND r.metric = l.metric
+        AND r.ts >= l.minute AND r.ts < l.minute + interval '1 minute'
+), agg AS (
+    {aggregate}
+)
+UPDATE readings_1m t SET
+    n = a.n, sum = a.sum, min = a.min, max = a.max, first_ts = a.first_ts,
+    last_ts = a.last_ts, first_value = a.first_value, last_value = a.last_value,
+    first_text = a.first_text, last_text = a.last_text, inc_within = a.inc_within,
+    state_counts = a.state_counts
+FROM agg a
+WHERE t.device_id = a.device_id AND t.metric = a.metric AND t.minute = a.minute
+""".format(aggregate=_AGGREGATE.format(source="raw", where=""))
+
+# inc_from_prev of a counter minute is the step from the previous stored minute's last
+# value to its first value. A batch changes it for the minutes it touched and for the next
+# stored minute after them; the window below spans exactly those rows.
+_STITCH = """
+WITH keys AS (
+    SELECT device_id, metric, min(minute) AS lo, max(minute) AS hi
+    FROM {keys_source}
+    GROUP BY device_id, metric
+), bounds AS (
+    SELECT k.device_id, k.metric, k.lo,
+           coalesce((
+               SELECT r.minute FROM readings_1m r
+               WHERE r.device_id = k.device_id AND r.metric = k.metric AND r.minute < k.lo
+               ORDER BY r.minute DESC LIMIT 1
+           ), k.lo) AS from_minute,
+           coalesce((
+               SELECT r.minute FROM readings_1m r
+               WHERE r.device_id = k.device_id AND r.metric = k.metric AND r.minute > k.hi
+               ORDER BY r.minute LIMIT 1
+           ), k.hi) AS to_minute
+    FROM keys k
+), seq AS (
+    SELECT r.device_id, r.metric, r.minute, b.lo,
+           counter_step(
+               lag(r.last_value) OVER (PARTITION BY r.device_id, r.metric ORDER BY r.minute),
+               r.first_value
+           ) AS inc
+    FROM bounds b
+    JOIN readings_1m r ON r.device_id = b.device_id AND r.metric = b.metric
+        AND r.minute >= b.from_minute AND r.minute <= b.to_minute
+), changed AS (
+    UPDATE readings_1m t SET inc_from_prev = s.inc
+    FROM seq s
+    WHERE t.device_id = s.device_id AND t.metric = s.metric AND t.minute = s.minute
+      AND s.minute >= s.lo AND t.inc_from_prev IS DISTINCT FROM s.inc
+    RETURNING t.device_id, t.minute
+)
+INSERT INTO touched_minutes (device_id, minute)
+SELECT device_id, minute FROM changed
+"""
+
+_STITCH_FRESH = _STITCH.format(keys_source="fresh_1m WHERE is_counter")
+
+_TOUCH_FRESH = """
+INSERT INTO touched_minutes (device_id, minute)
+SELECT DISTINCT device_id, minute FROM fresh_1m
+"""
+
+# The sums behind the history of a park's signals for one minute, from readings_1m and
+# the registry (docs/signals.md, "Per minute"). ``{park_minutes}`` yields (park_id, minute).
+_PARK_MINUTES = """
+WITH pm AS (
+    {park_minutes}
+), rows AS (
+    SELECT pm.park_id, pm.minute, d.device_id, d.factory_id, d.type_id, m.metric, m.kind,
+           r.n, r.sum, r.last_value, r.last_text,
+           coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0) AS increase,
+           m.alarm_states,
+           CASE WHEN d.thresholds ? m.metric
+                THEN (d.thresholds -> m.metric ->> 'min')::double precision
+                ELSE m.alarm_min END AS alarm_min,
+           CASE WHEN d.thresholds ? m.metric
+                THEN (d.thresholds -> m.metric ->> 'max')::double precision
+                ELSE m.alarm_max END AS alarm_max
+    FROM pm
+    JOIN devices d ON d.park_id = pm.park_id
+    JOIN device_type_metrics m ON m.type_id = d.type_id
+    JOIN readings_1m r ON r.device_id = d.device_id AND r.metric = m.metric
+        AND r.minute = pm.minute
+), flagged AS (
+    SELECT rows.*,
+           (type_id = 'production_line' AND metric = 'state') AS line_state,
+           (type_id = 'production_line' AND metric = 'state' AND last_text = 'running')
+               AS line_running,
+           (type_id = 'production_line' AND metric = 'output_units' AND kind = 'counter')
+               AS line_output,
+           (type_id = 'power_meter' AND metric = 'power_kw') AS meter_power,
+           (metric = 'energy_kwh' AND kind = 'counter') AS energy,
+           (kind = 'state' OR (kind = 'gauge'
+               AND (alarm_min IS NOT NULL OR alarm_max IS NOT NULL))) AS can_alarm,
+           CASE kind
+               WHEN 'state' THEN last_text = 'fault'
+                   OR last_text = ANY(coalesce(alarm_states, '{{}}'::text[]))
+               WHEN 'gauge' THEN last_value < alarm_min OR last_value > alarm_max
+               ELSE false
+           END AS in_alarm
+    FROM rows
+)
+INSERT INTO park_1m AS p (
+    park_id, minute, devices_reporting, lines_reporting_state, lines_running,
+    factories_operating, lines_reporting_output, output_units, meters_reporting_power,
+    power_kw, energy_reporting, energy_kwh, alarm_devices_reporting, devices_in_alarm
+)
+SELECT park_id, minute,
+       count(DISTINCT device_id),
+       count(*) FILTER (WHERE line_state),
+       count(*) FILTER (WHERE line_running),
+       count(DISTINCT factory_id) FILTER (WHERE line_running),
+       count(*) FILTER (WHERE line_output),
+       coalesce(sum(increase) FILTER (WHERE line_output), 0),
+       count(*) FILTER (WHERE meter_power),
+       coalesce(sum(sum / n) FILTER (WHERE meter_power), 0),
+       count(*) FILTER (WHERE energy),
+       coalesce(sum(increase) FILTER (WHERE energy), 0),
+       count(DISTINCT device_id) FILTER (WHERE can_alarm),
+       count(DISTINCT device_id) FILTER (WHERE in_alarm)
+FROM flagged
+GROUP BY park_id, minute
+ORDER BY park_id, minute
+ON CONFLICT (park_id, minute) DO UPDATE SET
+    devices_reporting = excluded.devices_reporting,
+    lines_reporting_state = excluded.lines_reporting_state,
+    lines_running = excluded.lines_running,
+    factories_operating = excluded.factories_operating,
+    lines_reporting_output = excluded.lines_reporting_output,
+    output_units = excluded.output_units,
+    meters_reporting_power = excluded.meters_reporting_power,
+    power_kw = excluded.power_kw,
+    energy_reporting = excluded.energy_reporting,
+    energy_kwh = excluded.energy_kwh,
+    alarm_devices_reporting = excluded.alarm_devices_reporting,
+    devices_in_alarm = excluded.devices_in_alarm
+"""
+
+_PARK_MINUTES_TOUCHED = _PARK_MINUTES.format(
+    park_minutes="SELECT DISTINCT d.park_id, t.minute FROM touched_minutes t"
+    " JOIN devices d ON d.device_id = t.device_id"
+)
+
+# Late readings before the availability job's horizon: it recomputes those devices.
+_MARK_AVAILABILITY = """
+INSERT INTO availability_dirty AS a (device_id, from_ts)
+SELECT f.device_id, min(f.ts)
+FROM fresh_readings f
+JOIN availability_progress p ON p.settled_to IS NOT NULL AND f.ts <= p.settled_to
+GROUP BY f.device_id
+ORDER BY f.device_id
+ON CONFLICT (device_id) DO UPDATE SET from_ts = least(a.from_ts, excluded.from_ts)
+"""
 
 
 async def update_from_fresh(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
     """Fold the rows in ``fresh_readings`` into the roll-ups, inside the writer's transaction.
 
-    The roll-up tables arrive with the signals work (issue 4); until then there is nothing to do.
+    Exact under late and out-of-order data: a minute that gets readings in between its
+    stored ones is recomputed from ``readings``; counter minutes are re-stitched to their
+    neighbours; every park minute touched is recomputed from ``readings_1m``.
     """
-    del cur
+    await cur.execute(_SETUP_SQL)
+    await cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+    await cur.execute(_AGGREGATE_FRESH)
+    await cur.execute(_MERGE)
+    await cur.execute(_RECOMPUTE)
+    await cur.execute(_TOUCH_FRESH)
+    await cur.execute(_STITCH_FRESH)
+    await cur.execute(_PARK_MINUTES_TOUCHED)
+    await cur.execute(_MARK_AVAILABILITY)
+
+
+# -- bulk rebuilds ---------------------------------------------------------------------
+
+_REBUILD_DEVICE_MINUTES = f"""
+INSERT INTO readings_1m (
+    device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
+    last_value, first_text, last_text, inc_within, inc_from_prev, state_counts
+)
+SELECT device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
+       last_value, first_text, last_text, inc_within, NULL, state_counts
+FROM ({_AGGREGATE.format(source="readings", where="WHERE s.ts >= %(start)s AND s.ts < %(end)s")}
+) a
+"""
+
+# Every counter key of the range, stitched from the stored minute before it to the stored
+# minute after it.
+_REBUILD_STITCH = _STITCH.format(
+    keys_source=(
+        "(SELECT r.device_id, r.metric, r.minute FROM readings_1m r"
+        " JOIN devices d ON d.device_id = r.device_id"
+        " JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = r.metric"
+        " AND k.kind = 'counter'"
+        " WHERE r.minute >= %(start)s AND r.minute < %(end)s) in_range"
+    )
+)
+
+_REBUILD_PARK_MINUTES = _PARK_MINUTES.format(
+    park_minutes="SELECT DISTINCT d.park_id, r.minute FROM readings_1m r"
+    " JOIN devices d ON d.device_id = r.device_id"
+    " WHERE r.minute >= %(start)s AND r.minute < %(end)s"
+)
+
+
+async def rebuild(
+    conn: psycopg.AsyncConnection,
+    start: datetime,
+    end: datetime,
+    *,
+    step: timedelta = timedelta(days=1),
+) -> None:
+    """Recompute every roll-up of the whole minutes in ``[start, end)`` from ``readings``.
+
+    For data loaded without ingest (a backfill, the query benchmark) or after a registry
+    change moved devices between parks. Runs one transaction per ``step``, each holding
+    the roll-up lock, so ingest waits at most one step.
+
+    Raises:
+        ValueError: ``start`` or ``end`` is not a whole minute, or ``step`` is not one.
+    """
+    for ts in (start, end):
+        if ts.second or ts.microsecond:
+            raise ValueError("rebuild ranges are whole minutes")
+    if step % timedelta(minutes=1) or step <= timedelta(0):
+        raise ValueError("step must be a positive number of whole minutes")
+    lo = start
+    while lo < end:
+        hi = min(lo + step, end)
+        params = {"start": lo, "end": hi}
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(_SETUP_SQL)
+            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+            await cur.execute(
+                "DELETE FROM readings_1m WHERE minute >= %(start)s AND minute < %(end)s", params
+            )
+            await cur.execute(
+                "DELETE FROM park_1m WHERE minute >= %(start)s AND minute < %(end)s", params
+            )
+            await cur.execute(_REBUILD_DEVICE_MINUTES, params)
+            await cur.execute(_REBUILD_STITCH, params)
+            await cur.execute(
+                "DELETE FROM touched_minutes WHERE minute >= %(start)s AND minute < %(end)s",
+                params,
+            )
+            await cur.execute(_REBUILD_PARK_MINUTES, params)
+            await cur.execute(_PARK_MINUTES_TOUCHED)  # the minute after the range
+        logger.info("Rebuilt roll-ups of %s to %s", lo.isoformat(), hi.isoformat())
+        lo = hi

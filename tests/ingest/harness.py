@@ -119,7 +119,7 @@ class Publisher:
         # Keep every unacknowledged message for resending across a broker restart.
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
-        self.client.reconnect_delay_set(0.1, 1)
+        self.client.reconnect_delay_set(1, 2)
         self.client.connect(mqtt_settings.host, mqtt_settings.port)
         self.client.loop_start()
 
@@ -193,7 +193,7 @@ class IngestProcess:
             "PARKSENSE_MQTT_HOST": mqtt_settings.host,
             "PARKSENSE_MQTT_PORT": str(mqtt_settings.port),
             "PARKSENSE_INGEST_CLIENT_ID": self.client_id,
-            "PARKSENSE_INGEST_SHARE_GROUP": share_group or self.client_id,
+            "PARKSENSE_INGEST_SHARE_GROUP": share_group or "",
             "PARKSENSE_INGEST_METRICS_PORT": str(self.metrics_port),
             "PARKSENSE_INGEST_REGISTRY_REFRESH_S": "0.2",
             "PARKSENSE_INGEST_RETRY_MAX_S": "1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -14,8 +14,8 @@ from services.config import ApiSettings, DatabaseSettings, MqttSettings
 from tests.helpers import wait_until
 from tests.ingest.harness import (
     IngestProcess,
-    Publisher,
     LoadFleet,
+    Publisher,
     count_rows,
     dead_letter_reasons,
     make_messages,
@@ -25,10 +25,10 @@ from tests.ingest.harness import (
 
 
 @pytest.fixture
-def api(db_settings: DatabaseSettings) -> TestClient:
+def api(db_settings: DatabaseSettings) -> Iterator[TestClient]:
     """The API over the test database."""
     with TestClient(create_app(ApiSettings(), db_settings)) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def test_published_readings_are_stored_and_served(

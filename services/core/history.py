@@ -1,0 +1,189 @@
+"""Park signals per history bucket, from sums of the park's per-minute roll-up.
+
+Each signal of the live table is applied to a bucket ``[b, b + width)`` clipped to the
+request's ``[start, end)`` (both whole minutes), with the minute as the unit of presence:
+a device counts as online in a minute when it sent a reading in it. The precise
+definitions are in ``docs/signals.md``; ``derive_signals`` turns the sums into ratios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from services.core.signals import (
+    Coverage,
+    Signal,
+    SignalTotals,
+    SignalValues,
+    derive_signals,
+)
+
+MINUTE = timedelta(minutes=1)
+# TimescaleDB's default time_bucket origin (a Monday); every width here divides a week.
+BUCKET_ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)
+
+
+class Bucket(StrEnum):
+    """History bucket widths."""
+
+    MINUTE = "1m"
+    FIVE_MINUTES = "5m"
+    FIFTEEN_MINUTES = "15m"
+    HOUR = "1h"
+    DAY = "1d"
+
+    @property
+    def width(self) -> timedelta:
+        """The bucket's width."""
+        return _WIDTHS[self]
+
+
+_WIDTHS = {
+    Bucket.MINUTE: timedelta(minutes=1),
+    Bucket.FIVE_MINUTES: timedelta(minutes=5),
+    Bucket.FIFTEEN_MINUTES: timedelta(minutes=15),
+    Bucket.HOUR: timedelta(hours=1),
+    Bucket.DAY: timedelta(days=1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCounts:
+    """A park's registered devices by the role they play in the signals (the denominators)."""
+
+    devices: int = 0
+    factories_with_lines: int = 0
+    lines: int = 0
+    line_capacity_units_per_hour: float = 0.0
+    meters: int = 0
+    energy_devices: int = 0
+    alarm_devices: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteTotals:
+    """Sums over a bucket's minutes of the park's per-minute roll-up.
+
+    Counts of devices and factories are device-minutes and factory-minutes; ``power_kw`` is
+    the sum over minutes of the park's power (kW x minutes).
+    """
+
+    devices_reporting: int = 0
+    lines_reporting_state: int = 0
+    lines_running: int = 0
+    factories_operating: int = 0
+    lines_reporting_output: int = 0
+    output_units: float = 0.0
+    meters_reporting_power: int = 0
+    power_kw: float = 0.0
+    energy_reporting: int = 0
+    energy_kwh: float = 0.0
+    alarm_devices_reporting: int = 0
+    devices_in_alarm: int = 0
+
+    def __add__(self, other: MinuteTotals) -> MinuteTotals:
+        """Add two sets of sums field by field."""
+        return MinuteTotals(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSlot:
+    """One bucket of a history: its aligned start and the part of it the request covers."""
+
+    ts: datetime
+    start: datetime
+    end: datetime
+
+    @property
+    def minutes(self) -> int:
+        """Whole minutes covered."""
+        return int((self.end - self.start) / MINUTE)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSignals:
+    """The signals of one history bucket with the sums behind them."""
+
+    slot: BucketSlot
+    signals: SignalValues
+    totals: SignalTotals
+    sums: MinuteTotals
+    coverage: Mapping[Signal, Coverage]
+
+
+def floor_minute(ts: datetime) -> datetime:
+    """Return ``ts`` truncated to its minute (UTC)."""
+    return ts.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def bucket_start(ts: datetime, bucket: Bucket) -> datetime:
+    """Return the start of the bucket holding ``ts`` (aligned to ``BUCKET_ORIGIN``)."""
+    steps = (ts - BUCKET_ORIGIN) // bucket.width
+    return BUCKET_ORIGIN + steps * bucket.width
+
+
+def bucket_slots(start: datetime, end: datetime, bucket: Bucket) -> list[BucketSlot]:
+    """Return the buckets meeting ``[start, end)``, each clipped to it.
+
+    Raises:
+        ValueError: ``start`` or ``end`` is not a whole minute, or ``start`` is not before
+            ``end``.
+    """
+    if floor_minute(start) != start or floor_minute(end) != end:
+        raise ValueError("start and end must be whole minutes")
+    if start >= end:
+        raise ValueError("start must be before end")
+    slots = []
+    ts = bucket_start(start, bucket)
+    while ts < end:
+        slots.append(BucketSlot(ts=ts, start=max(ts, start), end=min(ts + bucket.width, end)))
+        ts += bucket.width
+    return slots
+
+
+def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCounts) -> BucketSignals:
+    """Apply the signal definitions to one bucket.
+
+    The registry's counts times the bucket's minutes are the denominators: online_rate is
+    online device-minutes over registered device-minutes, operating_rate operating
+    factory-minutes over factory-minutes, capacity_utilization the output over the lines'
+    capacity for the bucket's duration, power_kw the park's mean power, alarm_rate
+    device-minutes in alarm over online device-minutes.
+    """
+    minutes = slot.minutes
+    totals = SignalTotals(
+        devices_registered=registry.devices * minutes,
+        devices_online=sums.devices_reporting,
+        factories_with_lines=registry.factories_with_lines * minutes,
+        factories_operating=sums.factories_operating,
+        line_capacity_units=registry.line_capacity_units_per_hour * minutes / 60.0,
+        output_units=sums.output_units,
+        power_kw=sums.power_kw / minutes if minutes else 0.0,
+        energy_kwh=sums.energy_kwh,
+        devices_in_alarm=sums.devices_in_alarm,
+    )
+    everything = Coverage(registry.devices * minutes, sums.devices_reporting)
+    energy = Coverage(registry.energy_devices * minutes, sums.energy_reporting)
+    output = Coverage(registry.lines * minutes, sums.lines_reporting_output)
+    coverage = {
+        Signal.ONLINE_RATE: everything,
+        Signal.OPERATING_RATE: Coverage(registry.lines * minutes, sums.lines_reporting_state),
+        Signal.CAPACITY_UTILIZATION: output,
+        Signal.POWER_KW: Coverage(registry.meters * minutes, sums.meters_reporting_power),
+        Signal.ENERGY_KWH: energy,
+        Signal.ENERGY_INTENSITY: energy + output,
+        Signal.ALARM_RATE: Coverage(registry.alarm_devices * minutes, sums.alarm_devices_reporting),
+        Signal.HEALTH_INDEX: everything,
+    }
+    return BucketSignals(
+        slot=slot,
+        signals=derive_signals(totals),
+        totals=totals,
+        sums=sums,
+        coverage=coverage,
+    )

@@ -1,0 +1,544 @@
+"""Live park signals from plain inputs, to the letter of PRODUCT.md's signal table.
+
+The storage layer gathers, for one park and one instant ``as_of``, what is known about each
+registered device (its latest values, newest reading, retained status and counter increases
+over the window); this module turns that into the signals, the counts behind each ratio,
+the health-index components and each signal's coverage. Sums of counts (a city, a history
+bucket) go through the same ``derive_signals``, so ratios are always recomputed from
+summed counts rather than averaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+from schemas.fleet import MetricKind
+from services.core.registry import DeviceEntry, MetricRule
+
+# Device types and metrics the signal table names.
+LINE_TYPE = "production_line"
+METER_TYPE = "power_meter"
+STATE_METRIC = "state"
+RUNNING_STATE = "running"
+FAULT_STATE = "fault"
+OUTPUT_METRIC = "output_units"
+ENERGY_METRIC = "energy_kwh"
+POWER_METRIC = "power_kw"
+
+# Health-index weights (PRODUCT.md): they add up to 1, so the index runs from 0 to 100.
+WEIGHT_OPERATING = 0.30
+WEIGHT_CAPACITY = 0.25
+WEIGHT_ONLINE = 0.25
+WEIGHT_NO_ALARM = 0.20
+
+SECONDS_PER_HOUR = 3600.0
+
+
+class Signal(StrEnum):
+    """The signals of a park, in the order of PRODUCT.md's table."""
+
+    ONLINE_RATE = "online_rate"
+    OPERATING_RATE = "operating_rate"
+    CAPACITY_UTILIZATION = "capacity_utilization"
+    POWER_KW = "power_kw"
+    ENERGY_KWH = "energy_kwh"
+    ENERGY_INTENSITY = "energy_intensity_kwh_per_unit"
+    ALARM_RATE = "alarm_rate"
+    HEALTH_INDEX = "health_index"
+
+
+class OfflineReason(StrEnum):
+    """Why a registered device does not count as online at ``as_of``."""
+
+    NO_DATA = "no_data"
+    SILENCE = "silence"
+    LAST_WILL = "last_will"
+
+
+class AlarmReason(StrEnum):
+    """Why a device is in alarm."""
+
+    STATE = "state"
+    BELOW_MIN = "below_min"
+    ABOVE_MAX = "above_max"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPoint:
+    """A status message: the announced online flag at its measured time."""
+
+    online: bool
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MetricValue:
+    """One reading's value: ``text`` for a state metric, ``value`` for any other kind."""
+
+    ts: datetime
+    value: float | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceObservation:
+    """What is known about one registered device at ``as_of``.
+
+    Attributes:
+        device: the registered device, with its metric rules (per-device alarm thresholds
+            already applied over its type's).
+        last_reading_ts: its newest reading at or before ``as_of``, any metric.
+        status: its retained status at ``as_of`` (the newest status message at or before it).
+        latest: per metric, the newest reading at or before ``as_of``.
+        increases: per counter metric with readings, its increase over the window.
+        window_metrics: the metrics with at least one reading inside the window.
+    """
+
+    device: DeviceEntry
+    last_reading_ts: datetime | None = None
+    status: StatusPoint | None = None
+    latest: Mapping[str, MetricValue] = field(default_factory=dict)
+    increases: Mapping[str, float] = field(default_factory=dict)
+    window_metrics: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """One reason a device is in alarm: its metric, the value and the bound it crossed."""
+
+    device_id: str
+    factory_id: str
+    metric: str
+    reason: AlarmReason
+    ts: datetime
+    value: float | None = None
+    text: str | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalTotals:
+    """Additive quantities behind the signals; sums of these give a city's or a bucket's.
+
+    In a history bucket the device and factory counts are device-minutes and
+    factory-minutes; the ratios come out the same way.
+    """
+
+    devices_registered: float = 0.0
+    devices_online: float = 0.0
+    factories_with_lines: float = 0.0
+    factories_operating: float = 0.0
+    line_capacity_units: float = 0.0
+    output_units: float = 0.0
+    power_kw: float = 0.0
+    energy_kwh: float = 0.0
+    devices_in_alarm: float = 0.0
+
+    def __add__(self, other: SignalTotals) -> SignalTotals:
+        """Add two sets of totals field by field."""
+        return SignalTotals(
+            devices_registered=self.devices_registered + other.devices_registered,
+            devices_online=self.devices_online + other.devices_online,
+            factories_with_lines=self.factories_with_lines + other.factories_with_lines,
+            factories_operating=self.factories_operating + other.factories_operating,
+            line_capacity_units=self.line_capacity_units + other.line_capacity_units,
+            output_units=self.output_units + other.output_units,
+            power_kw=self.power_kw + other.power_kw,
+            energy_kwh=self.energy_kwh + other.energy_kwh,
+            devices_in_alarm=self.devices_in_alarm + other.devices_in_alarm,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HealthComponent:
+    """One term of the health index: its weight, the value it uses and the points it adds."""
+
+    weight: float
+    value: float
+    points: float
+
+
+@dataclass(frozen=True, slots=True)
+class SignalValues:
+    """The signals (ratios as fractions) and the health-index components behind the index."""
+
+    online_rate: float
+    operating_rate: float
+    capacity_utilization: float
+    power_kw: float
+    energy_kwh: float
+    energy_intensity_kwh_per_unit: float | None
+    alarm_rate: float
+    health_index: float
+    components: Mapping[str, HealthComponent]
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How many of the devices a signal depends on contributed data in the window."""
+
+    devices: int
+    reporting: int
+
+    @property
+    def share(self) -> float:
+        """Reporting devices as a fraction of those the signal depends on (1 when none)."""
+        return self.reporting / self.devices if self.devices else 1.0
+
+    def __add__(self, other: Coverage) -> Coverage:
+        """Add two coverages (a city's from its parks')."""
+        return Coverage(self.devices + other.devices, self.reporting + other.reporting)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkCounts:
+    """The counts behind each ratio of one park (or, summed, of a city)."""
+
+    devices_registered: int = 0
+    devices_online: int = 0
+    offline_no_data: int = 0
+    offline_silence: int = 0
+    offline_last_will: int = 0
+    factories: int = 0
+    factories_with_lines: int = 0
+    factories_operating: int = 0
+    lines: int = 0
+    lines_online: int = 0
+    lines_running: int = 0
+    lines_in_fault: int = 0
+    line_capacity_units_per_hour: float = 0.0
+    output_units_increase: float = 0.0
+    meters: int = 0
+    meters_online: int = 0
+    energy_kwh_increase: float = 0.0
+    devices_in_alarm: int = 0
+
+    def __add__(self, other: ParkCounts) -> ParkCounts:
+        """Add two parks' counts field by field."""
+        return ParkCounts(
+            **{
+                name: getattr(self, name) + getattr(other, name)
+                for name in ParkCounts.__dataclass_fields__
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParkSignals:
+    """Everything the live signals endpoint answers for one park (or one city)."""
+
+    as_of: datetime
+    window_s: float
+    signals: SignalValues
+    counts: ParkCounts
+    totals: SignalTotals
+    coverage: Mapping[Signal, Coverage]
+    alarms: tuple[Alarm, ...] = ()
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """Return ``numerator / denominator``, or 0 when the denominator is 0."""
+    return numerator / denominator if denominator > 0 else 0.0
+
+
+def round_half_up(value: float, places: int = 1) -> float:
+    """Round as people do (2.25 → 2.3), not to even as ``round`` does."""
+    quantum = Decimal(1).scaleb(-places)
+    return float(Decimal(repr(value)).quantize(quantum, rounding=ROUND_HALF_UP))
+
+
+def health_components(
+    operating_rate: float, capacity_utilization: float, online_rate: float, alarm_rate: float
+) -> dict[str, HealthComponent]:
+    """Return the four weighted terms of the health index, in points out of 100."""
+    terms = {
+        Signal.OPERATING_RATE.value: (WEIGHT_OPERATING, operating_rate),
+        Signal.CAPACITY_UTILIZATION.value: (WEIGHT_CAPACITY, min(capacity_utilization, 1.0)),
+        Signal.ONLINE_RATE.value: (WEIGHT_ONLINE, online_rate),
+        "no_alarm": (WEIGHT_NO_ALARM, 1.0 - alarm_rate),
+    }
+    return {
+        name: HealthComponent(weight=weight, value=value, points=100.0 * weight * value)
+        for name, (weight, value) in terms.items()
+    }
+
+
+def health_index(components: Mapping[str, HealthComponent]) -> float:
+    """Return the weighted sum of the components in points, to one decimal."""
+    return round_half_up(100.0 * sum(c.weight * c.value for c in components.values()), 1)
+
+
+def derive_signals(totals: SignalTotals) -> SignalValues:
+    """Compute every signal from additive totals (one park, a city or a history bucket)."""
+    online_rate = ratio(totals.devices_online, totals.devices_registered)
+    operating_rate = ratio(totals.factories_operating, totals.factories_with_lines)
+    capacity_utilization = ratio(totals.output_units, totals.line_capacity_units)
+    alarm_rate = ratio(totals.devices_in_alarm, totals.devices_online)
+    intensity = totals.energy_kwh / totals.output_units if totals.output_units > 0 else None
+    components = health_components(operating_rate, capacity_utilization, online_rate, alarm_rate)
+    return SignalValues(
+        online_rate=online_rate,
+        operating_rate=operating_rate,
+        capacity_utilization=capacity_utilization,
+        power_kw=totals.power_kw,
+        energy_kwh=totals.energy_kwh,
+        energy_intensity_kwh_per_unit=intensity,
+        alarm_rate=alarm_rate,
+        health_index=health_index(components),
+        components=components,
+    )
+
+
+def offline_reason(
+    last_reading_ts: datetime | None,
+    status: StatusPoint | None,
+    as_of: datetime,
+    online_timeout_s: float,
+) -> OfflineReason | None:
+    """Return why a device is offline at ``as_of``, or None when it is online.
+
+    Online means: its newest reading at or before ``as_of`` is at most ``online_timeout_s``
+    old, and its retained status is not an offline message sent at or after that reading.
+    """
+    if last_reading_ts is None or last_reading_ts > as_of:
+        return OfflineReason.NO_DATA
+    if (as_of - last_reading_ts).total_seconds() > online_timeout_s:
+        return OfflineReason.SILENCE
+    if status is not None and not status.online and last_reading_ts <= status.ts <= as_of:
+        return OfflineReason.LAST_WILL
+    return None
+
+
+def metric_alarm(
+    device: DeviceEntry, metric: str, rule: MetricRule, latest: MetricValue
+) -> Alarm | None:
+    """Return the alarm a metric's latest value raises, if any.
+
+    A state metric alarms on ``fault`` (and on any other state its type lists as an alarm
+    state); a gauge alarms outside its thresholds. Counters never alarm.
+    """
+    if rule.kind is MetricKind.STATE:
+        text = latest.text
+        if text is not None and (text == FAULT_STATE or text in rule.alarm_states):
+            return Alarm(
+                device_id=device.device_id,
+                factory_id=device.factory_id,
+                metric=metric,
+                reason=AlarmReason.STATE,
+                ts=latest.ts,
+                text=text,
+            )
+        return None
+    if rule.kind is not MetricKind.GAUGE or latest.value is None:
+        return None
+    if rule.alarm_min is not None and latest.value < rule.alarm_min:
+        return Alarm(
+            device_id=device.device_id,
+            factory_id=device.factory_id,
+            metric=metric,
+            reason=AlarmReason.BELOW_MIN,
+            ts=latest.ts,
+            value=latest.value,
+            threshold=rule.alarm_min,
+        )
+    if rule.alarm_max is not None and latest.value > rule.alarm_max:
+        return Alarm(
+            device_id=device.device_id,
+            factory_id=device.factory_id,
+            metric=metric,
+            reason=AlarmReason.ABOVE_MAX,
+            ts=latest.ts,
+            value=latest.value,
+            threshold=rule.alarm_max,
+        )
+    return None
+
+
+def can_alarm(rule: MetricRule) -> bool:
+    """Return whether a metric can put its device in alarm."""
+    if rule.kind is MetricKind.STATE:
+        return True
+    return rule.kind is MetricKind.GAUGE and (
+        rule.alarm_min is not None or rule.alarm_max is not None
+    )
+
+
+def device_alarms(observation: DeviceObservation) -> list[Alarm]:
+    """Return every alarm raised by a device's latest values (online or not)."""
+    device = observation.device
+    alarms = []
+    for metric, rule in sorted(device.metrics.items()):
+        latest = observation.latest.get(metric)
+        if latest is None:
+            continue
+        alarm = metric_alarm(device, metric, rule, latest)
+        if alarm is not None:
+            alarms.append(alarm)
+    return alarms
+
+
+def has_counter(device: DeviceEntry, metric: str) -> bool:
+    """Return whether a device's type has ``metric`` as a counter."""
+    rule = device.metrics.get(metric)
+    return rule is not None and rule.kind is MetricKind.COUNTER
+
+
+def _coverage(
+    observations: Iterable[DeviceObservation], metrics: frozenset[str] | None
+) -> Coverage:
+    """Coverage over ``observations``; data means any metric (None) or one of ``metrics``."""
+    devices = 0
+    reporting = 0
+    for obs in observations:
+        devices += 1
+        seen = obs.window_metrics if metrics is None else obs.window_metrics & metrics
+        reporting += bool(seen)
+    return Coverage(devices, reporting)
+
+
+def park_coverage(observations: Sequence[DeviceObservation]) -> dict[Signal, Coverage]:
+    """Return, per signal, how many of the devices it depends on reported in the window."""
+    lines = [o for o in observations if o.device.type_id == LINE_TYPE]
+    meters = [o for o in observations if o.device.type_id == METER_TYPE]
+    energy = [o for o in observations if has_counter(o.device, ENERGY_METRIC)]
+    alarmable = [o for o in observations if any(map(can_alarm, o.device.metrics.values()))]
+    output = frozenset({OUTPUT_METRIC})
+    energy_metric = frozenset({ENERGY_METRIC})
+    everything = _coverage(observations, None)
+    alarm_metrics_seen = sum(
+        1
+        for o in alarmable
+        if any(can_alarm(o.device.metrics[m]) for m in o.window_metrics if m in o.device.metrics)
+    )
+    return {
+        Signal.ONLINE_RATE: everything,
+        Signal.OPERATING_RATE: _coverage(lines, frozenset({STATE_METRIC})),
+        Signal.CAPACITY_UTILIZATION: _coverage(lines, output),
+        Signal.POWER_KW: _coverage(meters, frozenset({POWER_METRIC})),
+        Signal.ENERGY_KWH: _coverage(energy, energy_metric),
+        Signal.ENERGY_INTENSITY: _coverage(energy, energy_metric) + _coverage(lines, output),
+        Signal.ALARM_RATE: Coverage(len(alarmable), alarm_metrics_seen),
+        Signal.HEALTH_INDEX: everything,
+    }
+
+
+def park_signals(
+    observations: Sequence[DeviceObservation],
+    *,
+    as_of: datetime,
+    window_s: float,
+    online_timeout_s: float,
+) -> ParkSignals:
+    """Compute a park's live signals over the window ``(as_of - window_s, as_of]``.
+
+    Args:
+        observations: one per device registered in the park.
+        as_of: the instant the signals describe.
+        window_s: the window W, in seconds, of the counter increases.
+        online_timeout_s: how old a device's newest reading may be for it to count as online.
+
+    Returns:
+        The signals with their counts, totals, coverage and the alarms behind ``alarm_rate``.
+    """
+    reasons = {
+        o.device.device_id: offline_reason(o.last_reading_ts, o.status, as_of, online_timeout_s)
+        for o in observations
+    }
+    online = [o for o in observations if reasons[o.device.device_id] is None]
+    lines = [o for o in observations if o.device.type_id == LINE_TYPE]
+    lines_online = [o for o in lines if reasons[o.device.device_id] is None]
+    running = [o for o in lines_online if _state_is(o, RUNNING_STATE)]
+    meters = [o for o in observations if o.device.type_id == METER_TYPE]
+    meters_online = [o for o in meters if reasons[o.device.device_id] is None]
+    alarms = [alarm for o in online for alarm in device_alarms(o)]
+    in_alarm = {alarm.device_id for alarm in alarms}
+
+    capacity = sum(o.device.capacity_units_per_hour or 0.0 for o in lines)
+    output = sum(o.increases.get(OUTPUT_METRIC, 0.0) for o in lines)
+    energy = sum(
+        o.increases.get(ENERGY_METRIC, 0.0)
+        for o in observations
+        if has_counter(o.device, ENERGY_METRIC)
+    )
+    power = sum(_value(o, POWER_METRIC) for o in meters_online)
+    factories_with_lines = {o.device.factory_id for o in lines}
+    factories_operating = {o.device.factory_id for o in running}
+
+    counts = ParkCounts(
+        devices_registered=len(observations),
+        devices_online=len(online),
+        offline_no_data=sum(r is OfflineReason.NO_DATA for r in reasons.values()),
+        offline_silence=sum(r is OfflineReason.SILENCE for r in reasons.values()),
+        offline_last_will=sum(r is OfflineReason.LAST_WILL for r in reasons.values()),
+        factories=len({o.device.factory_id for o in observations}),
+        factories_with_lines=len(factories_with_lines),
+        factories_operating=len(factories_operating),
+        lines=len(lines),
+        lines_online=len(lines_online),
+        lines_running=len(running),
+        lines_in_fault=sum(_state_is(o, FAULT_STATE) for o in lines_online),
+        line_capacity_units_per_hour=capacity,
+        output_units_increase=output,
+        meters=len(meters),
+        meters_online=len(meters_online),
+        energy_kwh_increase=energy,
+        devices_in_alarm=len(in_alarm),
+    )
+    totals = totals_from_counts(counts, window_s=window_s, power_kw=power)
+    return ParkSignals(
+        as_of=as_of,
+        window_s=window_s,
+        signals=derive_signals(totals),
+        counts=counts,
+        totals=totals,
+        coverage=park_coverage(observations),
+        alarms=tuple(alarms),
+    )
+
+
+def totals_from_counts(counts: ParkCounts, *, window_s: float, power_kw: float) -> SignalTotals:
+    """Return the additive totals of a park's (or a city's) counts over a window."""
+    return SignalTotals(
+        devices_registered=counts.devices_registered,
+        devices_online=counts.devices_online,
+        factories_with_lines=counts.factories_with_lines,
+        factories_operating=counts.factories_operating,
+        line_capacity_units=counts.line_capacity_units_per_hour * window_s / SECONDS_PER_HOUR,
+        output_units=counts.output_units_increase,
+        power_kw=power_kw,
+        energy_kwh=counts.energy_kwh_increase,
+        devices_in_alarm=counts.devices_in_alarm,
+    )
+
+
+def combine_parks(parks: Sequence[ParkSignals], *, as_of: datetime, window_s: float) -> ParkSignals:
+    """Combine parks (a city): counts and totals are summed, then every ratio is recomputed."""
+    counts = sum((p.counts for p in parks), ParkCounts())
+    totals = sum((p.totals for p in parks), SignalTotals())
+    coverage: dict[Signal, Coverage] = {}
+    for park in parks:
+        for signal, cov in park.coverage.items():
+            coverage[signal] = coverage.get(signal, Coverage(0, 0)) + cov
+    return ParkSignals(
+        as_of=as_of,
+        window_s=window_s,
+        signals=derive_signals(totals),
+        counts=counts,
+        totals=totals,
+        coverage=coverage,
+        alarms=tuple(alarm for park in parks for alarm in park.alarms),
+    )
+
+
+def _state_is(observation: DeviceObservation, state: str) -> bool:
+    latest = observation.latest.get(STATE_METRIC)
+    return latest is not None and latest.text == state
+
+
+def _value(observation: DeviceObservation, metric: str) -> float:
+    latest = observation.latest.get(metric)
+    return latest.value if latest is not None and latest.value is not None else 0.0

@@ -1,0 +1,707 @@
+"""The load benchmark behind ``make bench``: publish at QoS 1, measure what lands in the database.
+
+Against the running local stack (``make up``): the benchmark adds a park ``bench-park`` to the
+registry, publishes batches of env-sensor samples from several MQTT connections for a fixed
+time, waits until the database stops growing, and reports throughput landed, latency from
+publish to commit (the ingest workers' ``parksense_ingest_commit_lag_seconds`` histogram),
+published against stored counts, the ingest workers' peak memory and the machine. Every loop
+is bounded in time; afterwards the registry is put back as it was (readings stay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from schemas.fleet import (
+    Device,
+    DeviceType,
+    Factory,
+    Fleet,
+    MetricKind,
+    MetricSpec,
+    Park,
+    Thresholds,
+    builtin_device_types,
+)
+from schemas.telemetry import (
+    MAX_SAMPLES_PER_MESSAGE,
+    TelemetrySample,
+    encode_samples,
+    telemetry_topic,
+)
+from services.config import DatabaseSettings, MqttSettings, StackSettings
+from simulators.bench_stats import (
+    BenchReport,
+    Buckets,
+    parse_histogram,
+    quantiles_from_scrapes,
+    render_markdown,
+)
+
+logger = logging.getLogger(__name__)
+
+BENCH_PARK = "bench-park"
+DEVICE_PREFIX = "bench-d"
+DEVICES_PER_FACTORY = 100
+DEVICE_TYPE = "env_sensor"
+METRICS_PER_SAMPLE = 3  # env_sensor: temp_c, humidity_pct, pm25_ugm3
+COMMIT_LAG_HISTOGRAM = "parksense_ingest_commit_lag_seconds"
+# Worker i serves Prometheus metrics on this port + i - 1 (services.stack).
+METRICS_BASE_PORT = 9108
+# Mosquitto announces a Receive Maximum of 20 (MQTT 5, section 3.3.4); more in flight per
+# connection would break the contract, so throughput comes from several connections.
+MAX_INFLIGHT = 20
+# Messages a publisher may have handed to paho without a PUBACK: bounds paho's queue.
+MAX_OUTSTANDING = 1000
+# Bounds of the waits: PUBACKs after the last publish, and the connection at start.
+ACK_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+# The database has settled when its row count has not moved for this many polls.
+SETTLE_POLL_S = 0.5
+SETTLE_STABLE_POLLS = 4
+# Bounds of a run: it must end, and stay within what a laptop's stack can hold.
+MAX_DEVICES = 1_000_000
+MAX_DURATION_S = 3600.0
+MAX_CONNECTIONS = 64
+# Heartbeats older than this belong to workers that are gone.
+HEARTBEAT_MAX_AGE_S = 30
+
+
+class BenchError(Exception):
+    """The benchmark cannot run; the message says why and what to do."""
+
+
+def bench_park(devices: int) -> Park:
+    """Return the benchmark's park: ``devices`` env sensors in factories of 100."""
+    factories = []
+    for start in range(0, devices, DEVICES_PER_FACTORY):
+        factory_id = f"bench-f{start // DEVICES_PER_FACTORY + 1:03d}"
+        ids = range(start + 1, min(devices, start + DEVICES_PER_FACTORY) + 1)
+        factories.append(
+            Factory(
+                id=factory_id,
+                name=f"Benchmark factory {start // DEVICES_PER_FACTORY + 1}",
+                industry="benchmark",
+                devices=[Device(id=f"{DEVICE_PREFIX}{n:06d}", type=DEVICE_TYPE) for n in ids],
+            )
+        )
+    return Park(id=BENCH_PARK, name="Benchmark park", city="Localhost", factories=factories)
+
+
+def read_current_fleet(conn: psycopg.Connection) -> Fleet:
+    """Read the registry back as a fleet, so that the benchmark can add to it and restore it."""
+    builtin = {t.id for t in builtin_device_types()}
+    types: dict[str, DeviceType] = {}
+    rows = conn.execute(
+        "SELECT t.type_id, t.description, t.attributes, m.metric, m.kind, m.unit, m.min_value,"
+        " m.max_value, m.alarm_min, m.alarm_max, m.states, m.alarm_states"
+        " FROM device_types t JOIN device_type_metrics m USING (type_id)"
+        " WHERE t.type_id <> ALL(%s) ORDER BY t.type_id, m.metric",
+        (sorted(builtin),),
+    ).fetchall()
+    specs: dict[str, dict[str, MetricSpec]] = {}
+    heads: dict[str, tuple[str, list[str]]] = {}
+    for type_id, description, attributes, metric, kind, unit, lo, hi, amin, amax, st, ast in rows:
+        heads[type_id] = (description, list(attributes or []))
+        alarm = None if amin is None and amax is None else Thresholds(min=amin, max=amax)
+        specs.setdefault(type_id, {})[metric] = MetricSpec(
+            kind=MetricKind(kind),
+            unit=unit,
+            min=lo,
+            max=hi,
+            alarm=alarm,
+            states=st,
+            alarm_states=ast,
+        )
+    for type_id, (description, attributes) in heads.items():
+        types[type_id] = DeviceType(
+            id=type_id, description=description, metrics=specs[type_id], attributes=attributes
+        )
+    devices: dict[str, list[Device]] = {}
+    for device_id, factory_id, type_id, capacity, thresholds in conn.execute(
+        "SELECT device_id, factory_id, type_id, capacity_units_per_hour, thresholds"
+        " FROM devices ORDER BY device_id"
+    ):
+        devices.setdefault(factory_id, []).append(
+            Device(
+                id=device_id,
+                type=type_id,
+                capacity_units_per_hour=capacity,
+                thresholds=thresholds or {},
+            )
+        )
+    factories: dict[str, list[Factory]] = {}
+    for factory_id, park_id, name, industry in conn.execute(
+        "SELECT factory_id, park_id, name, industry FROM factories ORDER BY factory_id"
+    ):
+        factories.setdefault(park_id, []).append(
+            Factory(
+                id=factory_id, name=name, industry=industry, devices=devices.get(factory_id, [])
+            )
+        )
+    parks = [
+        Park(id=park_id, name=name, city=city, factories=factories.get(park_id, []))
+        for park_id, name, city in conn.execute(
+            "SELECT park_id, name, city FROM parks ORDER BY park_id"
+        )
+    ]
+    return Fleet(device_types=list(types.values()), parks=parks)
+
+
+def without_bench_park(fleet: Fleet) -> Fleet:
+    """Return ``fleet`` without the benchmark's park (left over from an interrupted run)."""
+    return fleet.model_copy(update={"parks": [p for p in fleet.parks if p.id != BENCH_PARK]})
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one publisher connection does."""
+
+    index: int
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    topics: list[str]
+    batch: int
+    rate_msg_s: float | None
+    deadline: float
+    since_ms: int
+
+
+class _Publisher(threading.Thread):
+    """One MQTT connection publishing batches round-robin over its devices until a deadline."""
+
+    def __init__(self, plan: _Plan) -> None:
+        super().__init__(name=f"bench-publisher-{plan.index}", daemon=True)
+        self.plan = plan
+        self.sent = 0
+        self.acked = 0
+        self.refused = 0
+        self.error: str | None = None
+        self._cond = threading.Condition()
+        self._connected = threading.Event()
+
+    def run(self) -> None:
+        """Publish; a failure is recorded for the report rather than raised in a thread."""
+        try:
+            self._run()
+        except Exception as exc:
+            logger.exception("Publisher %d failed", self.plan.index)
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        del client, userdata, flags, properties
+        if not reason.is_failure:
+            self._connected.set()
+
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        del client, userdata, mid, properties
+        with self._cond:
+            self.acked += 1
+            self.refused += reason.is_failure
+            self._cond.notify()
+
+    def _run(self) -> None:
+        plan = self.plan
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"parksense-bench-{os.getpid()}-{plan.index}",
+            protocol=mqtt.MQTTv5,
+        )
+        if plan.username is not None:
+            client.username_pw_set(plan.username, plan.password)
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.on_connect = self._on_connect
+        client.on_publish = self._on_publish
+        client.connect(plan.host, plan.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not self._connected.wait(CONNECT_TIMEOUT_S):
+                raise BenchError(f"no CONNACK from {plan.host}:{plan.port}")
+            self._publish_until_deadline(client)
+            ack_deadline = time.monotonic() + ACK_TIMEOUT_S
+            with self._cond:
+                while self.acked < self.sent and time.monotonic() < ack_deadline:
+                    self._cond.wait(0.2)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def _publish_until_deadline(self, client: mqtt.Client) -> None:
+        plan = self.plan
+        # No sample before the run's start, so that the run's readings are those with ts >= it.
+        last_ms = [plan.since_ms - 1] * len(plan.topics)
+        started = time.monotonic()
+        while (now := time.monotonic()) < plan.deadline:
+            if plan.rate_msg_s is not None:
+                due = started + self.sent / plan.rate_msg_s
+                if due > now:
+                    time.sleep(min(due, plan.deadline) - now)
+                    continue
+            with self._cond:
+                while self.sent - self.acked >= MAX_OUTSTANDING:
+                    if time.monotonic() >= plan.deadline:
+                        return
+                    self._cond.wait(0.05)
+            k = self.sent % len(plan.topics)
+            # ts is the publish time; the samples of a batch are 1 ms apart and never repeat
+            # a device's earlier ts, since a reading's identity is (device, metric, ts).
+            first_ms = max(time.time_ns() // 1_000_000 - plan.batch + 1, last_ms[k] + 1)
+            last_ms[k] = first_ms + plan.batch - 1
+            samples = [
+                TelemetrySample(
+                    ts=first_ms + j,
+                    metrics={
+                        "temp_c": 15.0 + (self.sent + j) % 200 / 10,
+                        "humidity_pct": 40.0 + (self.sent + j) % 30,
+                        "pm25_ugm3": 20.0 + (self.sent + j) % 50,
+                    },
+                )
+                for j in range(plan.batch)
+            ]
+            info = client.publish(plan.topics[k], encode_samples(samples), qos=1)
+            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+                raise BenchError(f"publish failed: {mqtt.error_string(info.rc)}")
+            with self._cond:
+                self.sent += 1
+
+
+def _ingest_workers(state_dir: Path, base_port: int) -> dict[str, tuple[int | None, int]]:
+    """Return each ingest worker's pid (when its pid file names a live process) and port."""
+    workers: dict[str, tuple[int | None, int]] = {}
+    for path in sorted((state_dir / "run").glob("ingest-*.pid")):
+        number = path.stem.removeprefix("ingest-")
+        if not number.isdigit():
+            continue
+        pid: int | None = None
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(path.read_text(encoding="utf-8").split()[0])
+        if pid is not None and not Path(f"/proc/{pid}").exists():
+            pid = None
+        workers[path.stem] = (pid, base_port + int(number) - 1)
+    return workers
+
+
+def _scrape(port: int) -> str | None:
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bytes(response.read()).decode("utf-8")
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _scrape_histograms(ports: dict[str, int]) -> dict[str, Buckets]:
+    result = {}
+    for name, port in ports.items():
+        text = _scrape(port)
+        if text is not None:
+            buckets = parse_histogram(text, COMMIT_LAG_HISTOGRAM)
+            if buckets:
+                result[name] = buckets
+    return result
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    with contextlib.suppress(OSError):
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+        match = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.MULTILINE)
+        if match:
+            return int(match.group(1)) / 1024
+    return None
+
+
+def _command_version(argv: list[str], pattern: str) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "n/a"
+    match = re.search(pattern, result.stdout + result.stderr)
+    return match.group(1) if match else "n/a"
+
+
+def machine_facts(conn: psycopg.Connection | None) -> dict[str, str]:
+    """Return the facts a benchmark figure needs: CPU, memory, OS and component versions."""
+    cpu = "n/a"
+    with contextlib.suppress(OSError):
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        if match := re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE):
+            cpu = match.group(1).strip()
+    memory = "n/a"
+    with contextlib.suppress(OSError):
+        text = Path("/proc/meminfo").read_text(encoding="utf-8")
+        if match := re.search(r"^MemTotal:\s+(\d+)\s+kB", text, re.MULTILINE):
+            memory = f"{int(match.group(1)) / 1024 / 1024:.1f} GiB"
+    facts = {
+        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "memory": memory,
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "paho-mqtt": importlib.metadata.version("paho-mqtt"),
+        "Mosquitto": _command_version(["mosquitto", "-h"], r"mosquitto version (\S+)"),
+        "PostgreSQL": "n/a",
+        "TimescaleDB": "n/a",
+    }
+    if conn is not None:
+        row = conn.execute("SHOW server_version").fetchone()
+        facts["PostgreSQL"] = str(row[0]) if row else "n/a"
+        row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+        if row:
+            license_row = conn.execute("SELECT current_setting('timescaledb.license', true)")
+            edition = license_row.fetchone()
+            facts["TimescaleDB"] = f"{row[0]} ({edition[0] if edition else 'unknown'} edition)"
+    return facts
+
+
+def _wait_for_registry(conn: psycopg.Connection, version: int, timeout_s: float) -> int:
+    """Wait until every live ingest worker uses fleet ``version``; return how many there are.
+
+    Raises:
+        BenchError: no worker is alive, or they did not load the fleet in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE registry_version >= %s) FROM ingest_workers"
+            " WHERE heartbeat_at > now() - make_interval(secs => %s)",
+            (version, HEARTBEAT_MAX_AGE_S),
+        ).fetchone()
+        alive, ready = (int(row[0]), int(row[1])) if row else (0, 0)
+        if alive and ready == alive:
+            return alive
+        if time.monotonic() >= deadline:
+            if not alive:
+                raise BenchError("no ingest worker is running: start the stack with `make up`")
+            raise BenchError(f"{alive - ready} ingest workers did not load fleet v{version}")
+        time.sleep(0.2)
+
+
+def _stored(
+    conn: psycopg.Connection, since: datetime
+) -> tuple[int, datetime | None, datetime | None]:
+    row = conn.execute(
+        "SELECT count(*), min(received_at), max(received_at) FROM readings"
+        " WHERE ts >= %s AND device_id LIKE %s",
+        (since, f"{DEVICE_PREFIX}%"),
+    ).fetchone()
+    if row is None:
+        return 0, None, None
+    return int(row[0]), row[1], row[2]
+
+
+def _wait_until_settled(
+    conn: psycopg.Connection, since: datetime, expected: int, timeout_s: float
+) -> tuple[int, bool, float]:
+    """Poll the stored row count until it reaches ``expected`` or stops growing (bounded).
+
+    Returns:
+        The count, whether it settled before ``timeout_s``, and the monotonic time of the
+        poll that first saw the final count.
+    """
+    deadline = time.monotonic() + timeout_s
+    last, stable, grew_at = -1, 0, time.monotonic()
+    while True:
+        count, _, _ = _stored(conn, since)
+        if count == last:
+            stable += 1
+        else:
+            last, stable, grew_at = count, 0, time.monotonic()
+        if count >= expected or stable >= SETTLE_STABLE_POLLS:
+            return count, True, grew_at
+        if time.monotonic() >= deadline:
+            return count, False, grew_at
+        time.sleep(SETTLE_POLL_S)
+
+
+def _latency_from_database(conn: psycopg.Connection, since: datetime) -> tuple[float, float, int]:
+    row = conn.execute(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts)),"
+        " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts)),"
+        " count(*) FROM readings WHERE ts >= %s AND device_id LIKE %s",
+        (since, f"{DEVICE_PREFIX}%"),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return 0.0, 0.0, 0
+    return float(row[0]), float(row[1]), int(row[2])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``parksense bench``."""
+    mqtt_settings = MqttSettings()
+    parser = argparse.ArgumentParser(
+        prog="parksense bench", description="Load benchmark against the running local stack."
+    )
+    parser.add_argument("--devices", type=int, default=1000, help="bench devices (default 1000)")
+    parser.add_argument("--duration-s", type=float, default=30.0, help="publish time (30)")
+    parser.add_argument("--rate", type=float, default=None, help="messages/s (default: max)")
+    parser.add_argument("--connections", type=int, default=4, help="publisher connections (4)")
+    parser.add_argument("--batch", type=int, default=10, help="samples per message (10)")
+    parser.add_argument("--host", default=mqtt_settings.host)
+    parser.add_argument("--port", type=int, default=mqtt_settings.port)
+    parser.add_argument("--state-dir", type=Path, default=StackSettings().state_dir)
+    parser.add_argument("--metrics-base-port", type=int, default=METRICS_BASE_PORT)
+    parser.add_argument("--registry-timeout-s", type=float, default=30.0)
+    parser.add_argument("--settle-timeout-s", type=float, default=120.0)
+    parser.add_argument("--keep-fleet", action="store_true", help="leave bench-park registered")
+    parser.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="only publish and report the publish rate (no database, no fleet change)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not 1 <= args.devices <= MAX_DEVICES:
+        raise BenchError(f"--devices must be within [1, {MAX_DEVICES}]")
+    if not 0 < args.duration_s <= MAX_DURATION_S:
+        raise BenchError(f"--duration-s must be within (0, {MAX_DURATION_S}]")
+    if not 1 <= args.connections <= min(MAX_CONNECTIONS, args.devices):
+        raise BenchError(f"--connections must be within [1, min({MAX_CONNECTIONS}, devices)]")
+    if not 1 <= args.batch <= MAX_SAMPLES_PER_MESSAGE:
+        raise BenchError(f"--batch must be within [1, {MAX_SAMPLES_PER_MESSAGE}]")
+    if args.rate is not None and args.rate <= 0:
+        raise BenchError("--rate must be positive")
+
+
+def _publish(args: argparse.Namespace, park: Park, since: datetime) -> list[_Publisher]:
+    mqtt_settings = MqttSettings()
+    password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
+    topics = [telemetry_topic(park.id, f.id, d.id) for f in park.factories for d in f.devices]
+    deadline = time.monotonic() + args.duration_s
+    rate = None if args.rate is None else args.rate / args.connections
+    publishers = [
+        _Publisher(
+            _Plan(
+                index=i,
+                host=args.host,
+                port=args.port,
+                username=mqtt_settings.username,
+                password=password,
+                topics=topics[i :: args.connections],
+                batch=args.batch,
+                rate_msg_s=rate,
+                deadline=deadline,
+                since_ms=int(since.timestamp() * 1000),
+            )
+        )
+        for i in range(args.connections)
+    ]
+    for publisher in publishers:
+        publisher.start()
+    for publisher in publishers:
+        publisher.join(args.duration_s + CONNECT_TIMEOUT_S + ACK_TIMEOUT_S + 5)
+    return publishers
+
+
+def run(args: argparse.Namespace) -> BenchReport:
+    """Run the benchmark described by ``args``.
+
+    Raises:
+        BenchError: the stack is not running, or a publisher failed.
+    """
+    _check_args(args)
+    park = bench_park(args.devices)
+    if args.publish_only:
+        return _report_publish(args, _publish(args, park, datetime.now(UTC)), args.duration_s)
+    conninfo = DatabaseSettings().conninfo(application_name="parksense-bench")
+    from services.storage.fleet_store import load_fleet  # noqa: PLC0415 - needs the stack
+
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise BenchError(
+            f"cannot reach the database (start the stack with `make up`): {exc}"
+        ) from exc
+    with conn:
+        previous = without_bench_park(read_current_fleet(conn))
+        merged = previous.model_copy(update={"parks": [*previous.parks, park]})
+        counts = load_fleet(conninfo, merged)
+        try:
+            workers_alive = _wait_for_registry(conn, counts.version, args.registry_timeout_s)
+            workers = _ingest_workers(args.state_dir, args.metrics_base_port)
+            ports = {name: port for name, (_, port) in workers.items()}
+            before = _scrape_histograms(ports)
+            since = datetime.now(UTC)
+            print(  # noqa: T201 - progress for the user
+                f"Publishing for {args.duration_s:g} s from {args.connections} connections to "
+                f"{args.devices} devices ({workers_alive} ingest workers) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            started = time.monotonic()
+            publishers = _publish(args, park, since)
+            report = _report_publish(args, publishers, args.duration_s)
+            expected = report.readings_published
+            print(  # noqa: T201 - progress for the user
+                f"Published {report.messages_acked:,} messages; waiting for the database ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            stored, settled, grew_at = _wait_until_settled(
+                conn, since, expected, args.settle_timeout_s
+            )
+            report.drain_s = grew_at - started
+            after = _scrape_histograms(ports)
+            _fill_database_figures(conn, report, since, stored, settled)
+            _fill_latency(conn, report, since, before, after)
+            report.ingest_workers = workers_alive
+            for name, (pid, _) in workers.items():
+                rss = _peak_rss_mib(pid) if pid is not None else None
+                if rss is not None:
+                    report.ingest_peak_rss_mib[name] = rss
+            if not report.ingest_peak_rss_mib:
+                report.notes.append(f"no live ingest pid file under {args.state_dir}/run")
+            report.machine = machine_facts(conn)
+        finally:
+            if not args.keep_fleet:
+                load_fleet(conninfo, previous)
+    return report
+
+
+def _report_publish(
+    args: argparse.Namespace, publishers: list[_Publisher], duration_s: float
+) -> BenchReport:
+    errors = [p.error for p in publishers if p.error]
+    if errors:
+        raise BenchError("; ".join(errors))
+    sent = sum(p.sent for p in publishers)
+    acked = sum(p.acked for p in publishers)
+    report = BenchReport(
+        devices=args.devices,
+        connections=args.connections,
+        samples_per_message=args.batch,
+        metrics_per_sample=METRICS_PER_SAMPLE,
+        duration_s=duration_s,
+        target_rate_msg_s=args.rate,
+        messages_published=sent,
+        messages_acked=acked,
+        readings_published=acked * args.batch * METRICS_PER_SAMPLE,
+        publish_rate_msg_s=acked / duration_s,
+    )
+    if acked < sent:
+        report.notes.append(f"{sent - acked} messages were not acknowledged by the broker")
+    refused = sum(p.refused for p in publishers)
+    if refused:
+        report.notes.append(f"the broker refused {refused} messages (PUBACK reason >= 0x80)")
+    if args.publish_only:
+        report.publish_only = True
+        report.machine = machine_facts(None)
+    return report
+
+
+def _fill_database_figures(
+    conn: psycopg.Connection, report: BenchReport, since: datetime, stored: int, settled: bool
+) -> None:
+    report.readings_stored = stored
+    report.settled = settled
+    _, first, last = _stored(conn, since)
+    if first is not None and last is not None and last > first:
+        span = (last - first).total_seconds()
+        report.landed_span_s = span
+        report.landed_readings_s = stored / span
+        report.landed_messages_s = stored / (report.samples_per_message * METRICS_PER_SAMPLE) / span
+    refused = conn.execute(
+        "SELECT reason, count(*) FROM dead_letters WHERE received_at >= %s AND device_id LIKE %s"
+        " GROUP BY reason ORDER BY reason",
+        (since, f"{DEVICE_PREFIX}%"),
+    ).fetchall()
+    report.refused_by_reason = {str(reason): int(n) for reason, n in refused}
+    report.readings_refused = sum(report.refused_by_reason.values())
+    if report.drain_s:
+        report.stored_readings_s = stored / report.drain_s
+        if report.stored_readings_s < 0.95 * report.readings_published / report.duration_s:
+            report.notes.append(
+                "ingest was the bottleneck: the database fell behind the publishers, so the "
+                "latency includes queueing; use --rate below the stored rate for the latency "
+                "of a sustainable load"
+            )
+    missing = report.readings_published - report.readings_stored - report.readings_refused
+    if missing:
+        report.notes.append(f"published - stored - refused = {missing:,} readings")
+
+
+def _fill_latency(
+    conn: psycopg.Connection,
+    report: BenchReport,
+    since: datetime,
+    before: dict[str, Buckets],
+    after: dict[str, Buckets],
+) -> None:
+    if after:
+        p50, p99, count = quantiles_from_scrapes(before, after)
+        report.latency_p50_s, report.latency_p99_s = p50, p99
+        report.latency_observations = count
+        report.latency_source = (
+            f"ingest histogram {COMMIT_LAG_HISTOGRAM}, {count:,} sampled readings, "
+            "interpolated within buckets; includes any other traffic during the run"
+        )
+        return
+    p50, p99, count = _latency_from_database(conn, since)
+    report.latency_p50_s, report.latency_p99_s = p50, p99
+    report.latency_observations = count
+    report.latency_source = "received_at - ts from the database (no ingest /metrics endpoint)"
+    report.notes.append(
+        "latency is publish → receipt by ingest, not → commit: the ingest workers' "
+        f"{COMMIT_LAG_HISTOGRAM} histogram could not be scraped"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark command line; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)  # noqa: T201 - command line output
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(render_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

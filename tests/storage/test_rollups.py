@@ -1,0 +1,306 @@
+"""Per-minute roll-ups maintained by the real COPY writer, worked out by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from schemas.fleet import parse_fleet
+from services.core.batching import Batch
+from services.core.readings import Reading, StatusUpdate
+from services.storage.fleet_store import load_fleet
+from services.storage.writer import BatchWriter, WriteResult
+
+DAY = datetime(2026, 11, 26, tzinfo=UTC)
+
+FLEET = """
+parks:
+  - id: p1
+    city: Hebi
+    factories:
+      - id: f1
+        devices:
+          - {id: m1, type: power_meter}
+          - {id: l1, type: production_line, capacity_units_per_hour: 1200}
+          - {id: e1, type: env_sensor, thresholds: {temp_c: {min: 5, max: 35}}}
+          - {id: x1, type: machine}
+      - id: f2
+        devices:
+          - {id: l2, type: production_line, capacity_units_per_hour: 600}
+          - {id: m2, type: power_meter}
+  - id: p2
+    city: Hebi
+    factories:
+      - id: g1
+        devices:
+          - {id: l3, type: production_line, capacity_units_per_hour: 100}
+          - {id: m3, type: power_meter}
+"""
+
+
+def t(hour: int, minute: int, second: float = 0) -> datetime:
+    """An instant on the test day."""
+    return DAY + timedelta(hours=hour, minutes=minute, seconds=second)
+
+
+def reading(device: str, metric: str, ts: datetime, value: float | str) -> Reading:
+    """A reading as ingest hands it to the writer."""
+    if isinstance(value, str):
+        return Reading(device, metric, ts, None, value, ts)
+    return Reading(device, metric, ts, float(value), None, ts)
+
+
+def status(device: str, ts: datetime, online: bool) -> StatusUpdate:
+    """A status message as ingest hands it to the writer."""
+    return StatusUpdate(device, online, ts, ts)
+
+
+def write(
+    conninfo: str, readings: Iterable[Reading], statuses: Sequence[StatusUpdate] = ()
+) -> WriteResult:
+    """Write one batch with the production writer."""
+
+    async def run() -> WriteResult:
+        writer = BatchWriter(conninfo)
+        await writer.connect()
+        try:
+            return await writer.write(Batch(readings=list(readings), statuses=list(statuses)))
+        finally:
+            await writer.close()
+
+    return asyncio.run(run())
+
+
+def write_batches(conninfo: str, batches: Iterable[Iterable[Reading]]) -> list[WriteResult]:
+    """Write several batches over one connection, as an ingest worker does."""
+
+    async def run() -> list[WriteResult]:
+        writer = BatchWriter(conninfo)
+        await writer.connect()
+        try:
+            return [await writer.write(Batch(readings=list(b))) for b in batches]
+        finally:
+            await writer.close()
+
+    return asyncio.run(run())
+
+
+def load(conninfo: str, fleet_yaml: str = FLEET) -> None:
+    """Load a fleet into the registry."""
+    load_fleet(conninfo, parse_fleet(fleet_yaml))
+
+
+def rows(conninfo: str, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Run a query and return dict rows."""
+    with psycopg.connect(conninfo) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query.encode(), params)
+        return cur.fetchall()
+
+
+def minute_rows(conninfo: str, device: str, metric: str) -> list[dict[str, Any]]:
+    """The readings_1m rows of one device metric, oldest first."""
+    return rows(
+        conninfo,
+        "SELECT minute, n, sum, min, max, first_ts, last_ts, first_value, last_value,"
+        " first_text, last_text, inc_within, inc_from_prev, state_counts"
+        " FROM readings_1m WHERE device_id = %s AND metric = %s ORDER BY minute",
+        (device, metric),
+    )
+
+
+def counter_view(conninfo: str, device: str, metric: str) -> list[tuple[Any, ...]]:
+    """(minute, n, first, last, inc_within, inc_from_prev) per stored minute."""
+    return [
+        (
+            r["minute"],
+            r["n"],
+            r["first_value"],
+            r["last_value"],
+            r["inc_within"],
+            r["inc_from_prev"],
+        )
+        for r in minute_rows(conninfo, device, metric)
+    ]
+
+
+@pytest.fixture
+def db(clean_db: str) -> str:
+    """A clean database with the test fleet loaded."""
+    load(clean_db)
+    return clean_db
+
+
+def test_counter_minutes_stitch_across_a_reset(db: str) -> None:
+    """Each minute keeps its inside steps and the step from the minute before it."""
+    write(
+        db,
+        [
+            reading("l1", "output_units", t(10, 0, 10), 100),
+            reading("l1", "output_units", t(10, 0, 40), 110),
+            reading("l1", "output_units", t(10, 1, 20), 5),  # restarted from zero
+            reading("l1", "output_units", t(10, 1, 50), 12),
+            reading("l1", "output_units", t(10, 3, 5), 20),
+        ],
+    )
+    assert counter_view(db, "l1", "output_units") == [
+        (t(10, 0), 2, 100.0, 110.0, 10.0, None),  # nothing before it
+        (t(10, 1), 2, 5.0, 12.0, 7.0, 5.0),  # 110 -> 5 is a restart: +5
+        (t(10, 3), 1, 20.0, 20.0, 0.0, 8.0),  # 12 -> 20 across the empty minute
+    ]
+    # Increase over the three minutes: 10 + 5 + 7 + 8 = 30.
+
+
+def test_duplicates_change_nothing(db: str) -> None:
+    """A redelivered batch inserts nothing and leaves every roll-up as it was."""
+    batch = [
+        reading("l1", "output_units", t(10, 0, 10), 100),
+        reading("l1", "output_units", t(10, 0, 40), 110),
+        reading("l1", "state", t(10, 0, 40), "running"),
+        reading("m1", "power_kw", t(10, 0, 30), 50),
+    ]
+    first = write(db, batch)
+    before = (
+        rows(db, "SELECT * FROM readings_1m ORDER BY device_id, metric, minute"),
+        rows(db, "SELECT * FROM park_1m ORDER BY park_id, minute"),
+    )
+    again = write(db, batch)
+    mixed = write(db, [*batch, reading("m1", "power_kw", t(10, 0, 50), 70)])
+    assert (first.inserted, again.inserted, mixed.inserted) == (4, 0, 1)
+    after = rows(db, "SELECT * FROM readings_1m ORDER BY device_id, metric, minute")
+    assert [r for r in after if r["device_id"] != "m1"] == [
+        r for r in before[0] if r["device_id"] != "m1"
+    ]
+    power = minute_rows(db, "m1", "power_kw")
+    assert [(r["n"], r["sum"], r["min"], r["max"]) for r in power] == [(2, 120.0, 50.0, 70.0)]
+    park = rows(db, "SELECT power_kw, devices_reporting FROM park_1m WHERE park_id = 'p1'")
+    assert park == [{"power_kw": 60.0, "devices_reporting": 2}]  # mean of 50 and 70
+
+
+def test_late_data_lands_in_the_right_minute(db: str) -> None:
+    """Late readings inside, before and between stored minutes keep every row exact."""
+    write(
+        db,
+        [
+            reading("l1", "output_units", t(10, 0, 10), 100),
+            reading("l1", "output_units", t(10, 0, 40), 110),
+            reading("l1", "output_units", t(10, 1, 20), 5),
+            reading("l1", "output_units", t(10, 1, 50), 12),
+            reading("l1", "output_units", t(10, 3, 5), 20),
+        ],
+    )
+    # Inside a stored minute (recomputed from raw), before its first reading (merged), in
+    # an earlier new minute, and in the empty minute between 10:01 and 10:03.
+    write(db, [reading("l1", "output_units", t(10, 0, 25), 104)])
+    write(db, [reading("l1", "output_units", t(10, 0, 5), 99)])
+    write(
+        db,
+        [
+            reading("l1", "output_units", t(9, 59, 30), 98),
+            reading("l1", "output_units", t(10, 2, 30), 15),
+        ],
+    )
+    assert counter_view(db, "l1", "output_units") == [
+        (t(9, 59), 1, 98.0, 98.0, 0.0, None),
+        (t(10, 0), 4, 99.0, 110.0, 11.0, 1.0),  # 99 -> 104 -> 110 inside, 98 -> 99 before
+        (t(10, 1), 2, 5.0, 12.0, 7.0, 5.0),
+        (t(10, 2), 1, 15.0, 15.0, 0.0, 3.0),
+        (t(10, 3), 1, 20.0, 20.0, 0.0, 5.0),  # was 8 from 12; now 5 from 15
+    ]
+    [minute] = [r for r in minute_rows(db, "l1", "output_units") if r["minute"] == t(10, 0)]
+    assert (minute["first_ts"], minute["last_ts"]) == (t(10, 0, 5), t(10, 0, 40))
+    assert (minute["min"], minute["max"], minute["sum"]) == (99.0, 110.0, 413.0)
+    # The park minute follows the stitched counters: 10:03 now adds 5, not 8.
+    park = rows(db, "SELECT minute, output_units FROM park_1m WHERE park_id = 'p1' ORDER BY 1")
+    assert [(r["minute"], r["output_units"]) for r in park] == [
+        (t(9, 59), 0.0),
+        (t(10, 0), 12.0),
+        (t(10, 1), 12.0),
+        (t(10, 2), 3.0),
+        (t(10, 3), 5.0),
+    ]
+
+
+def test_state_minutes_count_samples_per_state(db: str) -> None:
+    """A state metric's minute keeps its first and last state and the samples of each."""
+    write(
+        db,
+        [
+            reading("l1", "state", t(10, 0, 0), "running"),
+            reading("l1", "state", t(10, 0, 20), "idle"),
+            reading("l1", "state", t(10, 0, 40), "running"),
+        ],
+    )
+    write(db, [reading("l1", "state", t(10, 0, 50), "fault")])  # appended
+    write(db, [reading("l1", "state", t(10, 0, 30), "running")])  # in between
+    [row] = minute_rows(db, "l1", "state")
+    assert (row["n"], row["first_text"], row["last_text"]) == (5, "running", "fault")
+    assert row["state_counts"] == {"running": 3, "idle": 1, "fault": 1}
+    assert (row["sum"], row["inc_within"], row["inc_from_prev"]) == (None, None, None)
+
+
+def test_park_minute_worked_by_hand(db: str) -> None:
+    """One park minute: reporting devices, running lines, output, power, energy, alarms."""
+    m = t(10, 5)
+    write(
+        db,
+        [
+            # Before the minute: counter baselines.
+            reading("l1", "output_units", t(10, 4, 50), 1000),
+            reading("l2", "output_units", t(10, 4, 55), 400),
+            reading("m1", "energy_kwh", t(10, 4, 50), 5000),
+        ],
+    )
+    write(
+        db,
+        [
+            reading("m1", "power_kw", m + timedelta(seconds=10), 100),
+            reading("m1", "power_kw", m + timedelta(seconds=40), 140),
+            reading("m1", "energy_kwh", m + timedelta(seconds=40), 5002),
+            reading("m2", "power_kw", m + timedelta(seconds=20), 30),
+            reading("l1", "state", m + timedelta(seconds=10), "idle"),
+            reading("l1", "state", m + timedelta(seconds=50), "running"),
+            reading("l1", "output_units", m + timedelta(seconds=50), 1020),
+            reading("l2", "state", m + timedelta(seconds=30), "fault"),
+            reading("l2", "output_units", m + timedelta(seconds=30), 3),  # restart
+            reading("e1", "temp_c", m + timedelta(seconds=5), 36),  # above its own 35
+            reading("e1", "humidity_pct", m + timedelta(seconds=5), 50),
+            reading("x1", "vibration_mm_s", m + timedelta(seconds=5), 7.0),  # under 7.1
+            reading("l3", "state", m + timedelta(seconds=5), "running"),  # another park
+        ],
+    )
+    [row] = rows(db, "SELECT * FROM park_1m WHERE park_id = 'p1' AND minute = %s", (m,))
+    assert row == {
+        "park_id": "p1",
+        "minute": m,
+        "devices_reporting": 6,  # m1, m2, l1, l2, e1, x1
+        "lines_reporting_state": 2,
+        "lines_running": 1,  # l1's last state in the minute
+        "factories_operating": 1,  # f1
+        "lines_reporting_output": 2,
+        "output_units": 23.0,  # l1 1000 -> 1020, l2 400 -> 3 (restart)
+        "meters_reporting_power": 2,
+        "power_kw": 150.0,  # m1 mean 120 + m2 30
+        "energy_reporting": 1,
+        "energy_kwh": 2.0,
+        "alarm_devices_reporting": 4,  # l1, l2 (state), e1 (thresholds), x1
+        "devices_in_alarm": 2,  # l2 fault, e1 36 > 35
+    }
+    [other] = rows(db, "SELECT lines_running FROM park_1m WHERE park_id = 'p2'")
+    assert other == {"lines_running": 1}
+
+
+def test_status_messages_are_kept_as_events(db: str) -> None:
+    """Each status message that moves the retained status is kept with its time."""
+    write(db, [], [status("m1", t(10, 0), True)])
+    write(db, [], [status("m1", t(10, 5), False)])
+    write(db, [], [status("m1", t(10, 5), False)])  # redelivered: no new event
+    write(db, [], [status("m1", t(10, 2), True)])  # older than the retained one: ignored
+    write(db, [reading("m1", "power_kw", t(10, 6), 1)])  # last_seen moves: no event
+    events = rows(db, "SELECT ts, online FROM device_status_events ORDER BY ts")
+    assert [(e["ts"], e["online"]) for e in events] == [(t(10, 0), True), (t(10, 5), False)]
