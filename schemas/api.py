@@ -130,3 +130,19 @@ class Health(_Out):
 
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ParkDelivery(_Out):
+    """Delivery accounting of one park: what arrived, what was stored, what was refused."""
+
+    park_id: str
+    start: datetime
+    end: datetime
+    readings_accepted: int = Field(description="readings that passed validation (by receipt)")
+    readings_stored: int = Field(description="readings inserted (accepted minus duplicates)")
+    duplicates: int = Field(description="readings delivered again and not stored twice")
+    refused: dict[str, int] = Field(description="dead letters by reason")
+    refused_total: int
+    devices_registered: int
+    devices_reporting: int = Field(description="devices with readings measured in the interval")
+    silent_devices: list[str] = Field(description="registered devices with no reading (≤ 100)")

@@ -15,6 +15,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -522,7 +523,7 @@ def _publish(args: argparse.Namespace, park: Park, since: datetime) -> list[_Pub
                 batch=args.batch,
                 rate_msg_s=rate,
                 deadline=deadline,
-                since_ms=int(since.timestamp() * 1000),
+                since_ms=math.ceil(since.timestamp() * 1000),
             )
         )
         for i in range(args.connections)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -33,6 +34,13 @@ def not_found(kind: str, ident: str) -> ProblemError:
 def bad_request(detail: str) -> ProblemError:
     """Return the problem for a bad parameter."""
     return ProblemError(400, "Bad request", detail)
+
+
+def aware(ts: datetime, name: str) -> datetime:
+    """Return a query parameter's time in UTC; a time without an offset is a bad request."""
+    if ts.tzinfo is None:
+        raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
+    return ts.astimezone(UTC)
 
 
 def _problem(request: Request, status: int, title: str, detail: str, **extra: Any) -> JSONResponse:  # noqa: ANN401 - extension members are free-form JSON

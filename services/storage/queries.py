@@ -296,3 +296,65 @@ def _payload_text(payload: bytes | None) -> tuple[str | None, str | None]:
         return bytes(payload).decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(payload).decode("ascii"), "base64"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryCounts:
+    """Raw delivery figures of a park over an interval."""
+
+    accepted: int
+    stored: int
+    refused: dict[str, int]
+    devices_registered: int
+    devices_reporting: int
+    silent_devices: list[str]
+
+
+# Silent devices listed in a delivery report; the count covers them all.
+_MAX_SILENT_LISTED = 100
+
+
+async def park_delivery(
+    conn: AsyncConnection, park_id: str, start: datetime, end: datetime
+) -> DeliveryCounts:
+    """Accepted, stored and refused counts of a park, and which devices stayed silent."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT coalesce(sum(accepted), 0), coalesce(sum(stored), 0) FROM delivery_1m"
+            " WHERE park_id = %s AND minute >= date_trunc('minute', %s::timestamptz)"
+            " AND minute < %s",
+            (park_id, start, end),
+        )
+        totals = await cur.fetchone()
+        await cur.execute(
+            "SELECT reason, count(*) FROM dead_letters WHERE park_id = %s"
+            " AND received_at >= %s AND received_at < %s GROUP BY reason ORDER BY reason",
+            (park_id, start, end),
+        )
+        refused = {str(reason): int(n) for reason, n in await cur.fetchall()}
+        await cur.execute(
+            """
+            SELECT d.device_id,
+                   EXISTS (SELECT 1 FROM readings r WHERE r.device_id = d.device_id
+                           AND r.ts >= %s AND r.ts < %s) AS reporting
+            FROM devices d WHERE d.park_id = %s ORDER BY d.device_id
+            """,
+            (start, end, park_id),
+        )
+        devices = await cur.fetchall()
+    silent = [device for device, reporting in devices if not reporting]
+    accepted, stored = (int(totals[0]), int(totals[1])) if totals else (0, 0)
+    return DeliveryCounts(
+        accepted=accepted,
+        stored=stored,
+        refused=refused,
+        devices_registered=len(devices),
+        devices_reporting=len(devices) - len(silent),
+        silent_devices=silent[:_MAX_SILENT_LISTED],
+    )
+
+
+async def park_exists(conn: AsyncConnection, park_id: str) -> bool:
+    """Whether the park is registered."""
+    cur = await conn.execute("SELECT 1 FROM parks WHERE park_id = %s", (park_id,))
+    return await cur.fetchone() is not None

@@ -87,9 +87,8 @@ _COLUMNS = (
     " last_value, first_text, last_text, inc_within, state_counts"
 )
 
-_AGGREGATE_FRESH = (
-    f"INSERT INTO fresh_1m ({_COLUMNS}) "
-    + _AGGREGATE.format(source="fresh_readings", where="")
+_AGGREGATE_FRESH = f"INSERT INTO fresh_1m ({_COLUMNS}) " + _AGGREGATE.format(
+    source="fresh_readings", where=""
 )
 
 # New minutes are inserted; new readings all after (or all before) a stored minute's are
@@ -124,7 +123,9 @@ WITH up AS (
             + CASE WHEN excluded.first_ts > r.last_ts
                    THEN coalesce(counter_step(r.last_value, excluded.first_value), 0)
                    ELSE coalesce(counter_step(excluded.last_value, r.first_value), 0) END,
-        state_counts = merge_state_counts(r.state_counts, excluded.state_counts)
+        state_counts = CASE WHEN r.state_counts IS NULL OR excluded.state_counts IS NULL
+                            THEN coalesce(r.state_counts, excluded.state_counts)
+                            ELSE merge_state_counts(r.state_counts, excluded.state_counts) END
     WHERE excluded.first_ts > r.last_ts OR excluded.last_ts < r.first_ts
     RETURNING r.device_id, r.metric, r.minute
 )

@@ -67,6 +67,21 @@ SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
 WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
 """
 
+# Sorted by key so that concurrent writers lock the same rows in the same order.
+_UPDATE_DELIVERY = """
+WITH seen AS (
+    SELECT device_id, received_at, 1 AS accepted, 0 AS stored FROM staging_readings
+    UNION ALL
+    SELECT device_id, received_at, 0, 1 FROM fresh_readings
+)
+INSERT INTO delivery_1m AS d (park_id, minute, accepted, stored)
+SELECT dv.park_id, date_trunc('minute', seen.received_at), sum(seen.accepted), sum(seen.stored)
+FROM seen JOIN devices dv USING (device_id)
+GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (park_id, minute) DO UPDATE
+SET accepted = d.accepted + excluded.accepted, stored = d.stored + excluded.stored
+"""
+
 _UPDATE_STATUS = """
 INSERT INTO device_status AS s (device_id, online, status_ts, updated_at)
 VALUES (%s, %s, %s, now())
@@ -155,6 +170,7 @@ class BatchWriter:
                     await cur.execute(_UPDATE_LATEST)
                     await cur.execute(_UPDATE_LAST_SEEN)
                     await rollups.update_from_fresh(cur)
+                await cur.execute(_UPDATE_DELIVERY)
             if batch.statuses:
                 ordered = sorted(batch.statuses, key=lambda s: (s.device_id, s.ts))
                 await cur.executemany(

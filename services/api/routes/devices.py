@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from schemas.api import DeviceLatest, Readings
 from services.api.deps import DeviceId, PoolDep, SettingsDep
-from services.api.problems import bad_request, not_found
+from services.api.problems import aware, bad_request, not_found
 from services.core.timeparams import parse_duration
 from services.storage import queries
 from services.storage.queries import Agg
@@ -20,12 +20,6 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"])
 _MAX_RAW_POINTS = 100_000
 # Buckets per request, so a 1s bucket over a year is refused rather than computed.
 _MAX_BUCKETS = 100_000
-
-
-def _aware(ts: datetime, name: str) -> datetime:
-    if ts.tzinfo is None:
-        raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
-    return ts.astimezone(UTC)
 
 
 @router.get(
@@ -81,8 +75,8 @@ async def readings(
     limit: Annotated[int, Query(ge=1, le=_MAX_RAW_POINTS)] = 10_000,
 ) -> Readings:
     """Raw points (oldest first) without ``bucket``; with it, one point per bucket start."""
-    end_ts = _aware(end, "end") if end else datetime.now(UTC)
-    start_ts = _aware(start, "start") if start else end_ts - timedelta(hours=1)
+    end_ts = aware(end, "end") if end else datetime.now(UTC)
+    start_ts = aware(start, "start") if start else end_ts - timedelta(hours=1)
     if start_ts >= end_ts:
         raise bad_request("start must be before end")
     async with pool.connection() as conn:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from schemas.api import ParkDetail, ParkSummaries
+from fastapi import APIRouter, Query
+
+from schemas.api import ParkDelivery, ParkDetail, ParkSummaries
 from services.api.deps import ParkId, PoolDep
-from services.api.problems import not_found
+from services.api.problems import aware, bad_request, not_found
 from services.storage import queries
 
 router = APIRouter(prefix="/v1/parks", tags=["parks"])
@@ -28,3 +31,43 @@ async def get_park(park_id: ParkId, pool: PoolDep) -> ParkDetail:
     if park is None:
         raise not_found("park", park_id)
     return park
+
+
+@router.get(
+    "/{park_id}/delivery",
+    summary="Delivery accounting of a park",
+    responses={404: {"description": "Unknown park"}, 400: {"description": "Bad interval"}},
+)
+async def park_delivery(
+    park_id: ParkId,
+    pool: PoolDep,
+    start: Annotated[datetime | None, Query(description="inclusive; default end - 1 h")] = None,
+    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+) -> ParkDelivery:
+    """What arrived for the park, what was stored, what was refused and which devices were silent.
+
+    Accepted and stored counts are kept per minute of receipt, so the interval is taken
+    to whole minutes; refusals and silent devices use the exact interval. A dip in a
+    signal with every device reporting is real; one with silent devices is missing data.
+    """
+    end_ts = aware(end, "end") if end else datetime.now(UTC)
+    start_ts = aware(start, "start") if start else end_ts - timedelta(hours=1)
+    if start_ts >= end_ts:
+        raise bad_request("start must be before end")
+    async with pool.connection() as conn:
+        if not await queries.park_exists(conn, park_id):
+            raise not_found("park", park_id)
+        counts = await queries.park_delivery(conn, park_id, start_ts, end_ts)
+    return ParkDelivery(
+        park_id=park_id,
+        start=start_ts,
+        end=end_ts,
+        readings_accepted=counts.accepted,
+        readings_stored=counts.stored,
+        duplicates=counts.accepted - counts.stored,
+        refused=counts.refused,
+        refused_total=sum(counts.refused.values()),
+        devices_registered=counts.devices_registered,
+        devices_reporting=counts.devices_reporting,
+        silent_devices=counts.silent_devices,
+    )

@@ -1,0 +1,208 @@
+"""Fleet loading, parks, devices, readings and errors over HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from fastapi.testclient import TestClient
+
+FLEET = """
+parks:
+  - id: hebi-tech
+    name: Hebi Digital Economy Park
+    city: Hebi
+    factories:
+      - id: f01
+        name: Precision Parts
+        industry: smart-manufacturing
+        devices:
+          - {id: f01-meter-1, type: power_meter}
+          - {id: f01-line-1, type: production_line, capacity_units_per_hour: 1200}
+          - {id: f01-env-1, type: env_sensor, thresholds: {temp_c: {min: 5, max: 35}}}
+"""
+
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+
+
+def load(api: TestClient) -> None:
+    response = api.put("/v1/fleet", content=FLEET, headers={"content-type": "application/yaml"})
+    assert response.status_code == 200, response.text
+    assert response.json()["devices"] == 3
+
+
+def insert_readings(
+    conninfo: str, rows: list[tuple[str, str, datetime, float | None, str | None]]
+) -> None:
+    with psycopg.connect(conninfo) as conn:
+        conn.cursor().executemany(
+            "INSERT INTO readings (device_id, metric, ts, value, value_text, received_at)"
+            " VALUES (%s, %s, %s, %s, %s, now())",
+            rows,
+        )
+
+
+def test_fleet_put_then_parks_are_listed(api: TestClient) -> None:
+    """A YAML fleet loaded over HTTP shows up in the parks list and the park detail."""
+    load(api)
+    parks = api.get("/v1/parks").json()
+    assert parks == {
+        "data": [
+            {"park_id": "hebi-tech", "name": "Hebi Digital Economy Park", "city": "Hebi",
+             "factories": 1, "devices": 3}
+        ],
+        "count": 1,
+    }  # fmt: skip
+    park = api.get("/v1/parks/hebi-tech").json()
+    assert [d["device_id"] for d in park["factories"][0]["devices"]] == [
+        "f01-env-1",
+        "f01-line-1",
+        "f01-meter-1",
+    ]
+
+
+def test_invalid_fleet_is_refused_with_a_reason(api: TestClient) -> None:
+    """A fleet with an unknown device type is refused as problem+json naming the device."""
+    bad = FLEET.replace("type: power_meter", "type: toaster")
+    response = api.put("/v1/fleet", content=bad)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "toaster" in response.json()["detail"]
+
+
+def test_unknown_ids_answer_problem_json(api: TestClient) -> None:
+    """Unknown park, device and metric are 404 problems with a clear detail."""
+    load(api)
+    for path in ("/v1/parks/nope", "/v1/devices/nope/latest", "/v1/parks/nope/delivery"):
+        response = api.get(path)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "nope" in response.json()["detail"]
+    response = api.get("/v1/devices/f01-meter-1/readings", params={"metric": "volts"})
+    assert response.status_code == 404
+
+
+def test_bad_parameters_answer_400_or_422(api: TestClient) -> None:
+    """Bad buckets, naive times, reversed intervals and invalid ids are refused clearly."""
+    load(api)
+    base = "/v1/devices/f01-meter-1/readings"
+    cases = [
+        ({"metric": "power_kw", "bucket": "5 parsecs"}, 400),
+        ({"metric": "power_kw", "start": "2026-11-26T10:00:00"}, 400),
+        (
+            {"metric": "power_kw", "start": "2026-11-26T10:00:00Z", "end": "2026-11-26T09:00:00Z"},
+            400,
+        ),
+        ({"metric": "power_kw", "agg": "median", "bucket": "1m"}, 422),
+        ({"metric": "power_kw", "agg": "avg"}, 400),
+    ]
+    for params, status in cases:
+        response = api.get(base, params=params)
+        assert response.status_code == status, (params, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+    assert api.get("/v1/devices/BAD ID/latest").status_code == 422
+
+
+def test_readings_raw_and_bucketed(api: TestClient, clean_db: str) -> None:
+    """Raw points come back in order; buckets aggregate and show gaps as nulls."""
+    load(api)
+    insert_readings(
+        clean_db,
+        [
+            ("f01-meter-1", "power_kw", T0 + timedelta(seconds=10), 10.0, None),
+            ("f01-meter-1", "power_kw", T0 + timedelta(seconds=50), 20.0, None),
+            ("f01-meter-1", "power_kw", T0 + timedelta(minutes=2, seconds=5), 40.0, None),
+        ],
+    )
+    params = {
+        "metric": "power_kw",
+        "start": T0.isoformat(),
+        "end": (T0 + timedelta(minutes=3)).isoformat(),
+    }
+    raw = api.get("/v1/devices/f01-meter-1/readings", params=params).json()
+    assert [p["value"] for p in raw["points"]] == [10.0, 20.0, 40.0]
+    assert raw["bucket"] is None
+    bucketed = api.get(
+        "/v1/devices/f01-meter-1/readings", params={**params, "bucket": "1m", "agg": "avg"}
+    ).json()
+    assert [(datetime.fromisoformat(p["ts"]), p["value"]) for p in bucketed["points"]] == [
+        (T0, 15.0),
+        (T0 + timedelta(minutes=1), None),
+        (T0 + timedelta(minutes=2), 40.0),
+    ]
+    maxed = api.get(
+        "/v1/devices/f01-meter-1/readings", params={**params, "bucket": "1m", "agg": "max"}
+    ).json()
+    assert [p["value"] for p in maxed["points"]] == [20.0, None, 40.0]
+
+
+def test_state_readings_bucket_with_last(api: TestClient, clean_db: str) -> None:
+    """A state metric buckets with first/last/count and refuses numeric aggregates."""
+    load(api)
+    insert_readings(
+        clean_db,
+        [
+            ("f01-line-1", "state", T0 + timedelta(seconds=5), None, "idle"),
+            ("f01-line-1", "state", T0 + timedelta(seconds=30), None, "running"),
+        ],
+    )
+    params = {
+        "metric": "state",
+        "start": T0.isoformat(),
+        "end": (T0 + timedelta(minutes=1)).isoformat(),
+        "bucket": "1m",
+    }
+    last = api.get("/v1/devices/f01-line-1/readings", params=params).json()
+    assert last["agg"] == "last"
+    assert [p["value"] for p in last["points"]] == ["running"]
+    assert (
+        api.get("/v1/devices/f01-line-1/readings", params={**params, "agg": "avg"}).status_code
+        == 400
+    )
+
+
+def test_latest_is_offline_after_a_last_will(api: TestClient, clean_db: str) -> None:
+    """A device whose status went offline after its newest reading is not online."""
+    load(api)
+    now = datetime.now(UTC)
+    with psycopg.connect(clean_db) as conn:
+        conn.execute(
+            "INSERT INTO device_status (device_id, online, status_ts, last_seen_ts)"
+            " VALUES ('f01-meter-1', false, %s, %s)",
+            (now, now - timedelta(seconds=5)),
+        )
+    body = api.get("/v1/devices/f01-meter-1/latest").json()
+    assert body["online"] is False
+
+
+def test_readyz_reports_a_degraded_or_stale_ingest_worker(api: TestClient, clean_db: str) -> None:
+    """Readiness is degraded while a worker reports a database outage or stops reporting."""
+    assert api.get("/readyz").json()["status"] == "ready"
+    with psycopg.connect(clean_db) as conn:
+        conn.execute(
+            "INSERT INTO ingest_workers (client_id, pid, started_at, heartbeat_at, degraded)"
+            " VALUES ('w1', 1, now(), now(), true),"
+            " ('w2', 2, now(), now() - interval '1 minute', false)"
+        )
+    body = api.get("/readyz").json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["ingest:w1"] == "degraded"
+    assert body["checks"]["ingest:w2"] == "stale"
+    assert api.get("/healthz").json() == {"status": "ok", "checks": {}}
+
+
+def test_openapi_lists_the_contract_endpoints(api: TestClient) -> None:
+    """The OpenAPI document carries every documented endpoint."""
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/parks",
+        "/v1/parks/{park_id}",
+        "/v1/parks/{park_id}/delivery",
+        "/v1/devices/{device_id}/latest",
+        "/v1/devices/{device_id}/readings",
+        "/v1/fleet",
+        "/v1/dead-letters",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths
