@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,26 +34,16 @@ from schemas.telemetry import (
 from simulators.__main__ import main
 from simulators.fleet import dump_fleet_yaml
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
+from tests import helpers
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 20.0
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = TIMEOUT_S) -> None:
-    """Poll ``predicate`` until it is true; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout_s} s: {predicate}")
-        time.sleep(0.02)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Poll ``predicate`` every 20 ms until it is true; fail the test after ``timeout_s``."""
+    helpers.wait_until(predicate, timeout_s, interval_s=0.02)
 
 
 def port_open(port: int) -> bool:

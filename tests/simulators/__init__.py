@@ -1,0 +1,1 @@
+"""Tests of the device simulators, the gateway publisher and the benchmark."""
