@@ -85,6 +85,13 @@ class ApiSettings(BaseSettings):
     stream_interval_s: float = Field(default=2.0, gt=0, le=2.0)
     signal_window_s: int = Field(default=300, ge=10)
     online_timeout_s: int = Field(default=90, ge=1)
+    # Comma-separated API keys; when set, every /v1 request needs one (X-API-Key header or
+    # ?api_key=). Empty: the API is open, as suits the local stack on 127.0.0.1.
+    api_keys: SecretStr = SecretStr("")
+
+    def key_list(self) -> list[str]:
+        """The configured API keys."""
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
 
 class StackSettings(BaseSettings):
@@ -94,3 +101,4 @@ class StackSettings(BaseSettings):
 
     state_dir: Path = Path(".state")
     ingest_workers: int = Field(default=1, ge=1, le=16)
+    ingest_metrics_base_port: int = Field(default=9108, ge=1, le=65535)

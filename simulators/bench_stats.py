@@ -29,15 +29,6 @@ def parse_histogram(text: str, name: str) -> Buckets:
     return buckets
 
 
-def parse_counter(text: str, name: str) -> float:
-    """Return the sum over labels of counter ``name`` (``_total`` samples) in an exposition."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name == name:
-            total += sum(float(s.value) for s in family.samples if s.name == f"{name}_total")
-    return total
-
-
 def add_buckets(parts: Iterable[Buckets]) -> Buckets:
     """Add the cumulative buckets of several workers' histograms."""
     total: Buckets = {}

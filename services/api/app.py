@@ -10,6 +10,7 @@ from prometheus_client import make_asgi_app
 from psycopg_pool import AsyncConnectionPool
 
 from services.api import problems
+from services.api.auth import ApiKeyMiddleware
 from services.api.routes import ROUTERS
 from services.config import ApiSettings, DatabaseSettings
 
@@ -53,4 +54,5 @@ def create_app(settings: ApiSettings, database: DatabaseSettings) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/metrics", make_asgi_app())
+    app.add_middleware(ApiKeyMiddleware, keys=settings.key_list())
     return app

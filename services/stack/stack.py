@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 # and loads the registry; the API opens its pool.
 READY_TIMEOUT_S = 60.0
 # Ingest worker i serves Prometheus metrics on this port + i - 1.
-INGEST_METRICS_BASE_PORT = 9108
 INGEST_MODULE = "services.ingest"
 SHARE_GROUP = "ingest"
 API_MODULE = "services.api"
@@ -137,7 +136,6 @@ class Stack:
         *,
         python: str = sys.executable,
         ready_timeout_s: float = READY_TIMEOUT_S,
-        ingest_metrics_base_port: int = INGEST_METRICS_BASE_PORT,
     ) -> None:
         """Describe the stack; nothing starts until ``up``.
 
@@ -148,8 +146,6 @@ class Stack:
             api: Where the API listens.
             python: Interpreter that runs the parksense services.
             ready_timeout_s: Deadline for each service to become ready.
-            ingest_metrics_base_port: Metrics port of ingest worker 1; worker i uses
-                this plus i - 1.
         """
         self.settings = stack
         self.db = db
@@ -157,7 +153,8 @@ class Stack:
         self.api = api
         self.python = python
         self.ready_timeout_s = ready_timeout_s
-        self.ingest_metrics_base_port = ingest_metrics_base_port
+        # Worker i exports its metrics on this port plus i - 1.
+        self.ingest_metrics_base_port = stack.ingest_metrics_base_port
         self.state_dir = stack.state_dir.absolute()
         self.run_dir = self.state_dir / "run"
         self.logs_dir = self.state_dir / "logs"

@@ -6,6 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from services.api.app import create_app
+from services.config import ApiSettings, DatabaseSettings
 
 FLEET = """
 parks:
@@ -206,3 +210,18 @@ def test_openapi_lists_the_contract_endpoints(api: TestClient) -> None:
         "/readyz",
     ):
         assert path in paths
+
+
+def test_api_keys_guard_v1_when_configured(db_settings: DatabaseSettings, clean_db: str) -> None:
+    """With keys set, /v1 needs one (header or query); health and docs stay open."""
+    del clean_db
+    settings = ApiSettings(api_keys=SecretStr("k1, k2"))
+    with TestClient(create_app(settings, db_settings)) as client:
+        refused = client.get("/v1/parks")
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert client.get("/v1/parks", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/v1/parks", headers={"X-API-Key": "k2"}).status_code == 200
+        assert client.get("/v1/parks", params={"api_key": "k1"}).status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/openapi.json").status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -32,6 +33,8 @@ from schemas.telemetry import (
     telemetry_topic,
 )
 from simulators.__main__ import main
+from simulators.bench import BENCH_PARK
+from simulators.bench import main as bench_main
 from simulators.fleet import dump_fleet_yaml
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
 from tests import helpers
@@ -417,3 +420,29 @@ def test_sigterm_publishes_offline_status_and_exits_cleanly(
         if m.topic.endswith("/status") and not StatusMessage.model_validate_json(m.payload).online
     }
     assert offline == {d.id for d in fleet.parks[0].factories[0].devices}
+
+
+def test_bench_publish_only_reports_what_the_broker_acknowledged(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench --publish-only`` sends valid batches at QoS 1 and reports them as JSON."""
+    collector = Collector(broker.port, f"parksense/v1/{BENCH_PARK}/+/+/telemetry")
+    try:
+        argv = ["--publish-only", "--port", str(broker.port), "--duration-s", "0.5"]
+        assert bench_main([*argv, "--devices", "20", "--connections", "2", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        wait_until(lambda: len(collector.telemetry()) == report["messages_acked"])
+    finally:
+        collector.close()
+    assert report["messages_acked"] == report["messages_published"] > 0
+    assert report["readings_published"] == report["messages_acked"] * 10 * 3
+    by_device: dict[str, list[TelemetrySample]] = {}
+    for message in collector.telemetry():
+        samples = samples_of(message)
+        assert len(samples) == 10
+        by_device.setdefault(message.topic, []).extend(samples)
+    assert len(by_device) == 20
+    for samples in by_device.values():
+        stamps = [s.ts for s in samples]
+        assert all(isinstance(ts, int) for ts in stamps)
+        assert stamps == sorted(set(stamps))  # unique per device: no reading is a duplicate

@@ -22,11 +22,12 @@ def stack() -> Iterator[Stack]:
     """A whole local stack in a temporary state folder on free ports; stopped afterwards."""
     base = make_temp_dir("parksense-test-stack-")
     local = Stack(
-        StackSettings(state_dir=base / "state", ingest_workers=1),
+        StackSettings(
+            state_dir=base / "state", ingest_workers=1, ingest_metrics_base_port=free_port()
+        ),
         DatabaseSettings(port=free_port()),
         MqttSettings(port=free_port()),
         ApiSettings(port=free_port()),
-        ingest_metrics_base_port=free_port(),
     )
     try:
         yield local
