@@ -224,3 +224,21 @@ def test_store_and_forward_flush_fills_history_without_moving_latest_back(
     assert latest_after == latest_before
     assert seen is not None
     assert seen[0] >= now - timedelta(minutes=1)
+
+
+def test_sigterm_drains_and_exits_cleanly(
+    fleet: LoadFleet,
+    clean_db: str,
+    mqtt_settings: MqttSettings,
+    ingest_factory: Callable[..., IngestProcess],
+) -> None:
+    """SIGTERM mid-stream: flush, commit, acknowledge, disconnect, exit 0; nothing lost."""
+    worker = started(ingest_factory, clean_db)
+    messages, expected = make_messages(fleet, READINGS)
+    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
+    wait_until(lambda: count_rows(clean_db, fleet.prefix) > READINGS // 10, 60)
+    assert worker.terminate() == 0
+    assert "stopped" in worker.log_path.read_text()
+    worker.start()
+    publishing.join()
+    assert_exactly_stored(clean_db, fleet, expected)
