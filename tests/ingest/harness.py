@@ -287,3 +287,17 @@ def dead_letter_reasons(conninfo: str, prefix: str) -> list[str]:
             (f"parksense/v1/{prefix}%",),
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Read a worker's Prometheus metrics (unlabelled samples only)."""
+    import urllib.request  # noqa: PLC0415 - only tests read the metrics page this way
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            values[name] = float(value)
+    return values

@@ -26,6 +26,7 @@ from tests.ingest.harness import (
     dead_letter_reasons,
     make_messages,
     publish_concurrently,
+    scrape,
     stored_rows,
 )
 
@@ -145,16 +146,8 @@ def test_every_message_published_twice_is_stored_once(
     assert_exactly_stored(clean_db, fleet, expected)
 
     def duplicates_counted() -> bool:
-        import urllib.request  # noqa: PLC0415 - only this test reads the metrics page
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics") as page:
-            text = page.read().decode()
-        line = next(
-            ln
-            for ln in text.splitlines()
-            if ln.startswith("parksense_ingest_readings_duplicate_total")
-        )
-        return float(line.split()[-1]) >= len(expected)
+        counted = scrape(worker.metrics_port)["parksense_ingest_readings_duplicate_total"]
+        return counted >= len(expected)
 
     wait_until(duplicates_counted, 30, message="duplicates were not counted")
 
@@ -242,3 +235,31 @@ def test_sigterm_drains_and_exits_cleanly(
     worker.start()
     publishing.join()
     assert_exactly_stored(clean_db, fleet, expected)
+
+
+def test_database_outage_holds_at_most_receive_maximum_messages(
+    fleet: LoadFleet,
+    clean_db: str,
+    pg_cluster: PostgresCluster,
+    mqtt_settings: MqttSettings,
+    ingest_factory: Callable[..., IngestProcess],
+) -> None:
+    """While the database is down nothing is acked, so the broker holds all but 50 messages."""
+    worker = started(ingest_factory, clean_db, extra_env={"PARKSENSE_INGEST_RECEIVE_MAXIMUM": "50"})
+    messages, expected = make_messages(fleet, 15_000)
+    pg_cluster.stop(mode="immediate")
+    try:
+        publish_concurrently(mqtt_settings, messages, PUBLISHERS)
+        wait_until(
+            lambda: scrape(worker.metrics_port).get("parksense_ingest_db_retries_total", 0) >= 3,
+            60,
+            message="ingest never retried",
+        )
+        held = scrape(worker.metrics_port)
+        assert held["parksense_ingest_messages_received_total"] <= 50
+        assert held["parksense_ingest_messages_acked_total"] == 0
+        assert held["parksense_ingest_degraded"] == 1
+    finally:
+        pg_cluster.start()
+    assert_exactly_stored(clean_db, fleet, expected)
+    wait_until(lambda: scrape(worker.metrics_port)["parksense_ingest_degraded"] == 0, 30)
