@@ -42,15 +42,19 @@ class TelemetrySample(BaseModel):
 
 
 class StatusMessage(BaseModel):
-    """A device's online state: retained on connect, and its last will with ``online: false``."""
+    """A device's online state: retained on connect, and its last will with ``online: false``.
+
+    A last will is composed when the device connects, long before it takes effect, so it
+    should carry no ``ts``: ingest then dates it at receipt.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     online: bool
-    ts: datetime | int
+    ts: datetime | int | None = None
 
     @field_serializer("ts")
-    def _serialize_ts(self, ts: datetime | int) -> str | int:
+    def _serialize_ts(self, ts: datetime | int | None) -> str | int | None:
         return format_ts(ts) if isinstance(ts, datetime) else ts
 
 
@@ -72,5 +76,5 @@ def encode_samples(samples: list[TelemetrySample]) -> bytes:
 
 
 def encode_status(status: StatusMessage) -> bytes:
-    """Encode a status message."""
-    return orjson.dumps(status.model_dump(mode="json"))
+    """Encode a status message (without ``ts`` when it has none)."""
+    return orjson.dumps(status.model_dump(mode="json", exclude_none=True))

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m simulators``."""
     mqtt = MqttSettings()
     parser = argparse.ArgumentParser(
-        prog="python -m simulators", description="Simulated parksense devices."
+        prog="parksense sim", description="Simulated parksense devices."
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)

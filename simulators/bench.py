@@ -21,38 +21,31 @@ import platform
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from schemas.fleet import (
-    Device,
-    DeviceType,
-    Factory,
-    Fleet,
-    MetricKind,
-    MetricSpec,
-    Park,
-    Thresholds,
-    builtin_device_types,
-)
-from schemas.telemetry import (
-    MAX_SAMPLES_PER_MESSAGE,
-    TelemetrySample,
-    encode_samples,
-    telemetry_topic,
-)
+from schemas.fleet import Park
+from schemas.telemetry import MAX_SAMPLES_PER_MESSAGE, telemetry_topic
 from services.config import DatabaseSettings, MqttSettings, StackSettings
+from simulators.bench_load import (
+    ACK_TIMEOUT_S,
+    CONNECT_TIMEOUT_S,
+    METRICS_PER_SAMPLE,
+    BenchError,
+    LoadPlan,
+    Publisher,
+)
+from simulators.bench_registry import (
+    DEVICE_PREFIX,
+    bench_park,
+    read_current_fleet,
+    without_bench_park,
+)
 from simulators.bench_stats import (
     BenchReport,
     Buckets,
@@ -63,22 +56,7 @@ from simulators.bench_stats import (
 
 logger = logging.getLogger(__name__)
 
-BENCH_PARK = "bench-park"
-DEVICE_PREFIX = "bench-d"
-DEVICES_PER_FACTORY = 100
-DEVICE_TYPE = "env_sensor"
-METRICS_PER_SAMPLE = 3  # env_sensor: temp_c, humidity_pct, pm25_ugm3
 COMMIT_LAG_HISTOGRAM = "parksense_ingest_commit_lag_seconds"
-# Worker i serves Prometheus metrics on this port + i - 1 (services.stack).
-METRICS_BASE_PORT = 9108
-# Mosquitto announces a Receive Maximum of 20 (MQTT 5, section 3.3.4); more in flight per
-# connection would break the contract, so throughput comes from several connections.
-MAX_INFLIGHT = 20
-# Messages a publisher may have handed to paho without a PUBACK: bounds paho's queue.
-MAX_OUTSTANDING = 1000
-# Bounds of the waits: PUBACKs after the last publish, and the connection at start.
-ACK_TIMEOUT_S = 30.0
-CONNECT_TIMEOUT_S = 10.0
 # The database has settled when its row count has not moved for this many polls.
 SETTLE_POLL_S = 0.5
 SETTLE_STABLE_POLLS = 4
@@ -88,220 +66,6 @@ MAX_DURATION_S = 3600.0
 MAX_CONNECTIONS = 64
 # Heartbeats older than this belong to workers that are gone.
 HEARTBEAT_MAX_AGE_S = 30
-
-
-class BenchError(Exception):
-    """The benchmark cannot run; the message says why and what to do."""
-
-
-def bench_park(devices: int) -> Park:
-    """Return the benchmark's park: ``devices`` env sensors in factories of 100."""
-    factories = []
-    for start in range(0, devices, DEVICES_PER_FACTORY):
-        factory_id = f"bench-f{start // DEVICES_PER_FACTORY + 1:03d}"
-        ids = range(start + 1, min(devices, start + DEVICES_PER_FACTORY) + 1)
-        factories.append(
-            Factory(
-                id=factory_id,
-                name=f"Benchmark factory {start // DEVICES_PER_FACTORY + 1}",
-                industry="benchmark",
-                devices=[Device(id=f"{DEVICE_PREFIX}{n:06d}", type=DEVICE_TYPE) for n in ids],
-            )
-        )
-    return Park(id=BENCH_PARK, name="Benchmark park", city="Localhost", factories=factories)
-
-
-def read_current_fleet(conn: psycopg.Connection) -> Fleet:
-    """Read the registry back as a fleet, so that the benchmark can add to it and restore it."""
-    builtin = {t.id for t in builtin_device_types()}
-    types: dict[str, DeviceType] = {}
-    rows = conn.execute(
-        "SELECT t.type_id, t.description, t.attributes, m.metric, m.kind, m.unit, m.min_value,"
-        " m.max_value, m.alarm_min, m.alarm_max, m.states, m.alarm_states"
-        " FROM device_types t JOIN device_type_metrics m USING (type_id)"
-        " WHERE t.type_id <> ALL(%s) ORDER BY t.type_id, m.metric",
-        (sorted(builtin),),
-    ).fetchall()
-    specs: dict[str, dict[str, MetricSpec]] = {}
-    heads: dict[str, tuple[str, list[str]]] = {}
-    for type_id, description, attributes, metric, kind, unit, lo, hi, amin, amax, st, ast in rows:
-        heads[type_id] = (description, list(attributes or []))
-        alarm = None if amin is None and amax is None else Thresholds(min=amin, max=amax)
-        specs.setdefault(type_id, {})[metric] = MetricSpec(
-            kind=MetricKind(kind),
-            unit=unit,
-            min=lo,
-            max=hi,
-            alarm=alarm,
-            states=st,
-            alarm_states=ast,
-        )
-    for type_id, (description, attributes) in heads.items():
-        types[type_id] = DeviceType(
-            id=type_id, description=description, metrics=specs[type_id], attributes=attributes
-        )
-    devices: dict[str, list[Device]] = {}
-    for device_id, factory_id, type_id, capacity, thresholds in conn.execute(
-        "SELECT device_id, factory_id, type_id, capacity_units_per_hour, thresholds"
-        " FROM devices ORDER BY device_id"
-    ):
-        devices.setdefault(factory_id, []).append(
-            Device(
-                id=device_id,
-                type=type_id,
-                capacity_units_per_hour=capacity,
-                thresholds=thresholds or {},
-            )
-        )
-    factories: dict[str, list[Factory]] = {}
-    for factory_id, park_id, name, industry in conn.execute(
-        "SELECT factory_id, park_id, name, industry FROM factories ORDER BY factory_id"
-    ):
-        factories.setdefault(park_id, []).append(
-            Factory(
-                id=factory_id, name=name, industry=industry, devices=devices.get(factory_id, [])
-            )
-        )
-    parks = [
-        Park(id=park_id, name=name, city=city, factories=factories.get(park_id, []))
-        for park_id, name, city in conn.execute(
-            "SELECT park_id, name, city FROM parks ORDER BY park_id"
-        )
-    ]
-    return Fleet(device_types=list(types.values()), parks=parks)
-
-
-def without_bench_park(fleet: Fleet) -> Fleet:
-    """Return ``fleet`` without the benchmark's park (left over from an interrupted run)."""
-    return fleet.model_copy(update={"parks": [p for p in fleet.parks if p.id != BENCH_PARK]})
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What one publisher connection does."""
-
-    index: int
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    topics: list[str]
-    batch: int
-    rate_msg_s: float | None
-    deadline: float
-    since_ms: int
-
-
-class _Publisher(threading.Thread):
-    """One MQTT connection publishing batches round-robin over its devices until a deadline."""
-
-    def __init__(self, plan: _Plan) -> None:
-        super().__init__(name=f"bench-publisher-{plan.index}", daemon=True)
-        self.plan = plan
-        self.sent = 0
-        self.acked = 0
-        self.refused = 0
-        self.error: str | None = None
-        self._cond = threading.Condition()
-        self._connected = threading.Event()
-
-    def run(self) -> None:
-        """Publish; a failure is recorded for the report rather than raised in a thread."""
-        try:
-            self._run()
-        except Exception as exc:
-            logger.exception("Publisher %d failed", self.plan.index)
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        del client, userdata, flags, properties
-        if not reason.is_failure:
-            self._connected.set()
-
-    def _on_publish(
-        self,
-        client: mqtt.Client,
-        userdata: object,
-        mid: int,
-        reason: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        del client, userdata, mid, properties
-        with self._cond:
-            self.acked += 1
-            self.refused += reason.is_failure
-            self._cond.notify()
-
-    def _run(self) -> None:
-        plan = self.plan
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"parksense-bench-{os.getpid()}-{plan.index}",
-            protocol=mqtt.MQTTv5,
-        )
-        if plan.username is not None:
-            client.username_pw_set(plan.username, plan.password)
-        client.max_inflight_messages_set(MAX_INFLIGHT)
-        client.on_connect = self._on_connect
-        client.on_publish = self._on_publish
-        client.connect(plan.host, plan.port, keepalive=30)
-        client.loop_start()
-        try:
-            if not self._connected.wait(CONNECT_TIMEOUT_S):
-                raise BenchError(f"no CONNACK from {plan.host}:{plan.port}")
-            self._publish_until_deadline(client)
-            ack_deadline = time.monotonic() + ACK_TIMEOUT_S
-            with self._cond:
-                while self.acked < self.sent and time.monotonic() < ack_deadline:
-                    self._cond.wait(0.2)
-        finally:
-            client.disconnect()
-            client.loop_stop()
-
-    def _publish_until_deadline(self, client: mqtt.Client) -> None:
-        plan = self.plan
-        # No sample before the run's start, so that the run's readings are those with ts >= it.
-        last_ms = [plan.since_ms - 1] * len(plan.topics)
-        started = time.monotonic()
-        while (now := time.monotonic()) < plan.deadline:
-            if plan.rate_msg_s is not None:
-                due = started + self.sent / plan.rate_msg_s
-                if due > now:
-                    time.sleep(min(due, plan.deadline) - now)
-                    continue
-            with self._cond:
-                while self.sent - self.acked >= MAX_OUTSTANDING:
-                    if time.monotonic() >= plan.deadline:
-                        return
-                    self._cond.wait(0.05)
-            k = self.sent % len(plan.topics)
-            # ts is the publish time; the samples of a batch are 1 ms apart and never repeat
-            # a device's earlier ts, since a reading's identity is (device, metric, ts).
-            first_ms = max(time.time_ns() // 1_000_000 - plan.batch + 1, last_ms[k] + 1)
-            last_ms[k] = first_ms + plan.batch - 1
-            samples = [
-                TelemetrySample(
-                    ts=first_ms + j,
-                    metrics={
-                        "temp_c": 15.0 + (self.sent + j) % 200 / 10,
-                        "humidity_pct": 40.0 + (self.sent + j) % 30,
-                        "pm25_ugm3": 20.0 + (self.sent + j) % 50,
-                    },
-                )
-                for j in range(plan.batch)
-            ]
-            info = client.publish(plan.topics[k], encode_samples(samples), qos=1)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                raise BenchError(f"publish failed: {mqtt.error_string(info.rc)}")
-            with self._cond:
-                self.sent += 1
 
 
 def _ingest_workers(state_dir: Path, base_port: int) -> dict[str, tuple[int | None, int]]:
@@ -478,8 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=10, help="samples per message (10)")
     parser.add_argument("--host", default=mqtt_settings.host)
     parser.add_argument("--port", type=int, default=mqtt_settings.port)
-    parser.add_argument("--state-dir", type=Path, default=StackSettings().state_dir)
-    parser.add_argument("--metrics-base-port", type=int, default=METRICS_BASE_PORT)
+    stack = StackSettings()
+    parser.add_argument("--state-dir", type=Path, default=stack.state_dir)
+    parser.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=stack.ingest_metrics_base_port,
+        help=f"ingest worker i serves /metrics on this port + i - 1 "
+        f"({stack.ingest_metrics_base_port})",
+    )
     parser.add_argument("--registry-timeout-s", type=float, default=30.0)
     parser.add_argument("--settle-timeout-s", type=float, default=120.0)
     parser.add_argument("--keep-fleet", action="store_true", help="leave bench-park registered")
@@ -505,15 +276,15 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BenchError("--rate must be positive")
 
 
-def _publish(args: argparse.Namespace, park: Park, since: datetime) -> list[_Publisher]:
+def _publish(args: argparse.Namespace, park: Park, since: datetime) -> list[Publisher]:
     mqtt_settings = MqttSettings()
     password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
     topics = [telemetry_topic(park.id, f.id, d.id) for f in park.factories for d in f.devices]
     deadline = time.monotonic() + args.duration_s
     rate = None if args.rate is None else args.rate / args.connections
     publishers = [
-        _Publisher(
-            _Plan(
+        Publisher(
+            LoadPlan(
                 index=i,
                 host=args.host,
                 port=args.port,
@@ -601,7 +372,7 @@ def run(args: argparse.Namespace) -> BenchReport:
 
 
 def _report_publish(
-    args: argparse.Namespace, publishers: list[_Publisher], duration_s: float
+    args: argparse.Namespace, publishers: list[Publisher], duration_s: float
 ) -> BenchReport:
     errors = [p.error for p in publishers if p.error]
     if errors:

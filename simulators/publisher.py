@@ -6,8 +6,8 @@ therefore publishes every device's retained ``{"online": true}`` after each conn
 device's retained ``{"online": false}`` on a clean shutdown; its will marks one device offline:
 the *will device*, by default the factory's first power meter (in a real installation the
 gateway is wired to it). If the gateway dies, its other devices turn offline by staleness (no
-reading for 90 s), as the ``online_rate`` signal defines. The will is registered at connect
-time, so its ``ts`` is the time of the connection, not of the failure.
+reading for 90 s), as the ``online_rate`` signal defines. The will carries no ``ts``: it is
+composed at connect time, so ingest dates it at receipt instead.
 
 Store-and-forward: while the connection is down, or during a simulated outage, samples wait
 in a bounded buffer (oldest dropped first, counted). Once the gateway can send again it
@@ -206,7 +206,8 @@ class Gateway:
         client.reconnect_delay_set(self.settings.reconnect_min_s, self.settings.reconnect_max_s)
         client.max_queued_messages_set(self.settings.max_queued_messages)
         client.max_inflight_messages_set(self.settings.max_inflight)
-        will = StatusMessage(online=False, ts=datetime.now(UTC))
+        # No ts: the will takes effect long after it is composed; ingest dates it at receipt.
+        will = StatusMessage(online=False)
         client.will_set(
             status_topic(self.park_id, self.factory_id, self._will_device_id),
             encode_status(will),

@@ -7,7 +7,7 @@ import pytest
 
 from schemas.fleet import Device, DeviceType, Factory, Fleet, MetricSpec, Park, Thresholds
 from services.storage.fleet_store import load_fleet
-from simulators.bench import (
+from simulators.bench_registry import (
     BENCH_PARK,
     bench_park,
     read_current_fleet,

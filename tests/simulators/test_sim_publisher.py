@@ -33,8 +33,8 @@ from schemas.telemetry import (
     telemetry_topic,
 )
 from simulators.__main__ import main
-from simulators.bench import BENCH_PARK
 from simulators.bench import main as bench_main
+from simulators.bench_registry import BENCH_PARK
 from simulators.fleet import dump_fleet_yaml
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
 from tests import helpers
@@ -75,6 +75,8 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {folder}/",
             f"log_dest file {folder}/mosquitto.log",
+            # A test subscriber may fall behind a burst: queue for it rather than drop.
+            "max_queued_messages 0",
         ]
         if os.geteuid() == 0:
             lines.append("user root")
@@ -429,6 +431,7 @@ def test_bench_publish_only_reports_what_the_broker_acknowledged(
     collector = Collector(broker.port, f"parksense/v1/{BENCH_PARK}/+/+/telemetry")
     try:
         argv = ["--publish-only", "--port", str(broker.port), "--duration-s", "0.5"]
+        argv += ["--rate", "400"]
         assert bench_main([*argv, "--devices", "20", "--connections", "2", "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         wait_until(lambda: len(collector.telemetry()) == report["messages_acked"])
