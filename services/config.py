@@ -53,9 +53,11 @@ class IngestSettings(BaseSettings):
     max_batch_rows: int = Field(default=5000, ge=1)
     # Age of the oldest pending message before a flush, whatever the batch size.
     flush_interval_s: float = Field(default=0.2, gt=0, le=60)
-    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us. This is
-    # the bound of the in-memory buffer; the broker keeps the rest.
+    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us.
     receive_maximum: int = Field(default=2000, ge=1, le=65535)
+    # Messages held in memory (received, not yet committed); beyond it the consumer stops
+    # reading the socket and the broker keeps the rest. At most 64 KiB each.
+    max_buffered_messages: int = Field(default=5000, ge=1)
     # Persistent session: the broker keeps our queue this long while ingest is away.
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     max_future_s: float = Field(default=300.0, ge=0)

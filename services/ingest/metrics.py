@@ -7,6 +7,10 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES_RECEIVED = Counter(
     "parksense_ingest_messages_received", "MQTT messages handed to the pipeline"
 )
+MESSAGES_DELIVERED = Counter(
+    "parksense_ingest_messages_delivered",
+    "PUBLISH packets delivered by the broker (counted on the network thread)",
+)
 MESSAGES_ACKED = Counter("parksense_ingest_messages_acked", "PUBACKs sent after commit")
 READINGS_RECEIVED = Counter(
     "parksense_ingest_readings_received", "Readings accepted by validation, before storage"
@@ -30,7 +34,12 @@ BUFFER_MESSAGES = Gauge(
     "parksense_ingest_buffer_messages", "Messages received and not yet acknowledged"
 )
 BUFFER_LIMIT = Gauge(
-    "parksense_ingest_buffer_limit", "Receive Maximum: the most unacknowledged messages held"
+    "parksense_ingest_buffer_limit", "The most messages held before the consumer pushes back"
+)
+BUFFER_PEAK = Gauge("parksense_ingest_buffer_peak", "The most messages ever held at once")
+BACKPRESSURE_SECONDS = Counter(
+    "parksense_ingest_backpressure_seconds",
+    "Time the network thread waited for buffer space (the broker held the rest)",
 )
 DEGRADED = Gauge("parksense_ingest_degraded", "1 while the database refuses writes, else 0")
 REGISTRY_VERSION = Gauge("parksense_ingest_registry_version", "Fleet version in use")

@@ -2,12 +2,20 @@
 
 Callbacks run on paho's network thread; they only turn a paho message into a frozen
 ``RawMessage`` and hand it to the asyncio loop with ``call_soon_threadsafe``.
+
+Backpressure: MQTT 5 Receive Maximum should bound the unacknowledged messages the broker
+sends, but Mosquitto 2.0 honours it only until the first acknowledgements arrive, then
+sends its whole queue (seen with 2.0.11: 100 allowed, 900 sent after 100 PUBACKs). So the
+consumer holds at most ``max_buffered_messages``: when they are all taken, the message
+callback waits for the pipeline to release some, which stops paho reading the socket and
+lets TCP push back to the broker, which keeps the rest queued in the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +29,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import IngestSettings, MqttSettings
 from services.core.topics import subscription_filters
+from services.ingest import metrics
 from services.ingest.errors import BrokerUnavailableError
 
 logger = logging.getLogger(__name__)
+
+# While the buffer is full, the callback re-checks for a stop request this often.
+_BACKPRESSURE_POLL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +68,11 @@ class MqttConsumer:
         self._epoch = 0
         self._connected = False
         self._paused = False
+        self._capacity = ingest_settings.max_buffered_messages
+        self._slots = threading.Semaphore(self._capacity)
+        self._held = 0
+        self._peak = 0
+        self._held_lock = threading.Lock()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=ingest_settings.client_id,
@@ -122,6 +139,21 @@ class MqttConsumer:
             self._client.ack(mid, 1)
         return len(mids)
 
+    @property
+    def held(self) -> int:
+        """Messages delivered to the pipeline and not yet released."""
+        return self._held
+
+    def release(self, messages: int) -> None:
+        """Give back buffer slots for messages the pipeline has written (or dropped)."""
+        if messages <= 0:
+            return
+        with self._held_lock:
+            messages = min(messages, self._held)
+            self._held -= messages
+        for _ in range(messages):
+            self._slots.release()
+
     def stop_receiving(self) -> None:
         """Stop handing messages to the loop (they stay unacknowledged for redelivery)."""
         self._paused = True
@@ -174,6 +206,18 @@ class MqttConsumer:
     ) -> None:
         if self._paused:
             return
+        if not self._slots.acquire(blocking=False):
+            waited_from = time.monotonic()
+            while not self._slots.acquire(timeout=_BACKPRESSURE_POLL_S):
+                if self._paused:
+                    return
+            metrics.BACKPRESSURE_SECONDS.inc(time.monotonic() - waited_from)
+        with self._held_lock:
+            self._held += 1
+            if self._held > self._peak:
+                self._peak = self._held
+                metrics.BUFFER_PEAK.set(self._peak)
+        metrics.MESSAGES_DELIVERED.inc()
         raw = RawMessage(
             topic=message.topic,
             payload=bytes(message.payload),

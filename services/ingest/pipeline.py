@@ -5,10 +5,10 @@ paho ─▶ queue ─▶ decode ─▶ validate ─▶ Batcher ─▶ COPY + com
                    └────────┴─▶ Rejection (dead letter, counted) ──────▲
 ```
 
-The queue needs no bound of its own: the broker sends at most ``receive_maximum``
-unacknowledged QoS 1 messages (MQTT 5 Receive Maximum, [MQTT-3.3.4-9]) and nothing is
-acknowledged before its batch commits, so while the database is away memory stays flat
-and the broker holds the rest. One batch is written at a time.
+Memory is bounded by ``max_buffered_messages``: the consumer releases a slot only when
+the message's batch has committed, and while no slot is free it stops reading the socket
+(see ``mqtt.py``), so the broker holds the rest. Nothing is acknowledged before its batch
+commits, so while the database is away memory stays flat. One batch is written at a time.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then drain: flush, commit, acknowledge, disconnect."""
-        metrics.BUFFER_LIMIT.set(self._settings.receive_maximum)
+        metrics.BUFFER_LIMIT.set(self._settings.max_buffered_messages)
         await self._wait_for_database(stop)
         if stop.is_set():
             return
@@ -187,7 +187,6 @@ class Pipeline:
         if raw.qos > 0:
             self._ledger.arrived(token, raw.mid)
         self._batcher.add(token, outcome, time.monotonic())
-        metrics.BUFFER_MESSAGES.set(len(self._ledger))
 
     async def _flush(self) -> None:
         batch = self._batcher.take()
@@ -200,7 +199,9 @@ class Pipeline:
         sent = consumer.ack(released, self._ledger_epoch) if consumer else 0
         metrics.MESSAGES_ACKED.inc(sent)
         metrics.ACKS_SKIPPED.inc(len(released) - sent)
-        metrics.BUFFER_MESSAGES.set(len(self._ledger))
+        if consumer is not None:
+            consumer.release(batch.messages)
+            metrics.BUFFER_MESSAGES.set(consumer.held)
 
     async def _write_splitting(self, batch: Batch) -> None:
         """Write a batch; if the database refuses its rows, find the bad ones by halving."""
