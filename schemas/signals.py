@@ -293,7 +293,7 @@ class MetricPoint(_Out):
 
     ts: datetime
     value: float | None
-    devices: int = Field(description="devices that had data in the bucket")
+    minutes: int = Field(description="minutes of the bucket in which a device had data")
 
 
 class ParkMetric(_Out):
@@ -309,13 +309,12 @@ class ParkMetric(_Out):
                     "kind": "gauge",
                     "bucket": "15m",
                     "agg": "avg",
-                    "combine": "sum",
                     "state": None,
                     "start": "2026-11-26T09:00:00Z",
                     "end": "2026-11-26T10:00:00Z",
                     "points": [
-                        {"ts": "2026-11-26T09:00:00Z", "value": 1520.4, "devices": 12},
-                        {"ts": "2026-11-26T09:15:00Z", "value": None, "devices": 0},
+                        {"ts": "2026-11-26T09:00:00Z", "value": 1520.4, "minutes": 15},
+                        {"ts": "2026-11-26T09:15:00Z", "value": None, "minutes": 0},
                     ],
                 }
             ]
@@ -327,7 +326,6 @@ class ParkMetric(_Out):
     kind: str
     bucket: str
     agg: str
-    combine: str
     state: str | None
     start: datetime
     end: datetime

@@ -17,14 +17,64 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from schemas.fleet import MetricKind
-from services.core.registry import DeviceEntry, MetricRule
+from services.core.alarms import (
+    FAULT_STATE,
+    Alarm,
+    AlarmReason,
+    MetricValue,
+    can_alarm,
+    metric_alarm,
+)
+from services.core.registry import DeviceEntry
+
+# The public names, with the alarm types users of the signals name here.
+__all__ = [
+    "ENERGY_METRIC",
+    "FAULT_STATE",
+    "LINE_TYPE",
+    "METER_TYPE",
+    "OUTPUT_METRIC",
+    "POWER_METRIC",
+    "RUNNING_STATE",
+    "SECONDS_PER_HOUR",
+    "STATE_METRIC",
+    "WEIGHT_CAPACITY",
+    "WEIGHT_NO_ALARM",
+    "WEIGHT_ONLINE",
+    "WEIGHT_OPERATING",
+    "Alarm",
+    "AlarmReason",
+    "Coverage",
+    "DeviceObservation",
+    "HealthComponent",
+    "MetricValue",
+    "OfflineReason",
+    "ParkCounts",
+    "ParkSignals",
+    "Signal",
+    "SignalTotals",
+    "SignalValues",
+    "StatusPoint",
+    "can_alarm",
+    "combine_parks",
+    "derive_signals",
+    "device_alarms",
+    "has_counter",
+    "health_components",
+    "health_index",
+    "offline_reason",
+    "park_coverage",
+    "park_signals",
+    "ratio",
+    "round_half_up",
+    "totals_from_counts",
+]
 
 # Device types and metrics the signal table names.
 LINE_TYPE = "production_line"
 METER_TYPE = "power_meter"
 STATE_METRIC = "state"
 RUNNING_STATE = "running"
-FAULT_STATE = "fault"
 OUTPUT_METRIC = "output_units"
 ENERGY_METRIC = "energy_kwh"
 POWER_METRIC = "power_kw"
@@ -59,29 +109,12 @@ class OfflineReason(StrEnum):
     LAST_WILL = "last_will"
 
 
-class AlarmReason(StrEnum):
-    """Why a device is in alarm."""
-
-    STATE = "state"
-    BELOW_MIN = "below_min"
-    ABOVE_MAX = "above_max"
-
-
 @dataclass(frozen=True, slots=True)
 class StatusPoint:
     """A status message: the announced online flag at its measured time."""
 
     online: bool
     ts: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class MetricValue:
-    """One reading's value: ``text`` for a state metric, ``value`` for any other kind."""
-
-    ts: datetime
-    value: float | None = None
-    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +137,6 @@ class DeviceObservation:
     latest: Mapping[str, MetricValue] = field(default_factory=dict)
     increases: Mapping[str, float] = field(default_factory=dict)
     window_metrics: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """One reason a device is in alarm: its metric, the value and the bound it crossed."""
-
-    device_id: str
-    factory_id: str
-    metric: str
-    reason: AlarmReason
-    ts: datetime
-    value: float | None = None
-    text: str | None = None
-    threshold: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,60 +330,6 @@ def offline_reason(
     if status is not None and not status.online and last_reading_ts <= status.ts <= as_of:
         return OfflineReason.LAST_WILL
     return None
-
-
-def metric_alarm(
-    device: DeviceEntry, metric: str, rule: MetricRule, latest: MetricValue
-) -> Alarm | None:
-    """Return the alarm a metric's latest value raises, if any.
-
-    A state metric alarms on ``fault`` (and on any other state its type lists as an alarm
-    state); a gauge alarms outside its thresholds. Counters never alarm.
-    """
-    if rule.kind is MetricKind.STATE:
-        text = latest.text
-        if text is not None and (text == FAULT_STATE or text in rule.alarm_states):
-            return Alarm(
-                device_id=device.device_id,
-                factory_id=device.factory_id,
-                metric=metric,
-                reason=AlarmReason.STATE,
-                ts=latest.ts,
-                text=text,
-            )
-        return None
-    if rule.kind is not MetricKind.GAUGE or latest.value is None:
-        return None
-    if rule.alarm_min is not None and latest.value < rule.alarm_min:
-        return Alarm(
-            device_id=device.device_id,
-            factory_id=device.factory_id,
-            metric=metric,
-            reason=AlarmReason.BELOW_MIN,
-            ts=latest.ts,
-            value=latest.value,
-            threshold=rule.alarm_min,
-        )
-    if rule.alarm_max is not None and latest.value > rule.alarm_max:
-        return Alarm(
-            device_id=device.device_id,
-            factory_id=device.factory_id,
-            metric=metric,
-            reason=AlarmReason.ABOVE_MAX,
-            ts=latest.ts,
-            value=latest.value,
-            threshold=rule.alarm_max,
-        )
-    return None
-
-
-def can_alarm(rule: MetricRule) -> bool:
-    """Return whether a metric can put its device in alarm."""
-    if rule.kind is MetricKind.STATE:
-        return True
-    return rule.kind is MetricKind.GAUGE and (
-        rule.alarm_min is not None or rule.alarm_max is not None
-    )
 
 
 def device_alarms(observation: DeviceObservation) -> list[Alarm]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -56,70 +57,44 @@ async def park_history(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_HISTORY_SQL.encode(), params)
         for row in await cur.fetchall():
-            sums[row["bucket"]] = MinuteTotals(
-                **{
-                    name: (float(row[name]) if isinstance(row[name], float) else int(row[name]))
-                    for name in _SUM_COLUMNS
-                }
-            )
+            values: list[Any] = [row[name] for name in _SUM_COLUMNS]
+            sums[row["bucket"]] = MinuteTotals(*values)
     registry = park.registry_counts()
     return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
 
 
 class Agg(StrEnum):
-    """How one device's minutes make one bucket value."""
+    """A park metric's aggregate per bucket, over all of the park's devices."""
 
-    AVG = "avg"
+    AVG = "avg"  # the park's total (sum over devices of their mean), averaged over time
+    MEAN = "mean"  # the mean of all readings
     MIN = "min"
     MAX = "max"
-    SUM = "sum"
-    COUNT = "count"
-    FIRST = "first"
-    LAST = "last"
-    INCREASE = "increase"
+    SUM = "sum"  # of all readings
+    COUNT = "count"  # readings (with a state: readings in that state)
+    INCREASE = "increase"  # counters: the sum of the devices' increases
 
 
-class Combine(StrEnum):
-    """How the park's devices' bucket values make the park's."""
-
-    SUM = "sum"
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-
-
-# Fixed SQL per aggregate, never built from user text. A device's value in a bucket from
-# its readings_1m rows there.
-_DEVICE_AGG_SQL = {
-    Agg.AVG: "sum(r.sum) / sum(r.n)",
-    Agg.MIN: "min(r.min)",
-    Agg.MAX: "max(r.max)",
-    Agg.SUM: "sum(r.sum)",
-    Agg.COUNT: "sum(r.n)::double precision",
-    Agg.FIRST: "first(r.first_value, r.first_ts)",
-    Agg.LAST: "last(r.last_value, r.last_ts)",
-    Agg.INCREASE: "sum(coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0))",
+# Fixed SQL per aggregate over park_metric_1m rows, never built from user text.
+_AGG_SQL = {
+    Agg.AVG: "sum(mean_sum) / count(*)",
+    Agg.MEAN: "sum(sum) / sum(n)",
+    Agg.MIN: "min(min)",
+    Agg.MAX: "max(max)",
+    Agg.SUM: "sum(sum)",
+    Agg.COUNT: "sum(n)::double precision",
+    Agg.INCREASE: "sum(increase)",
 }
-_STATE_COUNT_SQL = "sum(coalesce((r.state_counts ->> %(state)s)::bigint, 0))::double precision"
-_COMBINE_SQL = {
-    Combine.SUM: "sum(v)",
-    Combine.AVG: "avg(v)",
-    Combine.MIN: "min(v)",
-    Combine.MAX: "max(v)",
-}
+_STATE_COUNT_SQL = "sum(coalesce((state_counts ->> %(state)s)::bigint, 0))::double precision"
 
 _METRIC_SQL = """
-WITH per_device AS (
-    SELECT time_bucket(%(width)s, r.minute, %(origin)s) AS bucket, r.device_id, {device} AS v
-    FROM devices d
-    JOIN readings_1m r ON r.device_id = d.device_id
-    WHERE d.park_id = %(park)s AND r.metric = %(metric)s
-      AND r.minute >= %(start)s AND r.minute < %(end)s
-    GROUP BY 1, 2
-), per_bucket AS (
-    SELECT bucket, {combine} AS value, count(v)::integer AS devices
-    FROM per_device
-    GROUP BY bucket
+WITH per_bucket AS (
+    SELECT time_bucket(%(width)s, minute, %(origin)s) AS bucket, {agg} AS value,
+           count(*)::integer AS minutes
+    FROM park_metric_1m
+    WHERE park_id = %(park)s AND metric = %(metric)s
+      AND minute >= %(start)s AND minute < %(end)s
+    GROUP BY 1
 ), grid AS (
     SELECT generate_series(
         time_bucket(%(width)s, %(start)s::timestamptz, %(origin)s),
@@ -127,7 +102,7 @@ WITH per_device AS (
         %(width)s
     ) AS bucket
 )
-SELECT grid.bucket, per_bucket.value, coalesce(per_bucket.devices, 0) AS devices
+SELECT grid.bucket, per_bucket.value, coalesce(per_bucket.minutes, 0) AS minutes
 FROM grid
 LEFT JOIN per_bucket USING (bucket)
 ORDER BY grid.bucket
@@ -140,7 +115,7 @@ class MetricPoint:
 
     ts: datetime
     value: float | None
-    devices: int
+    minutes: int
 
 
 async def park_metric(
@@ -152,17 +127,14 @@ async def park_metric(
     end: datetime,
     bucket: Bucket,
     agg: Agg,
-    combine: Combine,
     state: str | None = None,
 ) -> list[MetricPoint]:
-    """Return one point per bucket of ``[start, end)`` (whole minutes) from ``readings_1m``.
+    """Return one point per bucket of ``[start, end)`` (whole minutes) from ``park_metric_1m``.
 
-    Each device's minutes in a bucket give its value by ``agg`` (with ``state``, ``count``
-    counts only the samples in that state); the devices' values give the park's by
-    ``combine``. A bucket without data is null, never left out.
+    A bucket without data is null, never left out; ``minutes`` says how many of its minutes
+    had data.
     """
-    device_sql = _STATE_COUNT_SQL if state is not None else _DEVICE_AGG_SQL[agg]
-    sql = _METRIC_SQL.format(device=device_sql, combine=_COMBINE_SQL[combine])
+    sql = _METRIC_SQL.format(agg=_STATE_COUNT_SQL if state is not None else _AGG_SQL[agg])
     params = {
         "width": bucket.width,
         "origin": BUCKET_ORIGIN,
@@ -175,6 +147,6 @@ async def park_metric(
     async with conn.cursor() as cur:
         await cur.execute(sql.encode(), params)
         return [
-            MetricPoint(ts=row[0], value=None if row[1] is None else float(row[1]), devices=row[2])
+            MetricPoint(ts=row[0], value=None if row[1] is None else float(row[1]), minutes=row[2])
             for row in await cur.fetchall()
         ]

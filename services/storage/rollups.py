@@ -7,13 +7,13 @@ fresh_readings ─▶ fresh_1m (per device, metric, minute)
    ├─ new minute, or all new readings after / before the stored ones ─▶ merge into readings_1m
    └─ new readings in between stored ones (late data) ─▶ recompute the minute from readings
 readings_1m counters ─▶ re-stitch inc_from_prev of touched minutes and the next stored one
-touched minutes ─▶ recompute park_1m of their parks from readings_1m and the registry
+touched minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
 ```
 
 Only inserted rows reach ``fresh_readings``, so a redelivered reading never counts twice.
-Writers serialise this section on one advisory lock: the work is a few milliseconds per
-batch, and it keeps read-modify-write of shared rows (park minutes, counter stitching)
-exact without per-row lock ordering.
+Writers serialise this section on one transaction-level advisory lock (``lock``): each
+statement then sees every earlier batch committed, which keeps the read-modify-write of
+shared rows (park minutes, counter stitching) exact without per-row lock ordering.
 """
 
 from __future__ import annotations
@@ -54,13 +54,23 @@ WITH f AS (
     LEFT JOIN devices d ON d.device_id = s.device_id
     LEFT JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = s.metric
     {where}
-), stepped AS (
-    SELECT f.*,
-           counter_step(
-               lag(f.value) OVER (PARTITION BY f.device_id, f.metric, f.minute ORDER BY f.ts),
-               f.value
-           ) AS step
-    FROM f
+), per_minute AS (
+    -- Grouped in the window's sort order, so the rows are sorted once.
+    SELECT device_id, metric, minute, bool_or(is_counter) AS is_counter,
+           count(*)::integer AS n, sum(value) AS sum, min(value) AS min, max(value) AS max,
+           min(ts) AS first_ts, max(ts) AS last_ts,
+           first(value, ts) AS first_value, last(value, ts) AS last_value,
+           first(value_text, ts) AS first_text, last(value_text, ts) AS last_text,
+           CASE WHEN bool_or(is_counter) THEN coalesce(sum(step), 0) END AS inc_within
+    FROM (
+        SELECT f.*,
+               counter_step(
+                   lag(f.value) OVER (PARTITION BY f.device_id, f.metric, f.minute ORDER BY f.ts),
+                   f.value
+               ) AS step
+        FROM f
+    ) stepped
+    GROUP BY device_id, metric, minute
 ), states AS (
     SELECT device_id, metric, minute, jsonb_object_agg(value_text, c ORDER BY value_text) AS counts
     FROM (
@@ -70,16 +80,11 @@ WITH f AS (
     ) per_state
     GROUP BY device_id, metric, minute
 )
-SELECT s.device_id, s.metric, s.minute, bool_or(s.is_counter) AS is_counter,
-       count(*)::integer AS n, sum(s.value) AS sum, min(s.value) AS min, max(s.value) AS max,
-       min(s.ts) AS first_ts, max(s.ts) AS last_ts,
-       first(s.value, s.ts) AS first_value, last(s.value, s.ts) AS last_value,
-       first(s.value_text, s.ts) AS first_text, last(s.value_text, s.ts) AS last_text,
-       CASE WHEN bool_or(s.is_counter) THEN coalesce(sum(s.step), 0) END AS inc_within,
-       st.counts AS state_counts
-FROM stepped s
+SELECT p.device_id, p.metric, p.minute, p.is_counter, p.n, p.sum, p.min, p.max,
+       p.first_ts, p.last_ts, p.first_value, p.last_value, p.first_text, p.last_text,
+       p.inc_within, st.counts AS state_counts
+FROM per_minute p
 LEFT JOIN states st USING (device_id, metric, minute)
-GROUP BY s.device_id, s.metric, s.minute, st.counts
 """
 
 _COLUMNS = (
@@ -205,13 +210,12 @@ SELECT DISTINCT device_id, minute FROM fresh_1m
 """
 
 # The sums behind the history of a park's signals for one minute, from readings_1m and
-# the registry (docs/signals.md, "Per minute"). ``{park_minutes}`` yields (park_id, minute).
+# the registry (docs/signals.md, "Per minute"). ``{rows_from}`` joins readings_1m r,
+# devices d and device_type_metrics m for the park minutes to recompute.
 _PARK_MINUTES = """
-WITH pm AS (
-    {park_minutes}
-), rows AS (
-    SELECT pm.park_id, pm.minute, d.device_id, d.factory_id, d.type_id, m.metric, m.kind,
-           r.n, r.sum, r.last_value, r.last_text,
+WITH rows AS (
+    SELECT d.park_id, r.minute, d.device_id, d.factory_id, d.type_id, m.metric, m.kind,
+           r.n, r.sum, r.min, r.max, r.last_value, r.last_text, r.state_counts,
            coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0) AS increase,
            m.alarm_states,
            CASE WHEN d.thresholds ? m.metric
@@ -220,11 +224,7 @@ WITH pm AS (
            CASE WHEN d.thresholds ? m.metric
                 THEN (d.thresholds -> m.metric ->> 'max')::double precision
                 ELSE m.alarm_max END AS alarm_max
-    FROM pm
-    JOIN devices d ON d.park_id = pm.park_id
-    JOIN device_type_metrics m ON m.type_id = d.type_id
-    JOIN readings_1m r ON r.device_id = d.device_id AND r.metric = m.metric
-        AND r.minute = pm.minute
+    {rows_from}
 ), flagged AS (
     SELECT rows.*,
            (type_id = 'production_line' AND metric = 'state') AS line_state,
@@ -243,6 +243,35 @@ WITH pm AS (
                ELSE false
            END AS in_alarm
     FROM rows
+), park_states AS (
+    SELECT park_id, metric, minute, jsonb_object_agg(state, samples ORDER BY state) AS counts
+    FROM (
+        SELECT rows.park_id, rows.metric, rows.minute, e.key AS state,
+               sum(e.value::bigint) AS samples
+        FROM rows
+        CROSS JOIN LATERAL jsonb_each_text(rows.state_counts) e
+        GROUP BY rows.park_id, rows.metric, rows.minute, e.key
+    ) per_state
+    GROUP BY park_id, metric, minute
+), park_metrics AS (
+    INSERT INTO park_metric_1m AS pm (
+        park_id, metric, minute, devices, n, sum, min, max, mean_sum, increase, state_counts
+    )
+    SELECT a.park_id, a.metric, a.minute, a.devices, a.n, a.sum, a.min, a.max, a.mean_sum,
+           a.increase, s.counts
+    FROM (
+        SELECT park_id, metric, minute, count(*)::integer AS devices, sum(n)::integer AS n,
+               sum(sum) AS sum, min(min) AS min, max(max) AS max, sum(sum / n) AS mean_sum,
+               sum(increase) FILTER (WHERE kind = 'counter') AS increase
+        FROM rows
+        GROUP BY park_id, metric, minute
+    ) a
+    LEFT JOIN park_states s USING (park_id, metric, minute)
+    ORDER BY a.park_id, a.metric, a.minute
+    ON CONFLICT (park_id, metric, minute) DO UPDATE SET
+        devices = excluded.devices, n = excluded.n, sum = excluded.sum, min = excluded.min,
+        max = excluded.max, mean_sum = excluded.mean_sum, increase = excluded.increase,
+        state_counts = excluded.state_counts
 )
 INSERT INTO park_1m AS p (
     park_id, minute, devices_reporting, lines_reporting_state, lines_running,
@@ -280,9 +309,18 @@ ON CONFLICT (park_id, minute) DO UPDATE SET
     devices_in_alarm = excluded.devices_in_alarm
 """
 
+# Every device of each touched park, looked up by primary key for the touched minute.
 _PARK_MINUTES_TOUCHED = _PARK_MINUTES.format(
-    park_minutes="SELECT DISTINCT d.park_id, t.minute FROM touched_minutes t"
-    " JOIN devices d ON d.device_id = t.device_id"
+    rows_from="""
+    FROM (
+        SELECT DISTINCT d.park_id, t.minute FROM touched_minutes t
+        JOIN devices d ON d.device_id = t.device_id
+    ) pm
+    JOIN devices d ON d.park_id = pm.park_id
+    JOIN device_type_metrics m ON m.type_id = d.type_id
+    JOIN readings_1m r ON r.device_id = d.device_id AND r.metric = m.metric
+        AND r.minute = pm.minute
+    """
 )
 
 # Late readings before the availability job's horizon: it recomputes those devices.
@@ -297,6 +335,17 @@ ON CONFLICT (device_id) DO UPDATE SET from_ts = least(a.from_ts, excluded.from_t
 """
 
 
+async def lock(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
+    """Take the roll-up lock for the rest of the transaction (re-entrant).
+
+    The writer should call this right after inserting a batch's readings and before it
+    touches ``device_latest`` or ``device_status``: then every row lock a writer takes after
+    the raw insert is taken under this lock, and two writers cannot deadlock on a
+    ``device_status`` row one of them locked before waiting here.
+    """
+    await cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+
+
 async def update_from_fresh(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
     """Fold the rows in ``fresh_readings`` into the roll-ups, inside the writer's transaction.
 
@@ -305,7 +354,7 @@ async def update_from_fresh(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> Non
     neighbours; every park minute touched is recomputed from ``readings_1m``.
     """
     await cur.execute(_SETUP_SQL)
-    await cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+    await lock(cur)
     await cur.execute(_AGGREGATE_FRESH)
     await cur.execute(_MERGE)
     await cur.execute(_RECOMPUTE)
@@ -317,33 +366,71 @@ async def update_from_fresh(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> Non
 
 # -- bulk rebuilds ---------------------------------------------------------------------
 
+# Counter minutes are stitched to each other inside the range by a window; the edges of
+# the range by _REBUILD_EDGES.
 _REBUILD_DEVICE_MINUTES = f"""
 INSERT INTO readings_1m (
     device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
     last_value, first_text, last_text, inc_within, inc_from_prev, state_counts
 )
 SELECT device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
-       last_value, first_text, last_text, inc_within, NULL, state_counts
+       last_value, first_text, last_text, inc_within,
+       CASE WHEN is_counter THEN counter_step(
+           lag(last_value) OVER (PARTITION BY device_id, metric ORDER BY minute), first_value
+       ) END,
+       state_counts
 FROM ({_AGGREGATE.format(source="readings", where="WHERE s.ts >= %(start)s AND s.ts < %(end)s")}
 ) a
 """
 
-# Every counter key of the range, stitched from the stored minute before it to the stored
-# minute after it.
-_REBUILD_STITCH = _STITCH.format(
-    keys_source=(
-        "(SELECT r.device_id, r.metric, r.minute FROM readings_1m r"
-        " JOIN devices d ON d.device_id = r.device_id"
-        " JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = r.metric"
-        " AND k.kind = 'counter'"
-        " WHERE r.minute >= %(start)s AND r.minute < %(end)s) in_range"
-    )
+# The range's first minute of each counter follows the stored minute before the range;
+# the first stored minute after the range follows the range's last one.
+_REBUILD_EDGES = """
+WITH keys AS (
+    SELECT r.device_id, r.metric, min(r.minute) AS first_minute, max(r.minute) AS last_minute
+    FROM readings_1m r
+    JOIN devices d ON d.device_id = r.device_id
+    JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = r.metric
+        AND k.kind = 'counter'
+    WHERE r.minute >= %(start)s AND r.minute < %(end)s
+    GROUP BY r.device_id, r.metric
+), edges AS (
+    SELECT k.device_id, k.metric, f.minute, f.first_value,
+           (SELECT p.last_value FROM readings_1m p
+            WHERE p.device_id = k.device_id AND p.metric = k.metric AND p.minute < %(start)s
+            ORDER BY p.minute DESC LIMIT 1) AS previous
+    FROM keys k
+    JOIN readings_1m f ON f.device_id = k.device_id AND f.metric = k.metric
+        AND f.minute = k.first_minute
+    UNION ALL
+    SELECT k.device_id, k.metric, n.minute, n.first_value, l.last_value
+    FROM keys k
+    JOIN readings_1m l ON l.device_id = k.device_id AND l.metric = k.metric
+        AND l.minute = k.last_minute
+    CROSS JOIN LATERAL (
+        SELECT n.minute, n.first_value FROM readings_1m n
+        WHERE n.device_id = k.device_id AND n.metric = k.metric AND n.minute >= %(end)s
+        ORDER BY n.minute LIMIT 1
+    ) n
+), changed AS (
+    UPDATE readings_1m t SET inc_from_prev = counter_step(e.previous, e.first_value)
+    FROM edges e
+    WHERE t.device_id = e.device_id AND t.metric = e.metric AND t.minute = e.minute
+      AND t.inc_from_prev IS DISTINCT FROM counter_step(e.previous, e.first_value)
+    RETURNING t.device_id, t.minute
 )
+INSERT INTO touched_minutes (device_id, minute)
+SELECT device_id, minute FROM changed
+"""
 
+# Every readings_1m row of the range, scanned once.
 _REBUILD_PARK_MINUTES = _PARK_MINUTES.format(
-    park_minutes="SELECT DISTINCT d.park_id, r.minute FROM readings_1m r"
-    " JOIN devices d ON d.device_id = r.device_id"
-    " WHERE r.minute >= %(start)s AND r.minute < %(end)s"
+    rows_from="""
+    FROM readings_1m r
+    JOIN devices d ON d.device_id = r.device_id
+    JOIN device_type_metrics m ON m.type_id = d.type_id AND m.metric = r.metric
+    WHERE r.minute >= %(start)s AND r.minute < %(end)s
+    """
 )
 
 
@@ -357,8 +444,9 @@ async def rebuild(
     """Recompute every roll-up of the whole minutes in ``[start, end)`` from ``readings``.
 
     For data loaded without ingest (a backfill, the query benchmark) or after a registry
-    change moved devices between parks. Runs one transaction per ``step``, each holding
-    the roll-up lock, so ingest waits at most one step.
+    change moved devices between parks. Only for ranges whose raw readings are still
+    stored: a range past raw retention would lose its roll-ups. Runs one transaction per
+    ``step``, each holding the roll-up lock, so ingest waits at most one step.
 
     Raises:
         ValueError: ``start`` or ``end`` is not a whole minute, or ``step`` is not one.
@@ -378,11 +466,13 @@ async def rebuild(
             await cur.execute(
                 "DELETE FROM readings_1m WHERE minute >= %(start)s AND minute < %(end)s", params
             )
-            await cur.execute(
-                "DELETE FROM park_1m WHERE minute >= %(start)s AND minute < %(end)s", params
-            )
+            for table in ("park_1m", "park_metric_1m"):
+                await cur.execute(
+                    f"DELETE FROM {table} WHERE minute >= %(start)s AND minute < %(end)s",  # fixed
+                    params,
+                )
             await cur.execute(_REBUILD_DEVICE_MINUTES, params)
-            await cur.execute(_REBUILD_STITCH, params)
+            await cur.execute(_REBUILD_EDGES, params)
             await cur.execute(
                 "DELETE FROM touched_minutes WHERE minute >= %(start)s AND minute < %(end)s",
                 params,

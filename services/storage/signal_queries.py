@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from schemas.fleet import MetricKind
-from services.core.history import RegistryCounts
+from services.core.history import RegistryCounts, floor_minute
 from services.core.registry import DeviceEntry, MetricRule
 from services.core.signals import (
     ENERGY_METRIC,
@@ -26,8 +26,6 @@ from services.core.signals import (
     has_counter,
     park_signals,
 )
-
-MINUTE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +56,9 @@ SELECT type_id, metric, kind, min_value, max_value, alarm_min, alarm_max, states
 FROM device_type_metrics
 """
 
-_PARKS_SQL = """
-SELECT park_id, name, city FROM parks WHERE {condition} ORDER BY park_id
-"""
-
 _DEVICES_SQL = """
 SELECT d.device_id, d.park_id, d.factory_id, d.type_id, d.capacity_units_per_hour, d.thresholds
 FROM devices d
-WHERE d.park_id = ANY(%s)
 ORDER BY d.device_id
 """
 
@@ -95,17 +88,22 @@ def _with_thresholds(rule: MetricRule, override: Mapping[str, Any]) -> MetricRul
     )
 
 
-async def _load_parks(conn: AsyncConnection, condition: str, param: str) -> list[ParkInfo]:
+# Each fleet load writes a fleet_versions row; the registry read for a version is kept
+# and reused until the next load (a few milliseconds saved on every signals request).
+# Keyed by database too, so one process may serve (or test) several.
+_REGISTRY_CACHE_SIZE = 8
+_registry_cache: dict[tuple[str, int, datetime], dict[str, ParkInfo]] = {}
+
+
+async def _read_registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(_PARKS_SQL.format(condition=condition).encode(), (param,))
+        await cur.execute("SELECT park_id, name, city FROM parks ORDER BY park_id")
         parks = await cur.fetchall()
-        if not parks:
-            return []
         await cur.execute(_TYPE_METRICS_SQL)
         rules: dict[str, dict[str, MetricRule]] = defaultdict(dict)
         for row in await cur.fetchall():
             rules[row["type_id"]][row["metric"]] = _rule(row)
-        await cur.execute(_DEVICES_SQL, ([p["park_id"] for p in parks],))
+        await cur.execute(_DEVICES_SQL)
         devices: dict[str, list[DeviceEntry]] = defaultdict(list)
         for row in await cur.fetchall():
             metrics = dict(rules.get(row["type_id"], {}))
@@ -122,155 +120,181 @@ async def _load_parks(conn: AsyncConnection, condition: str, param: str) -> list
                     capacity_units_per_hour=row["capacity_units_per_hour"],
                 )
             )
-    return [
-        ParkInfo(p["park_id"], p["name"], p["city"], tuple(devices.get(p["park_id"], ())))
+    return {
+        p["park_id"]: ParkInfo(
+            p["park_id"], p["name"], p["city"], tuple(devices.get(p["park_id"], ()))
+        )
         for p in parks
-    ]
+    }
+
+
+async def registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
+    """Return every park with its devices, read once per fleet version."""
+    cur = await conn.execute(
+        "SELECT version, loaded_at FROM fleet_versions ORDER BY version DESC LIMIT 1"
+    )
+    row = await cur.fetchone()
+    if row is None:  # parks written without a fleet load: nothing to key a cache on
+        return await _read_registry(conn)
+    info = conn.info
+    key = (f"{info.host}:{info.port}/{info.dbname}", int(row[0]), row[1])
+    found = _registry_cache.get(key)
+    if found is None:
+        found = await _read_registry(conn)
+        if len(_registry_cache) >= _REGISTRY_CACHE_SIZE:
+            _registry_cache.pop(next(iter(_registry_cache)))
+        _registry_cache[key] = found
+    return found
 
 
 async def load_park(conn: AsyncConnection, park_id: str) -> ParkInfo | None:
     """Return a park with its devices and their rules, or None when it is not registered."""
-    parks = await _load_parks(conn, "park_id = %s", park_id)
-    return parks[0] if parks else None
+    return (await registry(conn)).get(park_id)
 
 
 async def load_city(conn: AsyncConnection, city: str) -> list[ParkInfo]:
     """Return the parks of a city (matched without regard to case), with their devices."""
-    return await _load_parks(conn, "lower(city) = lower(%s)", city)
+    wanted = city.casefold()
+    return [p for p in (await registry(conn)).values() if p.city.casefold() == wanted]
 
 
-# The newest reading at or before as_of of every metric of the devices. device_latest
-# answers for metrics whose newest reading is not after as_of (the live case); the others
-# (as_of in the past) look it up in readings.
+# Every metric's newest reading of the parks' devices; those after as_of (as_of in the
+# past) are replaced by a lookup in readings.
 _LATEST_SQL = """
 SELECT l.device_id, l.metric, l.ts, l.value, l.value_text
-FROM device_latest l
-WHERE l.device_id = ANY(%(devices)s) AND l.ts <= %(as_of)s
-UNION ALL
-SELECT l.device_id, l.metric, r.ts, r.value, r.value_text
-FROM device_latest l
+FROM devices d
+JOIN device_latest l ON l.device_id = d.device_id
+WHERE d.park_id = ANY(%(parks)s)
+"""
+
+_LATEST_BEFORE_SQL = """
+SELECT k.device_id, k.metric, r.ts, r.value, r.value_text
+FROM unnest(%(devices)s::text[], %(metrics)s::text[]) AS k(device_id, metric)
 CROSS JOIN LATERAL (
     SELECT r.ts, r.value, r.value_text FROM readings r
-    WHERE r.device_id = l.device_id AND r.metric = l.metric AND r.ts <= %(as_of)s
+    WHERE r.device_id = k.device_id AND r.metric = k.metric AND r.ts <= %(as_of)s
     ORDER BY r.ts DESC LIMIT 1
 ) r
-WHERE l.device_id = ANY(%(devices)s) AND l.ts > %(as_of)s
 """
 
 # The retained status at as_of: device_status when its message is not after as_of,
 # otherwise the newest recorded status event at or before as_of.
 _STATUS_SQL = """
 SELECT s.device_id, s.online, s.status_ts AS ts
-FROM device_status s
-WHERE s.device_id = ANY(%(devices)s) AND s.online IS NOT NULL AND s.status_ts <= %(as_of)s
+FROM devices d
+JOIN device_status s ON s.device_id = d.device_id
+WHERE d.park_id = ANY(%(parks)s) AND s.online IS NOT NULL AND s.status_ts <= %(as_of)s
 UNION ALL
 SELECT s.device_id, e.online, e.ts
-FROM device_status s
+FROM devices d
+JOIN device_status s ON s.device_id = d.device_id
 CROSS JOIN LATERAL (
     SELECT e.online, e.ts FROM device_status_events e
     WHERE e.device_id = s.device_id AND e.ts <= %(as_of)s
     ORDER BY e.ts DESC LIMIT 1
 ) e
-WHERE s.device_id = ANY(%(devices)s) AND s.status_ts > %(as_of)s
+WHERE d.park_id = ANY(%(parks)s) AND s.status_ts > %(as_of)s
 """
 
-# Counter increase over the live window (start, end] by PRODUCT.md's rule, exactly:
-# whole minutes [m1, m2) inside the window come from readings_1m (their inside steps and
-# the step from the reading before them); the partial minutes (start, m1) and [m2, end]
-# from raw readings, with the reading at or before start as the baseline and the last one
-# before m2 as the predecessor of the first in [m2, end].
+# Counter increase over the live window (start, end] by PRODUCT.md's rule, exactly, from
+# the per-minute roll-ups and the raw readings of the window's first and last minute F and
+# L. A step belongs to the minute of its later reading. Inside the window's whole minutes
+# (F, L) the roll-ups hold every step (inc_within + inc_from_prev). In F and L, the step
+# into the minute's first reading (from the last reading before the minute: the baseline)
+# is its inc_from_prev, counted when that reading is inside the window; the steps between
+# later readings come from the raw readings of the minute.
 _INCREASE_SQL = """
 WITH keys AS (
-    SELECT * FROM unnest(%(devices)s::text[], %(metrics)s::text[]) AS k(device_id, metric)
-), raw AS (
-    SELECT k.device_id, k.metric, r.ts, r.value
-    FROM keys k
-    JOIN readings r ON r.device_id = k.device_id AND r.metric = k.metric
-    WHERE (r.ts > %(start)s AND r.ts < %(m1)s) OR (r.ts >= %(m2)s AND r.ts <= %(end)s)
-), anchors AS (
-    SELECT k.device_id, k.metric, b.ts, b.value
-    FROM keys k
-    CROSS JOIN LATERAL (
-        SELECT r.ts, r.value FROM readings r
-        WHERE r.device_id = k.device_id AND r.metric = k.metric AND r.ts <= %(start)s
-        ORDER BY r.ts DESC LIMIT 1
-    ) b
-    UNION
-    SELECT k.device_id, k.metric, b.ts, b.value
-    FROM keys k
-    CROSS JOIN LATERAL (
-        SELECT r.ts, r.value FROM readings r
-        WHERE r.device_id = k.device_id AND r.metric = k.metric
-          AND r.ts > %(start)s AND r.ts < %(m2)s
-        ORDER BY r.ts DESC LIMIT 1
-    ) b
-), points AS (
-    SELECT * FROM raw UNION SELECT * FROM anchors
-), steps AS (
-    SELECT device_id, metric, ts,
-           counter_step(lag(value) OVER (PARTITION BY device_id, metric ORDER BY ts), value)
-               AS step
-    FROM points
-), raw_increase AS (
-    SELECT device_id, metric,
-           sum(step) FILTER (
-               WHERE (ts > %(start)s AND ts < %(m1)s) OR (ts >= %(m2)s AND ts <= %(end)s)
-           ) AS increase
-    FROM steps
-    GROUP BY device_id, metric
-), minute_increase AS (
+    SELECT d.device_id, m.metric
+    FROM devices d
+    JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = 'counter'
+    WHERE d.park_id = ANY(%(parks)s)
+), minutes AS (
     SELECT r.device_id, r.metric,
-           sum(coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0)) AS increase
+           sum(CASE
+               WHEN r.minute > %(first)s AND r.minute < %(last)s
+                   THEN coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0)
+               WHEN r.first_ts > %(start)s AND r.first_ts <= %(end)s
+                   THEN coalesce(r.inc_from_prev, 0)
+               ELSE 0
+           END) AS increase
     FROM keys k
     JOIN readings_1m r ON r.device_id = k.device_id AND r.metric = k.metric
-    WHERE r.minute >= %(m1)s AND r.minute < %(m2)s
+    WHERE r.minute >= %(first)s AND r.minute <= %(last)s
     GROUP BY r.device_id, r.metric
+), edges AS (
+    SELECT device_id, metric, sum(counter_step(previous, value)) AS increase
+    FROM (
+        SELECT k.device_id, k.metric, r.ts, r.value,
+               lag(r.value) OVER (PARTITION BY k.device_id, k.metric ORDER BY r.ts) AS previous
+        FROM keys k
+        JOIN readings r ON r.device_id = k.device_id AND r.metric = k.metric
+        WHERE r.ts >= %(first)s AND r.ts < %(first)s + interval '1 minute'
+        UNION ALL
+        SELECT k.device_id, k.metric, r.ts, r.value,
+               lag(r.value) OVER (PARTITION BY k.device_id, k.metric ORDER BY r.ts) AS previous
+        FROM keys k
+        JOIN readings r ON r.device_id = k.device_id AND r.metric = k.metric
+        WHERE r.ts >= %(last)s AND r.ts <= %(end)s AND %(last)s > %(first)s
+    ) e
+    WHERE ts > %(start)s AND ts <= %(end)s AND previous IS NOT NULL
+    GROUP BY device_id, metric
 )
 SELECT coalesce(a.device_id, b.device_id) AS device_id, coalesce(a.metric, b.metric) AS metric,
        coalesce(a.increase, 0) + coalesce(b.increase, 0) AS increase
-FROM raw_increase a
-FULL JOIN minute_increase b ON a.device_id = b.device_id AND a.metric = b.metric
+FROM minutes a
+FULL JOIN edges b ON a.device_id = b.device_id AND a.metric = b.metric
 """
-
-
-def _floor_minute(ts: datetime) -> datetime:
-    return ts.replace(second=0, microsecond=0)
-
-
-def whole_minutes(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """Return ``(m1, m2)``: the whole minutes ``[m1, m2)`` inside the window ``(start, end]``.
-
-    The window is split into ``(start, m1)``, ``[m1, m2)`` and ``[m2, end]``; when it holds
-    no whole minute, ``m1 = m2 = end`` and the raw parts cover all of it.
-    """
-    m1 = _floor_minute(start) + MINUTE
-    m2 = _floor_minute(end)
-    if m1 > m2:
-        return end, end
-    return m1, m2
 
 
 async def counter_increases(
     conn: AsyncConnection,
-    keys: Sequence[tuple[str, str]],
+    park_ids: Sequence[str],
     start: datetime,
     end: datetime,
 ) -> dict[tuple[str, str], float]:
-    """Return the increase of each (device, counter metric) over ``(start, end]``."""
-    if not keys:
-        return {}
-    m1, m2 = whole_minutes(start, end)
+    """Return the increase over ``(start, end]`` of every counter of the parks' devices.
+
+    Counters without a reading in the window are left out (their increase is 0).
+    """
     params = {
-        "devices": [k[0] for k in keys],
-        "metrics": [k[1] for k in keys],
+        "parks": list(park_ids),
         "start": start,
         "end": end,
-        "m1": m1,
-        "m2": m2,
+        "first": floor_minute(start),
+        "last": floor_minute(end),
     }
     async with conn.cursor() as cur:
         await cur.execute(_INCREASE_SQL, params)
         return {(row[0], row[1]): float(row[2]) for row in await cur.fetchall()}
+
+
+async def _latest(
+    conn: AsyncConnection, park_ids: Sequence[str], as_of: datetime
+) -> dict[str, dict[str, MetricValue]]:
+    """Per device and metric, the newest reading at or before ``as_of``."""
+    latest: dict[str, dict[str, MetricValue]] = defaultdict(dict)
+    newer: list[tuple[str, str]] = []
+    # Binary results: a few thousand timestamps and floats parse faster than their text.
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(_LATEST_SQL, {"parks": list(park_ids)})
+        for device_id, metric, ts, value, text in await cur.fetchall():
+            if ts <= as_of:
+                latest[device_id][metric] = MetricValue(ts=ts, value=value, text=text)
+            else:
+                newer.append((device_id, metric))
+        if newer:
+            await cur.execute(
+                _LATEST_BEFORE_SQL,
+                {
+                    "devices": [k[0] for k in newer],
+                    "metrics": [k[1] for k in newer],
+                    "as_of": as_of,
+                },
+            )
+            for device_id, metric, ts, value, text in await cur.fetchall():
+                latest[device_id][metric] = MetricValue(ts=ts, value=value, text=text)
+    return latest
 
 
 async def observe(
@@ -280,26 +304,19 @@ async def observe(
     as_of: datetime,
     window_s: float,
 ) -> list[DeviceObservation]:
-    """Gather what the signals need about each device at ``as_of`` over the window."""
-    ids = [d.device_id for d in devices]
+    """Gather what the signals need about each device at ``as_of`` over the window.
+
+    The queries select by park (the devices' parks), which keeps their parameters small.
+    """
+    park_ids = sorted({d.park_id for d in devices})
     start = as_of - timedelta(seconds=window_s)
-    params = {"devices": ids, "as_of": as_of}
-    latest: dict[str, dict[str, MetricValue]] = defaultdict(dict)
+    latest = await _latest(conn, park_ids, as_of)
     statuses: dict[str, StatusPoint] = {}
     async with conn.cursor() as cur:
-        await cur.execute(_LATEST_SQL, params)
-        for device_id, metric, ts, value, text in await cur.fetchall():
-            latest[device_id][metric] = MetricValue(ts=ts, value=value, text=text)
-        await cur.execute(_STATUS_SQL, params)
+        await cur.execute(_STATUS_SQL, {"parks": park_ids, "as_of": as_of})
         for device_id, online, ts in await cur.fetchall():
             statuses[device_id] = StatusPoint(online=online, ts=ts)
-    counter_keys = [
-        (d.device_id, metric)
-        for d in devices
-        for metric, rule in d.metrics.items()
-        if rule.kind is MetricKind.COUNTER
-    ]
-    increases = await counter_increases(conn, counter_keys, start, as_of)
+    increases = await counter_increases(conn, park_ids, start, as_of)
     observations = []
     for device in devices:
         values = latest.get(device.device_id, {})

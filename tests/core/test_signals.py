@@ -8,12 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.fleet import parse_fleet
+from services.core.alarms import AlarmReason, MetricValue
 from services.core.counters import CounterSample, increase_in_bucket, increase_over, step
 from services.core.registry import DeviceEntry, registry_from_fleet
 from services.core.signals import (
-    AlarmReason,
     DeviceObservation,
-    MetricValue,
     OfflineReason,
     ParkCounts,
     Signal,

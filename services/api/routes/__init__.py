@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.api.routes import dead_letters, devices, fleet, health, parks
+from services.api.routes import (
+    cities,
+    dashboard,
+    dead_letters,
+    devices,
+    fleet,
+    health,
+    parks,
+    signals,
+    stream,
+)
 
 ROUTERS: list[APIRouter] = [
     health.router,
@@ -12,4 +22,8 @@ ROUTERS: list[APIRouter] = [
     devices.router,
     fleet.router,
     dead_letters.router,
+    signals.router,
+    cities.router,
+    stream.router,
+    dashboard.router,
 ]

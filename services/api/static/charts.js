@@ -67,8 +67,9 @@ function segments(points) {
  * Render a time-series chart into `el`.
  *
  * options: points [{t: ms, v: number|null}], start/end (ms), color, kind ("area" | "bars"),
- * yMin/yMax (fixed bounds), format (value → text), unit (text after the read-out),
- * bucketMs (bar width for "bars"), emptyText.
+ * yMin/yMax (fixed bounds), format (value, axisStep) → text (axisStep is given for axis
+ * labels, so they can use as many digits as the step needs), unit (text after the
+ * read-out), bucketMs (bar width for "bars"), emptyText.
  */
 export function timeChart(el, options) {
   const width = Math.max(240, Math.round(el.clientWidth || 320));
@@ -82,10 +83,14 @@ export function timeChart(el, options) {
   const y = (v) => PAD.top + ih - ((v - lo) / (hi - lo)) * ih;
 
   const parts = [];
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
   for (const v of ticks) {
     const yy = y(v).toFixed(1);
     parts.push(`<line class="grid" x1="${PAD.left}" x2="${width - PAD.right}" y1="${yy}" y2="${yy}"/>`);
-    parts.push(`<text class="axis" x="${PAD.left - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle">${esc(format(v, true))}</text>`);
+    // An empty chart has no scale worth reading; gridlines alone keep its shape.
+    if (hasData) {
+      parts.push(`<text class="axis" x="${PAD.left - 6}" y="${yy}" text-anchor="end" dominant-baseline="middle">${esc(format(v, step))}</text>`);
+    }
   }
   for (const tt of timeTicks(start, end, iw)) {
     const xx = x(tt).toFixed(1);
@@ -155,7 +160,7 @@ export function timeChart(el, options) {
 export function sparkline(values, { width = 120, height = 28, color = "var(--accent)", yMin = null, yMax = null } = {}) {
   const finite = values.filter((v) => v !== null && Number.isFinite(v));
   if (finite.length < 2) {
-    return `<svg class="spark" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" aria-hidden="true"><line x1="0" x2="${width}" y1="${height - 1}" y2="${height - 1}" class="spark-base"/></svg>`;
+    return `<svg class="spark" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" preserveAspectRatio="none" aria-hidden="true"><line x1="0" x2="${width}" y1="${height - 1}" y2="${height - 1}" class="spark-base" vector-effect="non-scaling-stroke"/></svg>`;
   }
   const lo = yMin ?? Math.min(...finite);
   let hi = yMax ?? Math.max(...finite);
@@ -164,9 +169,9 @@ export function sparkline(values, { width = 120, height = 28, color = "var(--acc
   const pts = values.map((v, i) => ({ t: i, v }));
   const paths = segments(pts)
     .map((run) => run.map((p, i) => `${i ? "L" : "M"}${(p.t * step).toFixed(1)},${(height - 2 - ((p.v - lo) / (hi - lo)) * (height - 4)).toFixed(1)}`).join(""))
-    .map((d) => `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6" stroke-linejoin="round" stroke-linecap="round"/>`)
+    .map((d) => `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6" stroke-linejoin="round" stroke-linecap="round" vector-effect="non-scaling-stroke"/>`)
     .join("");
-  return `<svg class="spark" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" aria-hidden="true">${paths}</svg>`;
+  return `<svg class="spark" viewBox="0 0 ${width} ${height}" width="${width}" height="${height}" preserveAspectRatio="none" aria-hidden="true">${paths}</svg>`;
 }
 
 /** Return a ring gauge SVG string for a 0–100 score. */

@@ -61,7 +61,7 @@ CREATE TABLE readings_1m (
     inc_from_prev double precision,
     state_counts  jsonb,                      -- state metrics only: {"running": 57, "idle": 3}
     PRIMARY KEY (device_id, metric, minute)
-) WITH (fillfactor = 80);  -- room for HOT updates: the current minute is updated every batch
+);
 -- The primary key serves every query; a second index would only slow ingest.
 SELECT create_hypertable('readings_1m', 'minute', chunk_time_interval => interval '7 days',
                          create_default_indexes => false);

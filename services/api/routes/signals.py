@@ -1,0 +1,424 @@
+"""Park signals (live and history), park metric aggregates and device availability."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from schemas import signals as out
+from services.api.deps import DeviceId, ParkId, PoolDep, SettingsDep
+from services.api.problems import bad_request, not_found
+from services.core import signals as core
+from services.core.history import Bucket, BucketSignals, floor_minute
+from services.core.timeparams import parse_duration
+from services.storage import availability, history_queries, signal_queries
+from services.storage.history_queries import Agg
+
+router = APIRouter(tags=["signals"])
+
+# Windows shorter than this say little about counters; longer ones are history's job.
+MIN_WINDOW = timedelta(seconds=10)
+MAX_WINDOW = timedelta(days=1)
+# as_of may run this far ahead of the server's clock (device clocks, request latency).
+AS_OF_TOLERANCE = timedelta(minutes=1)
+# Buckets per history or metric request: a week of minutes, or years of days.
+MAX_BUCKETS = 10_080
+DEFAULT_HISTORY = timedelta(hours=24)
+MAX_AVAILABILITY = timedelta(days=366)
+
+_PARK_ERRORS: dict[int | str, dict[str, str]] = {
+    400: {"description": "A parameter is out of range (problem+json)"},
+    404: {"description": "Unknown park (problem+json)"},
+    422: {"description": "A parameter is malformed (problem+json)"},
+}
+
+AsOf = Annotated[
+    datetime | None,
+    Query(
+        description="the instant the signals describe, RFC 3339 with offset; default now",
+        examples=["2026-11-26T10:00:00Z"],
+    ),
+]
+Window = Annotated[
+    str | None,
+    Query(
+        description="window W of the counter increases: 30s, 5m, 300s, 1h (10 s to 1 day);"
+        " default PARKSENSE_API_SIGNAL_WINDOW_S",
+        examples=["5m"],
+    ),
+]
+
+
+def aware(ts: datetime, name: str) -> datetime:
+    """Return ``ts`` in UTC, refusing a time without offset.
+
+    Raises:
+        ProblemError: 400, the time has no UTC offset.
+    """
+    if ts.tzinfo is None:
+        raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
+    return ts.astimezone(UTC)
+
+
+def resolve_as_of(as_of: datetime | None) -> datetime:
+    """Return the instant to compute for: ``as_of`` checked, or now.
+
+    Raises:
+        ProblemError: 400, ``as_of`` has no offset or is in the future.
+    """
+    now = datetime.now(UTC)
+    if as_of is None:
+        return now
+    ts = aware(as_of, "as_of")
+    if ts > now + AS_OF_TOLERANCE:
+        raise bad_request(
+            f"as_of {ts.isoformat()} is in the future (server time {now.isoformat()})"
+        )
+    return ts
+
+
+def resolve_window(window: str | None, default_s: float) -> float:
+    """Return the window in seconds.
+
+    Raises:
+        ProblemError: 400, the window is malformed or out of range.
+    """
+    if window is None:
+        return float(default_s)
+    try:
+        width = parse_duration(window)
+    except ValueError as exc:
+        raise bad_request(f"window: {exc}") from exc
+    if not MIN_WINDOW <= width <= MAX_WINDOW:
+        raise bad_request(f"window {window!r} must be between 10s and 1d")
+    return width.total_seconds()
+
+
+def signal_values(values: core.SignalValues) -> out.SignalValues:
+    """Convert the core's signals to the API model."""
+    return out.SignalValues(
+        online_rate=values.online_rate,
+        operating_rate=values.operating_rate,
+        capacity_utilization=values.capacity_utilization,
+        power_kw=values.power_kw,
+        energy_kwh=values.energy_kwh,
+        energy_intensity_kwh_per_unit=values.energy_intensity_kwh_per_unit,
+        alarm_rate=values.alarm_rate,
+        health_index=values.health_index,
+    )
+
+
+def components(values: core.SignalValues) -> dict[str, out.HealthComponent]:
+    """Convert the health-index components."""
+    return {
+        name: out.HealthComponent(weight=c.weight, value=c.value, points=c.points)
+        for name, c in values.components.items()
+    }
+
+
+def coverage(found: Mapping[core.Signal, core.Coverage]) -> dict[str, out.Coverage]:
+    """Convert per-signal coverage."""
+    return {
+        signal.value: out.Coverage(devices=c.devices, reporting=c.reporting, share=c.share)
+        for signal, c in found.items()
+    }
+
+
+def counts(found: core.ParkCounts) -> out.SignalCounts:
+    """Convert the counts behind the ratios."""
+    return out.SignalCounts(
+        **{name: getattr(found, name) for name in out.SignalCounts.model_fields}
+    )
+
+
+def alarm(found: core.Alarm) -> out.Alarm:
+    """Convert one alarm."""
+    return out.Alarm(
+        device_id=found.device_id,
+        factory_id=found.factory_id,
+        metric=found.metric,
+        reason=found.reason.value,
+        ts=found.ts,
+        value=found.value,
+        text=found.text,
+        threshold=found.threshold,
+    )
+
+
+@router.get(
+    "/v1/parks/{park_id}/signals",
+    summary="A park's live signals",
+    responses=_PARK_ERRORS,
+)
+async def park_signals(
+    park_id: ParkId,
+    pool: PoolDep,
+    settings: SettingsDep,
+    as_of: AsOf = None,
+    window: Window = None,
+) -> out.ParkSignals:
+    """Every signal of PRODUCT.md over the window ``(as_of - W, as_of]``.
+
+    With the counts behind each ratio, the health-index components, each signal's
+    coverage and the alarms behind ``alarm_rate``. A past ``as_of`` is computed from
+    stored readings (raw readings are kept for the retention period).
+    """
+    instant = resolve_as_of(as_of)
+    window_s = resolve_window(window, settings.signal_window_s)
+    async with pool.connection() as conn:
+        park = await signal_queries.load_park(conn, park_id)
+        if park is None:
+            raise not_found("park", park_id)
+        [result] = await signal_queries.live_signals(
+            conn,
+            [park],
+            as_of=instant,
+            window_s=window_s,
+            online_timeout_s=settings.online_timeout_s,
+        )
+    return out.ParkSignals(
+        park_id=park.park_id,
+        name=park.name,
+        city=park.city,
+        as_of=instant,
+        window_s=window_s,
+        online_timeout_s=settings.online_timeout_s,
+        signals=signal_values(result.signals),
+        counts=counts(result.counts),
+        components=components(result.signals),
+        coverage=coverage(result.coverage),
+        alarms=[alarm(a) for a in result.alarms],
+    )
+
+
+def history_range(
+    start: datetime | None, end: datetime | None, bucket: Bucket
+) -> tuple[datetime, datetime]:
+    """Return ``[start, end)`` in whole minutes: defaults, flooring and limits applied.
+
+    Raises:
+        ProblemError: 400, the range is empty or holds too many buckets.
+    """
+    end_ts = (
+        floor_minute(aware(end, "end"))
+        if end
+        else floor_minute(datetime.now(UTC)) + timedelta(minutes=1)
+    )
+    start_ts = floor_minute(aware(start, "start")) if start else end_ts - DEFAULT_HISTORY
+    if start_ts >= end_ts:
+        raise bad_request("start must be at least a minute before end (both are whole minutes)")
+    if (end_ts - start_ts) / bucket.width > MAX_BUCKETS:
+        raise bad_request(f"more than {MAX_BUCKETS} buckets of {bucket.value}; widen the bucket")
+    return start_ts, end_ts
+
+
+Start = Annotated[
+    datetime | None,
+    Query(
+        description="inclusive, truncated to the minute; default end - 24 h",
+        examples=["2026-11-25T10:00:00Z"],
+    ),
+]
+End = Annotated[
+    datetime | None,
+    Query(
+        description="exclusive, truncated to the minute; default the end of the current minute",
+        examples=["2026-11-26T10:00:00Z"],
+    ),
+]
+BucketParam = Annotated[Bucket, Query(description="bucket width, aligned to UTC", examples=["1h"])]
+
+
+def bucket_out(found: BucketSignals) -> out.SignalBucket:
+    """Convert one history bucket."""
+    totals, sums, minutes = found.totals, found.sums, found.slot.minutes
+    return out.SignalBucket(
+        ts=found.slot.ts,
+        start=found.slot.start,
+        end=found.slot.end,
+        signals=signal_values(found.signals),
+        counts=out.BucketCounts(
+            minutes=minutes,
+            device_minutes_registered=round(totals.devices_registered),
+            device_minutes_online=sums.devices_reporting,
+            factory_minutes_with_lines=round(totals.factories_with_lines),
+            factory_minutes_operating=sums.factories_operating,
+            line_minutes_running=sums.lines_running,
+            line_capacity_units=totals.line_capacity_units,
+            output_units_increase=sums.output_units,
+            meter_minutes_reporting=sums.meters_reporting_power,
+            power_kw_minutes=sums.power_kw,
+            energy_kwh_increase=sums.energy_kwh,
+            device_minutes_in_alarm=sums.devices_in_alarm,
+        ),
+        components=components(found.signals),
+        coverage=coverage(found.coverage),
+    )
+
+
+@router.get(
+    "/v1/parks/{park_id}/signals/history",
+    summary="A park's signals per time bucket",
+    responses=_PARK_ERRORS,
+)
+async def park_signal_history(
+    park_id: ParkId,
+    pool: PoolDep,
+    start: Start = None,
+    end: End = None,
+    bucket: BucketParam = Bucket.HOUR,
+) -> out.SignalHistory:
+    """The signals of each bucket in ``[start, end)``, computed from the per-minute roll-ups.
+
+    Each bucket is clipped to the request; device and factory counts are in minutes (a
+    device is online in a minute when it sent a reading in it). docs/signals.md defines
+    every signal per bucket.
+    """
+    start_ts, end_ts = history_range(start, end, bucket)
+    async with pool.connection() as conn:
+        park = await signal_queries.load_park(conn, park_id)
+        if park is None:
+            raise not_found("park", park_id)
+        found = await history_queries.park_history(
+            conn, park, start=start_ts, end=end_ts, bucket=bucket
+        )
+    return out.SignalHistory(
+        park_id=park_id,
+        bucket=bucket.value,
+        start=start_ts,
+        end=end_ts,
+        buckets=[bucket_out(b) for b in found],
+    )
+
+
+_DEFAULT_AGG = {"gauge": Agg.AVG, "counter": Agg.INCREASE, "state": Agg.COUNT}
+
+
+@router.get(
+    "/v1/parks/{park_id}/metrics/{metric}",
+    summary="A park metric per time bucket",
+    responses={**_PARK_ERRORS, 404: {"description": "Unknown park or metric (problem+json)"}},
+)
+async def park_metric(
+    park_id: ParkId,
+    metric: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["power_kw"])],
+    pool: PoolDep,
+    start: Start = None,
+    end: End = None,
+    bucket: BucketParam = Bucket.HOUR,
+    agg: Annotated[
+        Agg | None,
+        Query(
+            description="avg: the park's total (sum over devices of their mean) averaged over"
+            " the bucket's minutes with data; mean: mean of all readings; min, max, sum, count"
+            " of all readings; increase: counters' increase. Default avg for gauges, increase"
+            " for counters, count for states"
+        ),
+    ] = None,
+    state: Annotated[
+        str | None,
+        Query(description="state metrics: count the readings in this state", examples=["running"]),
+    ] = None,
+) -> out.ParkMetric:
+    """One value per bucket for the whole park, from the per-minute park roll-up.
+
+    For example the park's total ``power_kw`` per 15 minutes (``agg=avg``) or its
+    ``output_units`` increase per hour. A bucket without data is ``null``, not left out.
+    """
+    start_ts, end_ts = history_range(start, end, bucket)
+    async with pool.connection() as conn:
+        park = await signal_queries.load_park(conn, park_id)
+        if park is None:
+            raise not_found("park", park_id)
+        kinds = {
+            rule.kind.value for d in park.devices for m, rule in d.metrics.items() if m == metric
+        }
+        if not kinds:
+            raise not_found(f"metric of park {park_id}", metric)
+        if len(kinds) > 1:
+            raise bad_request(
+                f"metric {metric!r} has different kinds in this park: {sorted(kinds)}"
+            )
+        [kind] = kinds
+        chosen = agg or _DEFAULT_AGG[kind]
+        if kind == "state" and chosen is not Agg.COUNT:
+            raise bad_request("a state metric takes agg=count (optionally with state=...)")
+        if state is not None and kind != "state":
+            raise bad_request("state applies to state metrics only")
+        if chosen is Agg.INCREASE and kind != "counter":
+            raise bad_request("agg=increase applies to counters only")
+        points = await history_queries.park_metric(
+            conn,
+            park_id,
+            metric=metric,
+            start=start_ts,
+            end=end_ts,
+            bucket=bucket,
+            agg=chosen,
+            state=state,
+        )
+    return out.ParkMetric(
+        park_id=park_id,
+        metric=metric,
+        kind=kind,
+        bucket=bucket.value,
+        agg=chosen.value,
+        state=state,
+        start=start_ts,
+        end=end_ts,
+        points=[out.MetricPoint(ts=p.ts, value=p.value, minutes=p.minutes) for p in points],
+    )
+
+
+@router.get(
+    "/v1/devices/{device_id}/availability",
+    summary="A device's online state over time",
+    responses={
+        400: {"description": "A parameter is out of range (problem+json)"},
+        404: {"description": "Unknown device (problem+json)"},
+    },
+)
+async def device_availability(
+    device_id: DeviceId,
+    pool: PoolDep,
+    settings: SettingsDep,
+    start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
+    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+) -> out.DeviceAvailability:
+    """Online/offline transitions in ``[start, end)`` with their reason, and the online share.
+
+    Online follows the live signals' rule at every instant: a reading at most the online
+    timeout old and no offline status message sent since it. Reasons: ``reading``,
+    ``status`` (an online status message), ``last_will`` (an offline status message) and
+    ``silence`` (no reading for longer than the timeout).
+    """
+    end_ts = aware(end, "end") if end else datetime.now(UTC)
+    start_ts = aware(start, "start") if start else end_ts - DEFAULT_HISTORY
+    if start_ts >= end_ts:
+        raise bad_request("start must be before end")
+    if end_ts - start_ts > MAX_AVAILABILITY:
+        raise bad_request("at most 366 days per request")
+    timeout = timedelta(seconds=settings.online_timeout_s)
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,))
+        if await cur.fetchone() is None:
+            raise not_found("device", device_id)
+        found = await availability.device_availability(
+            conn, device_id, start=start_ts, end=end_ts, online_timeout=timeout
+        )
+    return out.DeviceAvailability(
+        device_id=device_id,
+        start=start_ts,
+        end=end_ts,
+        online_timeout_s=settings.online_timeout_s,
+        online_at_start=found.online_at_start,
+        online_s=found.online_s,
+        online_share=found.online_share,
+        transitions=[
+            out.AvailabilityTransition(ts=t.ts, online=t.online, reason=t.reason.value)
+            for t in found.transitions
+        ],
+    )

@@ -1,0 +1,107 @@
+"""The maintenance job: retention and availability, run on a schedule by a long-lived process.
+
+```
+every availability_interval_s ─▶ materialize device_availability up to now - timeout
+every interval_s               ─▶ drop raw chunks older than raw_days,
+                                  roll-ups and availability older than rollup_days
+```
+The API process runs it (one task beside the server); any number of processes may, since
+each step is one transaction that serialises on its own rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Self
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.storage.availability import materialize
+from services.storage.retention import RetentionResult, apply_retention
+
+logger = logging.getLogger(__name__)
+
+
+class RetentionSettings(BaseSettings):
+    """How long data is kept and how often the job runs (``PARKSENSE_RETENTION_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_RETENTION_", extra="ignore")
+
+    # Raw readings; ingest refuses readings older than this (IngestSettings.retention_days
+    # must not exceed it, or late data would land in minutes whose raw rows are gone).
+    raw_days: float = Field(default=30.0, gt=0)
+    # Per-minute roll-ups, park minutes, availability transitions and status events.
+    rollup_days: float = Field(default=730.0, gt=0)
+    # Dropping chunks is cheap; hourly keeps at most a day and an hour of extra raw data.
+    interval_s: float = Field(default=3600.0, gt=0)
+    availability_interval_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.rollup_days < self.raw_days:
+            raise ValueError("rollup_days must not be shorter than raw_days")
+        return self
+
+    @property
+    def raw_keep(self) -> timedelta:
+        """How long raw readings are kept."""
+        return timedelta(days=self.raw_days)
+
+    @property
+    def rollup_keep(self) -> timedelta:
+        """How long roll-ups are kept."""
+        return timedelta(days=self.rollup_days)
+
+
+async def retention_once(
+    pool: AsyncConnectionPool, settings: RetentionSettings, *, now: datetime
+) -> RetentionResult:
+    """Run the retention step once."""
+    async with pool.connection() as conn:
+        return await apply_retention(
+            conn, now=now, raw_keep=settings.raw_keep, rollup_keep=settings.rollup_keep
+        )
+
+
+async def run_maintenance(
+    pool: AsyncConnectionPool,
+    settings: RetentionSettings,
+    *,
+    online_timeout_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """Run retention and the availability job until ``stop`` is set.
+
+    A failed step is logged and tried again at its next turn; the loop itself only ends
+    with ``stop`` (or cancellation).
+    """
+    timeout = timedelta(seconds=online_timeout_s)
+    next_retention = 0.0
+    next_availability = 0.0
+    while not stop.is_set():
+        now_mono = time.monotonic()
+        now = datetime.now(UTC)
+        if now_mono >= next_availability:
+            next_availability = now_mono + settings.availability_interval_s
+            try:
+                async with pool.connection() as conn:
+                    await materialize(conn, now=now, online_timeout=timeout)
+            except (psycopg.Error, OSError):
+                logger.exception("Availability job failed; retrying at its next turn")
+        if now_mono >= next_retention:
+            next_retention = now_mono + settings.interval_s
+            try:
+                await retention_once(pool, settings, now=now)
+            except (psycopg.Error, OSError):
+                logger.exception("Retention failed; retrying at its next turn")
+        wait_s = max(0.0, min(next_availability, next_retention) - time.monotonic())
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait_s)
+        except TimeoutError:
+            continue
