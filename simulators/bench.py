@@ -32,6 +32,7 @@ import psycopg
 from schemas.fleet import Park
 from schemas.telemetry import MAX_SAMPLES_PER_MESSAGE, telemetry_topic
 from services.config import DatabaseSettings, MqttSettings, StackSettings
+from services.storage.fleet_store import read_fleet
 from simulators.bench_load import (
     ACK_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
@@ -43,7 +44,6 @@ from simulators.bench_load import (
 from simulators.bench_registry import (
     DEVICE_PREFIX,
     bench_park,
-    read_current_fleet,
     without_bench_park,
 )
 from simulators.bench_stats import (
@@ -326,7 +326,7 @@ def run(args: argparse.Namespace) -> BenchReport:
             f"cannot reach the database (start the stack with `make up`): {exc}"
         ) from exc
     with conn:
-        previous = without_bench_park(read_current_fleet(conn))
+        previous = without_bench_park(read_fleet(conn))
         merged = previous.model_copy(update={"parks": [*previous.parks, park]})
         counts = load_fleet(conninfo, merged)
         try:

@@ -6,11 +6,10 @@ import psycopg
 import pytest
 
 from schemas.fleet import Device, DeviceType, Factory, Fleet, MetricSpec, Park, Thresholds
-from services.storage.fleet_store import load_fleet
+from services.storage.fleet_store import load_fleet, read_fleet
 from simulators.bench_registry import (
     BENCH_PARK,
     bench_park,
-    read_current_fleet,
     without_bench_park,
 )
 from simulators.bench_stats import (
@@ -130,7 +129,7 @@ def test_bench_park_groups_devices_in_factories_of_one_hundred() -> None:
 
 
 def test_registry_reads_back_as_the_fleet_that_was_loaded(clean_db: str) -> None:
-    """read_current_fleet returns what load_fleet stored, custom types and overrides included."""
+    """read_fleet returns what load_fleet stored, custom types and overrides included."""
     gas = DeviceType(
         id="gas_meter",
         description="Gas meter",
@@ -176,7 +175,7 @@ def test_registry_reads_back_as_the_fleet_that_was_loaded(clean_db: str) -> None
     )
     load_fleet(clean_db, fleet)
     with psycopg.connect(clean_db) as conn:
-        back = read_current_fleet(conn)
+        back = read_fleet(conn)
     assert back.device_types == fleet.device_types
     assert [p.id for p in back.parks] == ["p1", "p2"]
     factories = {f.id: f for f in back.parks[0].factories}
