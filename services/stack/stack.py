@@ -7,7 +7,7 @@ import http.client
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,10 +221,12 @@ class Stack:
         """Return the API service."""
         return self._service("api", ["-m", API_MODULE], {})
 
-    def simulator_process(self, fleet_file: Path) -> ManagedProcess:
+    def simulator_process(self, fleet_file: Path, extra_args: Sequence[str] = ()) -> ManagedProcess:
         """Return the background simulator publishing for ``fleet_file``."""
         return self._service(
-            "simulator", ["-m", SIMULATOR_MODULE, "run", "--fleet", str(fleet_file)], {}
+            "simulator",
+            ["-m", SIMULATOR_MODULE, "run", "--fleet", str(fleet_file), *extra_args],
+            {},
         )
 
     def _known_workers(self) -> list[int]:
@@ -325,7 +327,7 @@ class Stack:
         """Return whether a background simulator started by ``demo`` runs."""
         return self.simulator_process(Path("-")).is_running()
 
-    def start_simulator(self, fleet_file: Path) -> bool:
+    def start_simulator(self, fleet_file: Path, extra_args: Sequence[str] = ()) -> bool:
         """Start the simulator for ``fleet_file`` in the background unless one runs.
 
         Returns:
@@ -336,7 +338,7 @@ class Stack:
         """
         if self.simulator_running():
             return False
-        process = self.simulator_process(fleet_file)
+        process = self.simulator_process(fleet_file, extra_args)
         pid = process.start()
         # The simulator has no port; surviving its first moments means it accepted its
         # fleet file and options.
