@@ -10,6 +10,7 @@ import uvicorn
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
+from services.retention import RetentionSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     settings = ApiSettings()
-    app = create_app(settings, DatabaseSettings())
+    app = create_app(settings, DatabaseSettings(), maintenance=RetentionSettings())
     uvicorn.run(
         app,
         host=settings.host,

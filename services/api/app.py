@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from services.api import problems
 from services.api.auth import ApiKeyMiddleware
 from services.api.routes import ROUTERS
 from services.config import ApiSettings, DatabaseSettings
+from services.retention import RetentionSettings, run_maintenance
 
 _DESCRIPTION = """Industry state, sensed on one network.
 
@@ -21,8 +23,19 @@ Times are RFC 3339 UTC; errors are `application/problem+json`.
 """
 
 
-def create_app(settings: ApiSettings, database: DatabaseSettings) -> FastAPI:
-    """Build the API for one database."""
+def create_app(
+    settings: ApiSettings,
+    database: DatabaseSettings,
+    maintenance: RetentionSettings | None = None,
+) -> FastAPI:
+    """Build the API for one database.
+
+    Args:
+        settings: The API's own settings.
+        database: Where the database is.
+        maintenance: When given, the app also runs the retention and availability job
+            beside the server (``parksense api`` does; tests usually do not).
+    """
     conninfo = database.conninfo(application_name="parksense-api")
 
     @asynccontextmanager
@@ -37,9 +50,21 @@ def create_app(settings: ApiSettings, database: DatabaseSettings) -> FastAPI:
         # Not waiting: the API starts while the database is away, and /readyz says so.
         await pool.open(wait=False)
         app.state.pool = pool
+        stop = asyncio.Event()
+        job = None
+        if maintenance is not None:
+            job = asyncio.create_task(
+                run_maintenance(
+                    pool, maintenance, online_timeout_s=settings.online_timeout_s, stop=stop
+                ),
+                name="maintenance",
+            )
         try:
             yield
         finally:
+            stop.set()
+            if job is not None:
+                await job
             await pool.close()
 
     app = FastAPI(

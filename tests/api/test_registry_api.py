@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
+from tests.helpers import wait_until
 
 FLEET = """
 parks:
@@ -225,3 +226,24 @@ def test_api_keys_guard_v1_when_configured(db_settings: DatabaseSettings, clean_
         assert client.get("/v1/parks", params={"api_key": "k1"}).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/openapi.json").status_code == 200
+
+
+def test_api_runs_the_maintenance_job_when_asked(
+    db_settings: DatabaseSettings, clean_db: str
+) -> None:
+    """``parksense api`` runs retention and availability beside the server."""
+    from services.retention import RetentionSettings  # noqa: PLC0415 - only this test needs it
+
+    old = datetime.now(UTC) - timedelta(days=45)
+    with TestClient(create_app(ApiSettings(), db_settings)) as client:
+        load(client)
+    insert_readings(clean_db, [("f01-meter-1", "power_kw", old, 1.0, None)])
+    maintenance = RetentionSettings(availability_interval_s=0.1)
+    with TestClient(create_app(ApiSettings(), db_settings, maintenance=maintenance)):
+
+        def dropped() -> bool:
+            with psycopg.connect(clean_db) as conn:
+                row = conn.execute("SELECT count(*) FROM readings").fetchone()
+            return row is not None and row[0] == 0
+
+        wait_until(dropped, 30, message="retention never dropped the 45-day-old chunk")

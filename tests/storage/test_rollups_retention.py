@@ -93,8 +93,14 @@ def test_maintenance_loop_runs_both_jobs_until_stopped(clean_db: str) -> None:
             )
             deadline = asyncio.get_running_loop().time() + 30
             while asyncio.get_running_loop().time() < deadline:
-                found = rows(clean_db, "SELECT count(*) AS n FROM readings")
-                settled = rows(clean_db, "SELECT settled_to FROM availability_progress")
+                # In a thread: a blocking query on the loop could wait for a lock held by
+                # the maintenance task's open transaction, which needs the loop to commit.
+                found = await asyncio.to_thread(
+                    rows, clean_db, "SELECT count(*) AS n FROM readings"
+                )
+                settled = await asyncio.to_thread(
+                    rows, clean_db, "SELECT settled_to FROM availability_progress"
+                )
                 if found[0]["n"] == 1 and settled and settled[0]["settled_to"] is not None:
                     break
                 await asyncio.sleep(0.05)
