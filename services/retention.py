@@ -17,7 +17,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Self
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,13 +91,13 @@ async def run_maintenance(
             try:
                 async with pool.connection() as conn:
                     await materialize(conn, now=now, online_timeout=timeout)
-            except (psycopg.Error, OSError):
+            except Exception:  # atop a long-lived task: log, then try at the next turn
                 logger.exception("Availability job failed; retrying at its next turn")
         if now_mono >= next_retention:
             next_retention = now_mono + settings.interval_s
             try:
                 await retention_once(pool, settings, now=now)
-            except (psycopg.Error, OSError):
+            except Exception:  # atop a long-lived task: log, then try at the next turn
                 logger.exception("Retention failed; retrying at its next turn")
         wait_s = max(0.0, min(next_availability, next_retention) - time.monotonic())
         try:

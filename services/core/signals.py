@@ -275,9 +275,9 @@ def health_components(
 ) -> dict[str, HealthComponent]:
     """Return the four weighted terms of the health index, in points out of 100."""
     terms = {
-        Signal.OPERATING_RATE.value: (WEIGHT_OPERATING, operating_rate),
-        Signal.CAPACITY_UTILIZATION.value: (WEIGHT_CAPACITY, min(capacity_utilization, 1.0)),
-        Signal.ONLINE_RATE.value: (WEIGHT_ONLINE, online_rate),
+        "operating_rate": (WEIGHT_OPERATING, operating_rate),
+        "capacity_utilization": (WEIGHT_CAPACITY, min(capacity_utilization, 1.0)),
+        "online_rate": (WEIGHT_ONLINE, online_rate),
         "no_alarm": (WEIGHT_NO_ALARM, 1.0 - alarm_rate),
     }
     return {

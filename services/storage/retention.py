@@ -50,10 +50,16 @@ async def apply_retention(
         rollup_chunks = await _drop_chunks(conn, "readings_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_metric_1m", rollup_cutoff)
+        rollup_chunks += await _drop_chunks(conn, "park_1h", rollup_cutoff)
         deleted = 0
-        for table in ("readings_1m", "park_1m", "park_metric_1m"):
+        for table, column in (
+            ("readings_1m", "minute"),
+            ("park_1m", "minute"),
+            ("park_metric_1m", "minute"),
+            ("park_1h", "hour"),
+        ):
             cur = await conn.execute(
-                f"DELETE FROM {table} WHERE minute < %s",  # fixed table names
+                f"DELETE FROM {table} WHERE {column} < %s",  # fixed identifiers
                 (rollup_cutoff,),
             )
             deleted += max(cur.rowcount, 0)

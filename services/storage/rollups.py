@@ -8,6 +8,7 @@ fresh_readings ─▶ fresh_1m (per device, metric, minute)
    └─ new readings in between stored ones (late data) ─▶ recompute the minute from readings
 readings_1m counters ─▶ re-stitch inc_from_prev of touched minutes and the next stored one
 touched minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
+touched hours ─▶ recompute park_1h from park_1m
 ```
 
 Only inserted rows reach ``fresh_readings``, so a redelivered reading never counts twice.
@@ -323,6 +324,41 @@ _PARK_MINUTES_TOUCHED = _PARK_MINUTES.format(
     """
 )
 
+_PARK_SUMS = (
+    "devices_reporting, lines_reporting_state, lines_running, factories_operating,"
+    " lines_reporting_output, output_units, meters_reporting_power, power_kw,"
+    " energy_reporting, energy_kwh, alarm_devices_reporting, devices_in_alarm"
+)
+
+# park_1h: the sums of park_1m over each hour ``{park_hours}`` yields (park_id, hour).
+_PARK_HOURS = f"""
+WITH ph AS (
+    {{park_hours}}
+)
+INSERT INTO park_1h AS h (park_id, hour, minutes, {_PARK_SUMS})
+SELECT m.park_id, ph.hour, count(*)::integer,
+       {", ".join(f"sum({c.strip()})" for c in _PARK_SUMS.split(","))}
+FROM ph
+JOIN park_1m m ON m.park_id = ph.park_id
+    AND m.minute >= ph.hour AND m.minute < ph.hour + interval '1 hour'
+GROUP BY m.park_id, ph.hour
+ORDER BY m.park_id, ph.hour
+ON CONFLICT (park_id, hour) DO UPDATE SET
+    minutes = excluded.minutes,
+    {", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _PARK_SUMS.split(","))}
+"""
+
+_PARK_HOURS_TOUCHED = _PARK_HOURS.format(
+    park_hours="SELECT DISTINCT d.park_id, time_bucket(interval '1 hour', t.minute) AS hour"
+    " FROM touched_minutes t JOIN devices d ON d.device_id = t.device_id"
+)
+
+_REBUILD_PARK_HOURS = _PARK_HOURS.format(
+    park_hours="SELECT p.park_id, g.hour FROM parks p CROSS JOIN generate_series("
+    "time_bucket(interval '1 hour', %(start)s::timestamptz),"
+    " %(end)s::timestamptz - interval '1 microsecond', interval '1 hour') AS g(hour)"
+)
+
 # Late readings before the availability job's horizon: it recomputes those devices.
 _MARK_AVAILABILITY = """
 INSERT INTO availability_dirty AS a (device_id, from_ts)
@@ -331,7 +367,8 @@ FROM fresh_readings f
 JOIN availability_progress p ON p.settled_to IS NOT NULL AND f.ts <= p.settled_to
 GROUP BY f.device_id
 ORDER BY f.device_id
-ON CONFLICT (device_id) DO UPDATE SET from_ts = least(a.from_ts, excluded.from_ts)
+ON CONFLICT (device_id) DO UPDATE
+SET from_ts = least(a.from_ts, excluded.from_ts), marks = a.marks + 1
 """
 
 
@@ -361,6 +398,7 @@ async def update_from_fresh(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> Non
     await cur.execute(_TOUCH_FRESH)
     await cur.execute(_STITCH_FRESH)
     await cur.execute(_PARK_MINUTES_TOUCHED)
+    await cur.execute(_PARK_HOURS_TOUCHED)
     await cur.execute(_MARK_AVAILABILITY)
 
 
@@ -479,5 +517,10 @@ async def rebuild(
             )
             await cur.execute(_REBUILD_PARK_MINUTES, params)
             await cur.execute(_PARK_MINUTES_TOUCHED)  # the minute after the range
+            await cur.execute(
+                "DELETE FROM park_1h WHERE hour >= %(start)s AND hour < %(end)s", params
+            )
+            await cur.execute(_REBUILD_PARK_HOURS, params)
+            await cur.execute(_PARK_HOURS_TOUCHED)
         logger.info("Rebuilt roll-ups of %s to %s", lo.isoformat(), hi.isoformat())
         lo = hi

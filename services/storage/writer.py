@@ -167,6 +167,9 @@ class BatchWriter:
                 await cur.execute(_INSERT_FRESH)
                 inserted = max(cur.rowcount, 0)
                 if inserted:
+                    # Every row lock from here on is taken under the roll-up lock, so two
+                    # writers cannot deadlock on a device_status row (see rollups.lock).
+                    await rollups.lock(cur)
                     await cur.execute(_UPDATE_LATEST)
                     await cur.execute(_UPDATE_LAST_SEEN)
                     await rollups.update_from_fresh(cur)

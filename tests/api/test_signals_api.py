@@ -299,7 +299,7 @@ def test_device_availability_with_reasons(api: TestClient, clean_db: str) -> Non
     assert body["online_share"] == pytest.approx(1240 / 3600)
 
     async def run() -> list[Any]:
-        async with await psycopg.AsyncConnection.connect(clean_db) as conn:
+        async with await psycopg.AsyncConnection.connect(clean_db, autocommit=True) as conn:
             await materialize(
                 conn, now=end + timedelta(minutes=10), online_timeout=timedelta(seconds=90)
             )

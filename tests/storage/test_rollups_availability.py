@@ -25,7 +25,7 @@ def run_job(conninfo: str, now: datetime) -> list[Transition]:
     """Run the job once at ``now``; return m1's stored transitions."""
 
     async def run() -> list[Transition]:
-        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
             await materialize(conn, now=now, online_timeout=TIMEOUT)
             return await stored_transitions(conn, "m1", T0 - timedelta(days=1), now)
 
@@ -77,7 +77,7 @@ def test_a_changed_timeout_starts_the_record_over(clean_db: str) -> None:
     run_job(clean_db, at(30))
 
     async def run() -> list[Transition]:
-        async with await psycopg.AsyncConnection.connect(clean_db) as conn:
+        async with await psycopg.AsyncConnection.connect(clean_db, autocommit=True) as conn:
             await materialize(conn, now=at(30), online_timeout=timedelta(seconds=300))
             return await stored_transitions(conn, "m1", T0, at(30))
 

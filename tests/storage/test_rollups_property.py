@@ -37,7 +37,9 @@ from services.storage.fleet_store import load_fleet
 from tests.storage.test_rollups import write_batches
 
 D0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
-SPAN_S = 10 * 60
+# Readings fall in the first 10 minutes (crowded minutes, much late data) or the first
+# 150 (several hours, so history reads whole hours too).
+SPANS_MIN = (10, 150)
 MINUTE = timedelta(minutes=1)
 
 FLEET = """
@@ -109,12 +111,12 @@ class Raw:
 
 
 @st.composite
-def raw_readings(draw: st.DrawFn) -> list[Raw]:
+def raw_readings(draw: st.DrawFn, span_min: int) -> list[Raw]:
     """Readings at distinct (device, metric, ts), clustered so minutes get several each."""
     out: dict[tuple[str, str, datetime], Raw] = {}
     for _ in range(draw(st.integers(1, 60))):
         device, metric, kind, values = draw(st.sampled_from(METRICS))
-        ms = draw(st.integers(0, SPAN_S * 1000 - 1))
+        ms = draw(st.integers(0, span_min * 60_000 - 1))
         ts = D0 + timedelta(milliseconds=ms)
         out[(device, metric, ts)] = Raw(device, metric, kind, ts, draw(values))
     return list(out.values())
@@ -134,8 +136,8 @@ def truncate(conninfo: str) -> None:
     """Empty the data tables, keeping the registry."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE readings, readings_1m, park_1m, park_metric_1m, device_latest, device_status,"
-            " device_status_events, device_availability, availability_dirty"
+            "TRUNCATE readings, readings_1m, park_1m, park_1h, park_metric_1m, device_latest,"
+            " device_status, device_status_events, device_availability, availability_dirty"
         )
 
 
@@ -406,18 +408,19 @@ def test_rollups_and_history_equal_the_definitions_on_raw_readings(
 ) -> None:
     """Roll-ups, history buckets, live increases and live signals match raw definitions."""
     truncate(fleet_db)
-    readings = data.draw(raw_readings(), label="readings")
+    span_min = data.draw(st.sampled_from(SPANS_MIN), label="span")
+    readings = data.draw(raw_readings(span_min), label="readings")
     batches = data.draw(deliveries(readings), label="batches")
     results = write_batches(fleet_db, [[r.reading() for r in b] for b in batches])
     assert sum(r.inserted for r in results) == len(readings)  # duplicates never inserted
     check_stored_rows(fleet_db, readings)
 
-    buckets = [Bucket.MINUTE, Bucket.FIVE_MINUTES, Bucket.FIFTEEN_MINUTES]
+    buckets = list(Bucket)
     bucket = data.draw(st.sampled_from(buckets), label="bucket")
-    first = data.draw(st.integers(0, 9), label="start minute")
-    last = data.draw(st.integers(first + 1, 10), label="end minute")
+    first = data.draw(st.integers(0, span_min - 1), label="start minute")
+    last = data.draw(st.integers(first + 1, span_min), label="end minute")
     start, end = D0 + first * MINUTE, D0 + last * MINUTE
-    as_of = D0 + timedelta(milliseconds=data.draw(st.integers(0, SPAN_S * 1000 + 120_000)))
+    as_of = D0 + timedelta(milliseconds=data.draw(st.integers(0, span_min * 60_000 + 120_000)))
     window_s = float(data.draw(st.sampled_from([10, 45, 60, 150, 300, 600])))
 
     async def query() -> tuple[list[BucketSignals], dict[tuple[str, str], float], ParkSignals]:
