@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from services.api.screenshot import CHROMIUM_ARGS, find_chromium
 from services.config import DatabaseSettings, MqttSettings
 from tests.browser.harness import LiveStack, live_stack
 from tests.ingest.harness import REPO
 
-# The system's Chromium: Playwright never downloads a browser here.
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def chromium_path() -> str | None:
-    """Where the system's Chromium is (``PARKSENSE_CHROMIUM`` overrides), or None."""
-    override = os.environ.get("PARKSENSE_CHROMIUM")
-    if override:
-        return override if Path(override).is_file() else None
-    for candidate in CHROMIUM_CANDIDATES:
-        if Path(candidate).is_file():
-            return candidate
-    return shutil.which("chromium")
 
 
 # Package scope, not session: Playwright's sync API keeps an event loop running in the main
@@ -45,7 +21,7 @@ def chromium_path() -> str | None:
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """Headless Chromium for the browser tests; they fail (not skip) when it is missing."""
-    executable = chromium_path()
+    executable = find_chromium()
     if executable is None:
         pytest.fail(
             "Chromium is not installed: run `deploy/install-system.sh --browser`"

@@ -79,6 +79,16 @@ def started(factory: Callable[..., IngestProcess], conninfo: str, **kw: object) 
     return worker
 
 
+def publish_mid_stream(
+    fleet: LoadFleet, conninfo: str, mqtt_settings: MqttSettings
+) -> tuple[Background, set[Row]]:
+    """Start publishing READINGS readings and return once a tenth of them is stored."""
+    messages, expected = make_messages(fleet, READINGS)
+    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
+    wait_until(lambda: count_rows(conninfo, fleet.prefix) > READINGS // 10, 60)
+    return publishing, expected
+
+
 def test_sigkill_mid_stream_loses_nothing(
     fleet: LoadFleet,
     clean_db: str,
@@ -87,9 +97,7 @@ def test_sigkill_mid_stream_loses_nothing(
 ) -> None:
     """(a) Ingest killed with SIGKILL and restarted: every reading stored exactly once."""
     worker = started(ingest_factory, clean_db)
-    messages, expected = make_messages(fleet, READINGS)
-    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
-    wait_until(lambda: count_rows(clean_db, fleet.prefix) > READINGS // 10, 60)
+    publishing, expected = publish_mid_stream(fleet, clean_db, mqtt_settings)
     worker.kill()
     worker.start()
     publishing.join()
@@ -105,9 +113,7 @@ def test_postgres_restart_mid_stream_loses_nothing(
 ) -> None:
     """(b) PostgreSQL restarted mid-stream: ingest holds, retries and resumes by itself."""
     worker = started(ingest_factory, clean_db)
-    messages, expected = make_messages(fleet, READINGS)
-    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
-    wait_until(lambda: count_rows(clean_db, fleet.prefix) > READINGS // 10, 60)
+    publishing, expected = publish_mid_stream(fleet, clean_db, mqtt_settings)
     pg_cluster.restart(mode="immediate")
     publishing.join()
     assert_exactly_stored(clean_db, fleet, expected)
@@ -125,9 +131,7 @@ def test_mosquitto_restart_mid_stream_loses_nothing(
 ) -> None:
     """(c) Broker restarted mid-stream: publishers and ingest reconnect, queues survive."""
     started(ingest_factory, clean_db)
-    messages, expected = make_messages(fleet, READINGS)
-    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
-    wait_until(lambda: count_rows(clean_db, fleet.prefix) > READINGS // 10, 60)
+    publishing, expected = publish_mid_stream(fleet, clean_db, mqtt_settings)
     mosquitto.restart()
     publishing.join()
     assert_exactly_stored(clean_db, fleet, expected)
@@ -166,9 +170,7 @@ def test_two_workers_one_killed_loses_nothing(
     group = f"g-{fleet.prefix}"
     first = started(ingest_factory, clean_db, share_group=group)
     second = started(ingest_factory, clean_db, share_group=group)
-    messages, expected = make_messages(fleet, READINGS)
-    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
-    wait_until(lambda: count_rows(clean_db, fleet.prefix) > READINGS // 10, 60)
+    publishing, expected = publish_mid_stream(fleet, clean_db, mqtt_settings)
     second.kill()
     publishing.join()
     second.start()
@@ -227,9 +229,7 @@ def test_sigterm_drains_and_exits_cleanly(
 ) -> None:
     """SIGTERM mid-stream: flush, commit, acknowledge, disconnect, exit 0; nothing lost."""
     worker = started(ingest_factory, clean_db)
-    messages, expected = make_messages(fleet, READINGS)
-    publishing = Background(lambda: publish_concurrently(mqtt_settings, messages, PUBLISHERS))
-    wait_until(lambda: count_rows(clean_db, fleet.prefix) > READINGS // 10, 60)
+    publishing, expected = publish_mid_stream(fleet, clean_db, mqtt_settings)
     assert worker.terminate() == 0
     assert "stopped" in worker.log_path.read_text()
     worker.start()
