@@ -98,9 +98,10 @@ class BrokerSync:
                 users = broker_users(conn)
                 probe_password = secrets.token_urlsafe(24)
                 probe_salt = new_salt()
+                # One iteration: the probe password is random and lives for one sync.
                 probe = BrokerUser(
                     SYNC_PROBE_USERNAME,
-                    mosquitto_hash(probe_salt, hash_password(probe_password, probe_salt), 1),
+                    mosquitto_hash(probe_salt, hash_password(probe_password, probe_salt, 1), 1),
                 )
                 write_broker_files(auth_dir, render_broker_files([*users, probe]))
                 pid = self._broker_pid()
