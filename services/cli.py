@@ -88,6 +88,12 @@ class Settings:
             stack = self.make_stack()
             if stack.broker.config_file.exists():
                 return stack.broker_sync()
+            logger.warning(
+                "No local broker under %s and PARKSENSE_BROKER_AUTH_DIR is unset: a broker"
+                " that reads the database (EMQX) sees the change now, the local stack at"
+                " its next `parksense up`",
+                stack.state_dir,
+            )
         return BrokerSync(auth, self.mqtt)
 
     def make_stack(self) -> Stack:
