@@ -64,9 +64,8 @@ class Batcher:
             self._oldest = now
         self._batch.tokens.append(token)
         self._batch.readings.extend(outcome.readings)
-        letter = dead_letter(outcome.rejections)
-        if letter is not None:
-            self._batch.dead_letters.append(letter)
+        if outcome.rejections:
+            self._batch.dead_letters.append(dead_letter(*outcome.rejections))
         if outcome.status is not None:
             self._batch.statuses.append(outcome.status)
         self._rows += outcome.rows

@@ -11,7 +11,6 @@ dead letter never holds what PostgreSQL text cannot (U+0000, lone surrogates).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -63,17 +62,10 @@ class DeadLetter:
         return sum(group.refused for group in self.groups)
 
 
-def dead_letter(rejections: Sequence[Rejection]) -> DeadLetter | None:
-    """Group the rejections of one message by reason, in the order they first appear.
-
-    Returns:
-        None when nothing in the message was refused.
-    """
-    if not rejections:
-        return None
-    first = rejections[0]
+def dead_letter(first: Rejection, *more: Rejection) -> DeadLetter:
+    """Group the rejections of one message by reason, in the order they first appear."""
     by_reason: dict[RejectReason, list[Rejection]] = {}
-    for rejection in rejections:
+    for rejection in (first, *more):
         by_reason.setdefault(rejection.reason, []).append(rejection)
     return DeadLetter(
         topic=stored_topic(first.topic),

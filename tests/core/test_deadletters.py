@@ -21,8 +21,7 @@ def test_many_refused_readings_make_one_letter_with_one_group() -> None:
     metrics = {f"x{i:04d}": 1 for i in range(2000)}
     payload = orjson.dumps({"ts": "2026-11-26T09:59:00Z", "metrics": metrics})
     outcome = judge_message(topic("e1"), payload, registry(), NOW, LIMITS)
-    letter = dead_letter(outcome.rejections)
-    assert letter is not None
+    letter = dead_letter(*outcome.rejections)
     assert letter.payload is payload
     assert [(g.reason, g.refused) for g in letter.groups] == [(RejectReason.UNKNOWN_METRIC, 2000)]
     group = letter.groups[0]
@@ -41,8 +40,7 @@ def test_groups_follow_the_order_reasons_first_appear() -> None:
         ]
     )
     outcome = judge_message(topic("e1"), payload, registry(), NOW, LIMITS)
-    letter = dead_letter(outcome.rejections)
-    assert letter is not None
+    letter = dead_letter(*outcome.rejections)
     assert [(g.reason, g.refused, g.metrics) for g in letter.groups] == [
         (RejectReason.OUT_OF_RANGE, 2, ("temp_c", "humidity_pct")),
         (RejectReason.UNKNOWN_METRIC, 2, ("volts", "amps")),
@@ -50,17 +48,11 @@ def test_groups_follow_the_order_reasons_first_appear() -> None:
     assert letter.refused == 4
 
 
-def test_nothing_refused_is_no_letter() -> None:
-    """A message with no rejection gives no dead letter."""
-    assert dead_letter(()) is None
-
-
 def test_a_letter_holds_only_storable_bounded_text() -> None:
     """A NUL-laden 60,000-character topic is kept escaped and cut to TOPIC_MAX_CHARS."""
     bad = "parksense/v1/" + "\x00\ud800" * 30_000
     outcome = judge_message(bad, b"{}", registry(), NOW, LIMITS)
-    letter = dead_letter(outcome.rejections)
-    assert letter is not None
+    letter = dead_letter(*outcome.rejections)
     assert len(letter.topic) <= TOPIC_MAX_CHARS
     for text in (letter.topic, letter.groups[0].detail):
         assert "\x00" not in text
@@ -71,8 +63,7 @@ def test_minimal_letter_keeps_reason_count_and_payload_in_ascii() -> None:
     """The fallback keeps the first reason, the total refused and the payload; text is ASCII."""
     payload = orjson.dumps({"ts": "2026-11-26T09:59:00Z", "metrics": {"volts": 1, "amps": 2}})
     outcome = judge_message(topic("e1"), payload, registry(), NOW, LIMITS)
-    letter = dead_letter(outcome.rejections)
-    assert letter is not None
+    letter = dead_letter(*outcome.rejections)
     minimal = minimal_dead_letter(letter, "refused: caf\u00e9 \x00")
     assert minimal.payload is payload
     assert minimal.topic == topic("e1")

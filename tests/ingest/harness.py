@@ -280,13 +280,25 @@ def count_rows(conninfo: str, prefix: str) -> int:
 
 
 def dead_letter_reasons(conninfo: str, prefix: str) -> list[str]:
-    """Reasons of the test's dead letters, oldest first."""
+    """Reasons of the test's dead letters, oldest first: one per reason refused in a message."""
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
             "SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id",
             (f"parksense/v1/{prefix}%",),
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def dead_letter_messages(conninfo: str, prefix: str) -> list[tuple[str, bytes | None]]:
+    """(topic, payload) of each of the test's refused messages, oldest first."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (m.message_id) d.topic, m.payload"
+            " FROM dead_letter_messages m JOIN dead_letters d USING (message_id)"
+            " WHERE d.topic LIKE %s ORDER BY m.message_id",
+            (f"parksense/v1/{prefix}%",),
+        ).fetchall()
+    return [(topic, None if payload is None else bytes(payload)) for topic, payload in rows]
 
 
 def scrape(port: int) -> dict[str, float]:
