@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
@@ -313,3 +313,21 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.partition(" ")
             values[name] = float(value)
     return values
+
+
+def mqtt_client(
+    mqtt_settings: MqttSettings,
+    client_id: str | None = None,
+    *,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+) -> mqtt.Client:
+    """A paho client (MQTT 5 unless told) with the settings' credentials; not yet connected."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"test-{uuid.uuid4().hex[:10]}",
+        protocol=protocol,
+    )
+    if mqtt_settings.username:
+        password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
+        client.username_pw_set(mqtt_settings.username, password)
+    return client
