@@ -40,3 +40,6 @@ ALTER TABLE dead_letters
 
 -- ON DELETE CASCADE from the retention job finds a message's rows through this index.
 CREATE INDEX dead_letters_message_idx ON dead_letters (message_id);
+
+-- The retention job deletes delivery minutes by time (services/storage/retention.py).
+CREATE INDEX delivery_1m_minute_idx ON delivery_1m (minute);
