@@ -331,3 +331,10 @@ def mqtt_client(
         password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
         client.username_pw_set(mqtt_settings.username, password)
     return client
+
+
+def acked_all(worker: IngestProcess) -> bool:
+    """Whether the worker has acknowledged every message it received (and received one)."""
+    figures = scrape(worker.metrics_port)
+    received = figures.get("parksense_ingest_messages_received_total", 0.0)
+    return received > 0 and figures.get("parksense_ingest_messages_acked_total") == received
