@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
@@ -15,6 +17,7 @@ from services.core.batching import Batch
 from services.core.deadletters import dead_letter
 from services.core.readings import Rejection, RejectReason
 from services.core.validate import Limits, judge_message
+from services.retention import RetentionSettings
 from services.stack.postgres import PostgresCluster
 from services.storage.migrate import apply_migrations, load_migrations
 from services.storage.retention import apply_retention
@@ -167,3 +170,21 @@ def test_storage_rejected_letter_without_payload_is_written(clean_db: str) -> No
         " JOIN dead_letter_messages m USING (message_id)",
     )
     assert got == [{"reason": "storage_rejected", "metric": "temp_c", "payload": None}]
+
+
+def test_dead_letter_and_delivery_horizons_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PARKSENSE_RETENTION_DEAD_LETTER_DAYS and _DELIVERY_DAYS set the horizons (30 d each)."""
+    assert RetentionSettings().dead_letter_keep == timedelta(days=30)
+    assert RetentionSettings().delivery_keep == timedelta(days=30)
+    monkeypatch.setenv("PARKSENSE_RETENTION_DEAD_LETTER_DAYS", "7")
+    monkeypatch.setenv("PARKSENSE_RETENTION_DELIVERY_DAYS", "90")
+    settings = RetentionSettings()
+    assert (settings.dead_letter_keep, settings.delivery_keep) == (
+        timedelta(days=7),
+        timedelta(days=90),
+    )
+    monkeypatch.setenv("PARKSENSE_RETENTION_DEAD_LETTER_DAYS", "0")
+    with pytest.raises(ValidationError, match="dead_letter_days"):
+        RetentionSettings()
