@@ -117,19 +117,30 @@ class IssuedCredential(_Out):
 
 
 class DeadLetter(_Out):
-    """A refused reading or message."""
+    """The refusals of one reason in one refused message.
+
+    A message is stored once; each reason refused in it is one entry, counting how many
+    readings (or samples, or whole messages) it refused and naming the first metrics.
+    """
 
     id: int
     received_at: datetime
     reason: str
-    detail: str
+    detail: str = Field(description="why, for the first refusal of the entry (bounded)")
     topic: str
     park_id: str | None
     device_id: str | None
-    metric: str | None
-    ts: datetime | None
-    payload: str | None = Field(description="the refused payload (UTF-8, or base64 when binary)")
+    metric: str | None = Field(description="the (first) refused metric, when it names one")
+    ts: datetime | None = Field(description="measured time of the (first) refused sample")
+    payload: str | None = Field(
+        description="the refused message as it arrived (UTF-8, or base64 when binary)"
+    )
     payload_encoding: str | None = Field(description="'utf-8' or 'base64'")
+    message_id: int = Field(description="the refused message; its entries share it")
+    refused: int = Field(
+        description="refusals in this entry: readings, samples, or 1 for a whole message"
+    )
+    metrics: list[str] = Field(description="the first refused metric names (at most 16)")
 
 
 class DeadLetters(_Out):

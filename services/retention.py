@@ -3,7 +3,9 @@
 ```
 every availability_interval_s ─▶ materialize device_availability up to now - timeout
 every interval_s               ─▶ drop raw chunks older than raw_days,
-                                  roll-ups and availability older than rollup_days
+                                  roll-ups and availability older than rollup_days,
+                                  dead letters older than dead_letter_days,
+                                  delivery accounting older than delivery_days
 ```
 The API process runs it (one task beside the server); any number of processes may, since
 each step is one transaction that serialises on its own rows.
@@ -37,6 +39,12 @@ class RetentionSettings(BaseSettings):
     raw_days: float = Field(default=30.0, gt=0)
     # Per-minute roll-ups, park minutes, availability transitions and status events.
     rollup_days: float = Field(default=730.0, gt=0)
+    # Refused messages (dead_letters, dead_letter_messages): as long as a stored reading,
+    # so that a refusal can be looked into for as long as the data it concerns is there.
+    dead_letter_days: float = Field(default=30.0, gt=0)
+    # Per-park delivery accounting per minute (delivery_1m): as long as the dead letters,
+    # since a delivery report counts refusals from them.
+    delivery_days: float = Field(default=30.0, gt=0)
     # Dropping chunks is cheap; hourly keeps at most a day and an hour of extra raw data.
     interval_s: float = Field(default=3600.0, gt=0)
     availability_interval_s: float = Field(default=60.0, gt=0)
@@ -57,6 +65,16 @@ class RetentionSettings(BaseSettings):
         """How long roll-ups are kept."""
         return timedelta(days=self.rollup_days)
 
+    @property
+    def dead_letter_keep(self) -> timedelta:
+        """How long dead letters are kept."""
+        return timedelta(days=self.dead_letter_days)
+
+    @property
+    def delivery_keep(self) -> timedelta:
+        """How long per-minute delivery accounting is kept."""
+        return timedelta(days=self.delivery_days)
+
 
 async def retention_once(
     pool: AsyncConnectionPool, settings: RetentionSettings, *, now: datetime
@@ -64,7 +82,12 @@ async def retention_once(
     """Run the retention step once."""
     async with pool.connection() as conn:
         return await apply_retention(
-            conn, now=now, raw_keep=settings.raw_keep, rollup_keep=settings.rollup_keep
+            conn,
+            now=now,
+            raw_keep=settings.raw_keep,
+            rollup_keep=settings.rollup_keep,
+            dead_letter_keep=settings.dead_letter_keep,
+            delivery_keep=settings.delivery_keep,
         )
 
 

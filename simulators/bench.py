@@ -417,7 +417,8 @@ def _fill_database_figures(
         report.landed_readings_s = stored / span
         report.landed_messages_s = stored / (report.samples_per_message * METRICS_PER_SAMPLE) / span
     refused = conn.execute(
-        "SELECT reason, count(*) FROM dead_letters WHERE received_at >= %s AND device_id LIKE %s"
+        "SELECT reason, sum(refused) FROM dead_letters"
+        " WHERE received_at >= %s AND device_id LIKE %s"
         " GROUP BY reason ORDER BY reason",
         (since, f"{DEVICE_PREFIX}%"),
     ).fetchall()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.core.readings import MessageOutcome, Reading, Rejection, StatusUpdate
+from services.core.deadletters import DeadLetter, dead_letter
+from services.core.readings import MessageOutcome, Reading, StatusUpdate
 
 
 @dataclass(slots=True)
@@ -13,7 +14,7 @@ class Batch:
 
     tokens: list[int] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # one per refused message
     statuses: list[StatusUpdate] = field(default_factory=list)
 
     @property
@@ -63,7 +64,8 @@ class Batcher:
             self._oldest = now
         self._batch.tokens.append(token)
         self._batch.readings.extend(outcome.readings)
-        self._batch.rejections.extend(outcome.rejections)
+        if outcome.rejections:
+            self._batch.dead_letters.append(dead_letter(*outcome.rejections))
         if outcome.status is not None:
             self._batch.statuses.append(outcome.status)
         self._rows += outcome.rows

@@ -20,10 +20,12 @@ class DecodeFailure:
 
 
 def decode_json(payload: bytes) -> object | DecodeFailure:
-    """Decode JSON, accepting the non-standard NaN and Infinity so they are refused per reading.
+    """Decode UTF-8 JSON, accepting NaN and Infinity so that they are refused per reading.
 
     orjson is the fast path; only payloads it refuses are tried again with the standard
-    library, which reads ``NaN``/``Infinity`` literals as floats.
+    library, which reads ``NaN``/``Infinity`` literals as floats. The payload must be UTF-8
+    (the contract says so): the standard library would also guess UTF-16 and UTF-32, and
+    decode encoded surrogates, so the bytes are decoded strictly first.
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         return DecodeFailure(
@@ -33,7 +35,14 @@ def decode_json(payload: bytes) -> object | DecodeFailure:
         decoded: object = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         try:
-            decoded = json.loads(payload)
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return DecodeFailure(
+                RejectReason.INVALID_UTF8,
+                f"payload is not UTF-8: byte {bad.start} ({payload[bad.start]:#04x}) {bad.reason}",
+            )
+        try:
+            decoded = json.loads(text)
         except (ValueError, RecursionError):
             return DecodeFailure(RejectReason.MALFORMED_JSON, f"not JSON: {exc}")
     return decoded

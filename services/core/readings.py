@@ -11,6 +11,7 @@ class RejectReason(StrEnum):
     """Why a reading or message was refused; stored with every dead letter."""
 
     OVERSIZE = "oversize"
+    INVALID_UTF8 = "invalid_utf8"
     MALFORMED_JSON = "malformed_json"
     INVALID_PAYLOAD = "invalid_payload"
     TOO_MANY_SAMPLES = "too_many_samples"
@@ -25,6 +26,7 @@ class RejectReason(StrEnum):
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     UNKNOWN_STATE = "unknown_state"
+    UNSTORABLE_TEXT = "unstorable_text"
     STORAGE_REJECTED = "storage_rejected"
 
 
@@ -52,7 +54,11 @@ class StatusUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A refused reading or message, on its way to the dead letters."""
+    """A refused reading, sample or message, on its way to the dead letters.
+
+    ``payload`` is the whole message as it arrived, shared by every rejection of that
+    message (the dead letter stores it once, see ``services/core/deadletters.py``).
+    """
 
     reason: RejectReason
     detail: str

@@ -1,4 +1,4 @@
-"""Parse and format ``parksense/v1/{park}/{factory}/{device}/{channel}`` topics."""
+"""Parse ``parksense/v1/{park}/{factory}/{device}/{channel}`` topics; ingest's filters."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from enum import StrEnum
 from schemas.telemetry import ID_PATTERN, TOPIC_ROOT
 
 _ID = re.compile(ID_PATTERN)
+# The last level of the topic on which the platform publishes a park's signals.
+SIGNALS_CHANNEL = "signals"
 
 
 class Channel(StrEnum):
@@ -42,8 +44,40 @@ def parse_topic(topic: str) -> TopicAddress | None:
         return None
 
 
+def is_platform_topic(topic: str) -> bool:
+    """Whether the platform itself publishes on ``topic``, so ingest ignores it.
+
+    ``parksense/v1/{park_id}/signals`` carries a park's signals to downstream readers
+    (PRODUCT.md "Sharing"); it lies under ingest's subscription, but it is no device's
+    data, so it is neither stored nor dead-lettered.
+    """
+    parts = topic.split("/")
+    return (
+        len(parts) == 4  # noqa: PLR2004 - parksense / v1 / park / signals
+        and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT
+        and parts[3] == SIGNALS_CHANNEL
+        and _ID.fullmatch(parts[2]) is not None
+    )
+
+
 def subscription_filters(share_group: str | None) -> list[str]:
-    """Return the topic filters ingest subscribes to, shared when a group is given."""
+    """Return the topic filters ingest subscribes to, shared when a group is given.
+
+    Everything under the root, so that a message on a topic outside the contract (an extra
+    level, an unknown channel) becomes a ``bad_topic`` dead letter instead of going unseen.
+    """
+    filters = [f"{TOPIC_ROOT}/#"]
+    if share_group:
+        return [f"$share/{share_group}/{f}" for f in filters]
+    return filters
+
+
+def legacy_subscription_filters(share_group: str | None) -> list[str]:
+    """Filters earlier versions of ingest subscribed to, removed from a persistent session.
+
+    A persistent session keeps its subscriptions across restarts; with these still there
+    beside the root filter, shared subscriptions would deliver each message twice.
+    """
     filters = [f"{TOPIC_ROOT}/+/+/+/{channel}" for channel in Channel]
     if share_group:
         return [f"$share/{share_group}/{f}" for f in filters]

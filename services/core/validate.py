@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,8 @@ from services.core.readings import (
     StatusUpdate,
 )
 from services.core.registry import DeviceEntry, MetricRule, Registry
-from services.core.topics import Channel, TopicAddress, parse_topic
+from services.core.text import sanitised, shown, storable
+from services.core.topics import Channel, TopicAddress, is_platform_topic, parse_topic
 
 # Epoch milliseconds outside these bounds cannot be turned into a datetime.
 _MIN_EPOCH_MS = -62_135_596_800_000
@@ -44,28 +44,35 @@ def parse_ts(raw: object) -> datetime:
     """
     if isinstance(raw, int) and not isinstance(raw, bool):
         if not _MIN_EPOCH_MS <= raw <= _MAX_EPOCH_MS:
-            raise _TimestampError(f"epoch milliseconds {raw} out of range")
+            raise _TimestampError(f"epoch milliseconds {shown(raw)} out of range")
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=raw)
     if isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw)
         except ValueError as exc:
-            raise _TimestampError(f"ts {raw!r} is not RFC 3339") from exc
+            raise _TimestampError(f"ts {shown(raw)} is not RFC 3339") from exc
         if ts.tzinfo is None:
-            raise _TimestampError(f"ts {raw!r} has no UTC offset")
+            raise _TimestampError(f"ts {shown(raw)} has no UTC offset")
         return ts.astimezone(UTC)
-    raise _TimestampError(f"ts must be an RFC 3339 string or epoch milliseconds, got {raw!r}")
+    raise _TimestampError(f"ts must be an RFC 3339 string or epoch milliseconds, got {shown(raw)}")
 
 
 def judge_message(
     topic: str, payload: bytes, registry: Registry, received_at: datetime, limits: Limits
 ) -> MessageOutcome:
-    """Turn one MQTT message into readings, a status update and rejections."""
+    """Turn one MQTT message into readings, a status update and rejections.
+
+    A message on the platform's own topic (a park's signals) turns into nothing: it is
+    acknowledged, neither stored nor dead-lettered.
+    """
     address = parse_topic(topic)
     if address is None:
+        if is_platform_topic(topic):
+            return MessageOutcome()
         return _whole(
             RejectReason.BAD_TOPIC,
-            f"not a parksense v1 topic: {topic!r}",
+            "not parksense/v1/{park}/{factory}/{device}/{telemetry|status}"
+            f" with valid ids: {shown(topic)}",
             topic,
             payload,
             received_at,
@@ -99,7 +106,7 @@ def judge_message(
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     for sample in samples:
-        _judge_sample(sample, topic, device, received_at, limits, readings, rejections)
+        _judge_sample(sample, topic, payload, device, received_at, limits, readings, rejections)
     return MessageOutcome(tuple(readings), tuple(rejections))
 
 
@@ -186,9 +193,10 @@ def _status_rejection(
     )
 
 
-def _judge_sample(
+def _judge_sample(  # noqa: C901 - one rule after another, in the order a reading is judged
     sample: object,
     topic: str,
+    payload: bytes,
     device: DeviceEntry,
     received_at: datetime,
     limits: Limits,
@@ -204,7 +212,7 @@ def _judge_sample(
                 detail=detail,
                 topic=topic,
                 received_at=received_at,
-                payload=_dump_sample(sample),
+                payload=payload,
                 park_id=device.park_id,
                 device_id=device.device_id,
                 metric=metric,
@@ -241,9 +249,18 @@ def _judge_sample(
     for metric, raw in metrics.items():
         rule = device.metrics.get(metric)
         if rule is None:
+            # Registry names are storable, so only an unknown name needs the check.
+            if not storable(metric):
+                refuse(
+                    RejectReason.UNSTORABLE_TEXT,
+                    f"metric name {shown(metric)} holds U+0000 or a lone surrogate",
+                    sanitised(metric),
+                    ts,
+                )
+                continue
             refuse(
                 RejectReason.UNKNOWN_METRIC,
-                f"type {device.type_id} has no metric {metric!r}",
+                f"type {device.type_id} has no metric {shown(metric)}",
                 metric,
                 ts,
             )
@@ -275,22 +292,26 @@ class Refused:
 
 def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
     """Judge one metric value against its rule."""
+    if rule.kind is MetricKind.STATE and isinstance(raw, str) and raw in rule.states:
+        return Accepted(None, raw)  # registry states are storable text
+    if isinstance(raw, str) and not storable(raw):
+        return Refused(
+            RejectReason.UNSTORABLE_TEXT, f"{shown(raw)} holds U+0000 or a lone surrogate"
+        )
     if rule.kind is MetricKind.STATE:
         if not isinstance(raw, str):
-            return Refused(RejectReason.WRONG_KIND, f"a state is a string, got {raw!r}")
-        if raw not in rule.states:
-            return Refused(
-                RejectReason.UNKNOWN_STATE, f"{raw!r} is not one of {sorted(rule.states)}"
-            )
-        return Accepted(None, raw)
+            return Refused(RejectReason.WRONG_KIND, f"a state is a string, got {shown(raw)}")
+        return Refused(
+            RejectReason.UNKNOWN_STATE, f"{shown(raw)} is not one of {sorted(rule.states)}"
+        )
     if isinstance(raw, bool) or not isinstance(raw, int | float):
-        return Refused(RejectReason.WRONG_KIND, f"a {rule.kind} is a number, got {raw!r}")
+        return Refused(RejectReason.WRONG_KIND, f"a {rule.kind} is a number, got {shown(raw)}")
     try:
         value = float(raw)
     except OverflowError:
-        return Refused(RejectReason.NOT_FINITE, f"{raw!r} does not fit a double")
+        return Refused(RejectReason.NOT_FINITE, f"{shown(raw)} does not fit a double")
     if not math.isfinite(value):
-        return Refused(RejectReason.NOT_FINITE, f"{raw!r} is not a finite number")
+        return Refused(RejectReason.NOT_FINITE, f"{shown(raw)} is not a finite number")
     if (rule.min_value is not None and value < rule.min_value) or (
         rule.max_value is not None and value > rule.max_value
     ):
@@ -299,8 +320,3 @@ def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
             f"{value:g} is outside the valid range [{rule.min_value}, {rule.max_value}]",
         )
     return Accepted(value, None)
-
-
-def _dump_sample(sample: object) -> bytes:
-    """Serialise a refused sample for the dead letters as it came (NaN stays NaN)."""
-    return json.dumps(sample, default=str, separators=(",", ":")).encode()

@@ -24,6 +24,14 @@ REFUSED = Counter(
     "Readings or messages refused and written to the dead letters, by reason",
     ["reason"],
 )
+DEAD_LETTERS_MINIMAL = Counter(
+    "parksense_ingest_dead_letters_minimal",
+    "Dead letters the database refused, stored instead as reason, topic and payload only",
+)
+DEAD_LETTERS_UNSTORABLE = Counter(
+    "parksense_ingest_dead_letters_unstorable",
+    "Refused messages not even a minimal dead letter could record: logged and acknowledged",
+)
 STATUS_UPDATES = Counter("parksense_ingest_status_updates", "Device status messages stored")
 ACKS_SKIPPED = Counter(
     "parksense_ingest_acks_skipped",

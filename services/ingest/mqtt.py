@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import IngestSettings, MqttSettings
-from services.core.topics import subscription_filters
+from services.core.topics import legacy_subscription_filters, subscription_filters
 from services.ingest import metrics
 from services.ingest.errors import BrokerUnavailableError
 
@@ -184,7 +184,10 @@ class MqttConsumer:
             flags.session_present,
         )
         options = SubscribeOptions(qos=1)
-        client.subscribe([(f, options) for f in subscription_filters(self._ingest.share_group)])
+        share_group = self._ingest.share_group
+        client.subscribe([(f, options) for f in subscription_filters(share_group)])
+        # After the new filter, so that no message finds the session without a subscription.
+        client.unsubscribe(legacy_subscription_filters(share_group))
 
     def _on_disconnect(
         self,

@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -25,12 +26,14 @@ import psycopg
 from services.config import DatabaseSettings, IngestSettings, MqttSettings
 from services.core.acks import AckLedger
 from services.core.batching import Batch, Batcher
+from services.core.deadletters import DeadLetter, dead_letter, minimal_dead_letter
 from services.core.outcomes import StorageOutcome, backoff_s, classify
-from services.core.readings import MessageOutcome, Rejection, RejectReason
+from services.core.readings import MessageOutcome, Reading, Rejection, RejectReason, StatusUpdate
 from services.core.registry import Registry
 from services.core.validate import Limits, judge_message
 from services.ingest import metrics
 from services.ingest.mqtt import MqttConsumer, RawMessage
+from services.storage.errors import UnencodableRowError
 from services.storage.fleet_store import read_registry
 from services.storage.heartbeat import Heartbeat, beat
 from services.storage.writer import BatchWriter
@@ -48,7 +51,7 @@ _LAG_SAMPLES_PER_BATCH = 256
 class _RowsRejectedError(Exception):
     """The database refused the batch's rows themselves (SQLSTATE class 22 or 23)."""
 
-    def __init__(self, error: psycopg.Error) -> None:
+    def __init__(self, error: psycopg.Error | UnencodableRowError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -204,23 +207,68 @@ class Pipeline:
             metrics.BUFFER_MESSAGES.set(consumer.held)
 
     async def _write_splitting(self, batch: Batch) -> None:
-        """Write a batch; if the database refuses its rows, find the bad ones by halving."""
+        """Write a batch; if the database refuses rows, find the bad ones and dead-letter them.
+
+        Whatever happens to a refused row, the call returns (or raises on a fatal error), so
+        the batch's messages are settled and acknowledged: no message can loop.
+        """
         try:
             await self._write_retrying(batch)
         except _RowsRejectedError as exc:
-            if len(batch.readings) <= 1:
-                await self._write_retrying(_as_dead_letters(batch, exc.error))
-                return
+            error = exc.error
+        else:
+            return
+        if batch.dead_letters:
+            # Each dead letter on its own, each with its own fallback; the rest as before.
+            await self._write_splitting(replace(batch, dead_letters=[]))
+            for letter in batch.dead_letters:
+                await self._write_dead_letter(letter)
+        elif len(batch.readings) > 1:
             half = len(batch.readings) // 2
-            first = Batch(
-                tokens=batch.tokens,
-                readings=batch.readings[:half],
-                rejections=batch.rejections,
-                statuses=batch.statuses,
+            await self._write_splitting(replace(batch, readings=batch.readings[:half]))
+            await self._write_splitting(Batch(readings=batch.readings[half:]))
+        elif batch.readings:
+            await self._write_splitting(replace(batch, readings=[]))
+            await self._write_dead_letter(_storage_rejected(batch.readings[0], error))
+        elif len(batch.statuses) > 1:
+            half = len(batch.statuses) // 2
+            await self._write_splitting(replace(batch, statuses=batch.statuses[:half]))
+            await self._write_splitting(Batch(statuses=batch.statuses[half:]))
+        elif batch.statuses:
+            await self._write_dead_letter(_storage_rejected(batch.statuses[0], error))
+
+    async def _write_dead_letter(self, letter: DeadLetter) -> None:
+        """Write one dead letter; if refused, its minimal form; if that too, count and log."""
+        try:
+            await self._write_retrying(Batch(dead_letters=[letter]))
+        except _RowsRejectedError as exc:
+            first = exc.error
+        else:
+            return
+        logger.warning(
+            "The database refused a dead letter on %s (%s); storing it in minimal form",
+            letter.topic[:200],
+            first.sqlstate,
+        )
+        minimal = minimal_dead_letter(
+            letter,
+            f"the full dead letter was refused ({first.sqlstate}): {_first_line(first)}",
+        )
+        try:
+            await self._write_retrying(Batch(dead_letters=[minimal]))
+        except _RowsRejectedError as exc:
+            metrics.DEAD_LETTERS_UNSTORABLE.inc()
+            # The payload stays out of the log: it is what could not be stored.
+            logger.error(  # noqa: TRY400 - an expected outcome, said in one line
+                "Not even a minimal dead letter on %s could be stored (%s); acknowledging"
+                " the message, %d refusals (%s) recorded only in this log",
+                minimal.topic[:200],
+                exc.error.sqlstate,
+                letter.refused,
+                ", ".join(group.reason.value for group in letter.groups),
             )
-            second = Batch(tokens=[], readings=batch.readings[half:])
-            await self._write_splitting(first)
-            await self._write_splitting(second)
+        else:
+            metrics.DEAD_LETTERS_MINIMAL.inc()
 
     async def _write_retrying(self, batch: Batch) -> None:
         attempt = 0
@@ -228,7 +276,7 @@ class Pipeline:
             started = time.monotonic()
             try:
                 result = await self._writer.write(batch)
-            except psycopg.Error as exc:
+            except (psycopg.Error, UnencodableRowError) as exc:
                 outcome = classify(exc.sqlstate)
                 await self._writer.close()
                 if outcome is StorageOutcome.REJECT:
@@ -241,9 +289,9 @@ class Pipeline:
                 delay = self._backoff(attempt)
                 logger.warning(
                     "Writing %d rows failed (%s: %s); retry %d in %.1f s, nothing acknowledged",
-                    len(batch.readings) + len(batch.rejections),
+                    len(batch.readings) + len(batch.dead_letters),
                     exc.sqlstate or "connection",
-                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    _first_line(exc),
                     attempt + 1,
                     delay,
                 )
@@ -257,13 +305,14 @@ class Pipeline:
 
     def _record(self, batch: Batch, inserted: int, duplicates: int, elapsed: float) -> None:
         metrics.COMMIT_SECONDS.observe(elapsed)
-        metrics.BATCH_ROWS.observe(len(batch.readings) + len(batch.rejections))
+        metrics.BATCH_ROWS.observe(len(batch.readings) + len(batch.dead_letters))
         metrics.READINGS_RECEIVED.inc(len(batch.readings))
         metrics.READINGS_STORED.inc(inserted)
         metrics.READINGS_DUPLICATE.inc(duplicates)
         metrics.STATUS_UPDATES.inc(len(batch.statuses))
-        for rejection in batch.rejections:
-            metrics.REFUSED.labels(rejection.reason.value).inc()
+        for letter in batch.dead_letters:
+            for group in letter.groups:
+                metrics.REFUSED.labels(group.reason.value).inc(group.refused)
         if batch.readings:
             now = datetime.now(UTC)
             horizon = now - timedelta(hours=1)
@@ -360,24 +409,24 @@ class Pipeline:
         logger.info("Ingest %s stopped", self._settings.client_id)
 
 
-def _as_dead_letters(batch: Batch, error: psycopg.Error) -> Batch:
-    """Turn a batch's readings into dead letters with the database's reason."""
-    detail = f"database refused the row ({error.sqlstate}): {str(error).strip()}"
-    letters = [
+def _storage_rejected(
+    row: Reading | StatusUpdate, error: psycopg.Error | UnencodableRowError
+) -> DeadLetter:
+    """A dead letter for a reading or status the database refused, with its reason."""
+    return dead_letter(
         Rejection(
             reason=RejectReason.STORAGE_REJECTED,
-            detail=detail,
+            detail=f"database refused the row ({error.sqlstate}): {_first_line(error)}",
             topic="",
-            received_at=r.received_at,
-            device_id=r.device_id,
-            metric=r.metric,
-            ts=r.ts,
+            received_at=row.received_at,
+            device_id=row.device_id,
+            metric=row.metric if isinstance(row, Reading) else "online",
+            ts=row.ts,
         )
-        for r in batch.readings
-    ]
-    return Batch(
-        tokens=batch.tokens,
-        readings=[],
-        rejections=[*batch.rejections, *letters],
-        statuses=batch.statuses,
     )
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an error's message (psycopg adds context lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -23,10 +23,19 @@ logger = logging.getLogger(__name__)
 
 # Seconds the broker gets to open its listener (it loads its persistence file first).
 START_TIMEOUT_S = 30.0
-# Largest MQTT packet a client may send. The payload contract is 64 KiB; a bigger message
-# must still reach ingest, which refuses it with the reason "oversize" instead of the broker
-# dropping it unseen. Beyond this the broker disconnects the client (MQTT 5 reason 0x95).
-MAX_PACKET_BYTES = 1024 * 1024
+# Largest payload the broker accepts (message_size_limit). The contract's limit is 64 KiB;
+# a message between the two still reaches ingest, which dead-letters it as "oversize". A
+# bigger one the broker reads and drops, completing the QoS 1 flow: an MQTT 5 publisher
+# gets PUBACK reason 0x95 (packet too large), an MQTT 3.1.1 one a plain PUBACK (its protocol
+# has no reason codes). Either way the publisher stays connected and does not resend.
+MESSAGE_SIZE_LIMIT_BYTES = 1024 * 1024
+# Largest MQTT packet (max_packet_size): a hard cap on what the broker buffers for one
+# packet before looking at it. Above it the broker disconnects the client (MQTT 5:
+# DISCONNECT 0x95), which then may resend forever, so it sits well above the payload
+# limit plus the largest topic (65,535 bytes) and properties.
+MAX_PACKET_BYTES = 4 * 1024 * 1024
+# Stands for "no maximum" in max_queued_messages (see render_config for why not 0).
+UNLIMITED_QUEUED_MESSAGES = 2**31 - 1
 # Seconds between saves of the in-memory database. Mosquitto also saves on a clean exit
 # (SIGTERM/SIGINT), so this bounds what a SIGKILL or power loss can take from the queues of
 # persistent sessions. A full save each second is cheap at laptop scale.
@@ -80,12 +89,17 @@ def render_config(
         f"autosave_interval {AUTOSAVE_INTERVAL_S}",
         # false: autosave_interval counts seconds, not changes.
         "autosave_on_changes false",
-        # 0 is "no maximum" in mosquitto 2.0: a persistent session's queue is never cut,
-        # since a dropped QoS 1 message would be a lost reading. Memory is the limit.
-        "max_queued_messages 0",
+        # A persistent session's queue is never cut, since a dropped QoS 1 message would
+        # be a lost reading: memory is the limit. Not "max_queued_messages 0" (no maximum):
+        # 2.0.11 then answers every publish it refuses (too large, or denied by an ACL) with
+        # its PUBACK and then drops the connection (handle_publish.c compares the client's
+        # outgoing packet count with max_queued_messages without the 0 case), and the
+        # client resends the message forever. INT_MAX is never reached and works.
+        f"max_queued_messages {UNLIMITED_QUEUED_MESSAGES}",
         "max_queued_bytes 0",
         # MQTT 5 subscribers (ingest) set their own in-flight window with Receive Maximum;
         # max_inflight_messages keeps its default for MQTT 3.1.1 clients and publishers.
+        f"message_size_limit {MESSAGE_SIZE_LIMIT_BYTES}",
         f"max_packet_size {MAX_PACKET_BYTES}",
         f"persistent_client_expiration {PERSISTENT_CLIENT_EXPIRATION}",
         "set_tcp_nodelay true",

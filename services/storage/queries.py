@@ -260,17 +260,21 @@ async def dead_letters(
     since: datetime | None,
     limit: int,
 ) -> list[DeadLetter]:
-    """Dead letters, newest first, filtered by reason, device, park and time."""
+    """Dead letters, newest first, filtered by reason, device, park and time.
+
+    Each is one reason refused in one message, with that message's payload.
+    """
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT id, received_at, reason, detail, topic, park_id, device_id, metric, ts, payload
-            FROM dead_letters
-            WHERE (%(reason)s::text IS NULL OR reason = %(reason)s)
-              AND (%(device)s::text IS NULL OR device_id = %(device)s)
-              AND (%(park)s::text IS NULL OR park_id = %(park)s)
-              AND (%(since)s::timestamptz IS NULL OR received_at >= %(since)s)
-            ORDER BY received_at DESC, id DESC
+            SELECT d.id, d.received_at, d.reason, d.detail, d.topic, d.park_id, d.device_id,
+                   d.metric, d.ts, d.message_id, d.refused, d.metrics, m.payload
+            FROM dead_letters d JOIN dead_letter_messages m USING (message_id)
+            WHERE (%(reason)s::text IS NULL OR d.reason = %(reason)s)
+              AND (%(device)s::text IS NULL OR d.device_id = %(device)s)
+              AND (%(park)s::text IS NULL OR d.park_id = %(park)s)
+              AND (%(since)s::timestamptz IS NULL OR d.received_at >= %(since)s)
+            ORDER BY d.received_at DESC, d.id DESC
             LIMIT %(limit)s
             """,
             {
@@ -327,7 +331,7 @@ async def park_delivery(
         )
         totals = await cur.fetchone()
         await cur.execute(
-            "SELECT reason, count(*) FROM dead_letters WHERE park_id = %s"
+            "SELECT reason, sum(refused) FROM dead_letters WHERE park_id = %s"
             " AND received_at >= %s AND received_at < %s GROUP BY reason ORDER BY reason",
             (park_id, start, end),
         )

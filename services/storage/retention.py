@@ -1,4 +1,4 @@
-"""Retention: raw readings dropped by whole chunks, roll-ups and availability by time."""
+"""Retention: raw readings go by whole chunks, everything else row by row by time."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ class RetentionResult:
     rollup_chunks_dropped: int
     rollup_rows_deleted: int
     availability_rows_deleted: int
+    dead_letters_deleted: int = 0  # refused messages (each with its per-reason rows)
+    delivery_rows_deleted: int = 0
 
 
 async def _drop_chunks(conn: AsyncConnection, table: str, older_than: datetime) -> int:
@@ -34,14 +36,22 @@ async def _drop_chunks(conn: AsyncConnection, table: str, older_than: datetime) 
 
 
 async def apply_retention(
-    conn: AsyncConnection, *, now: datetime, raw_keep: timedelta, rollup_keep: timedelta
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    raw_keep: timedelta,
+    rollup_keep: timedelta,
+    dead_letter_keep: timedelta | None = None,
+    delivery_keep: timedelta | None = None,
 ) -> RetentionResult:
     """Drop raw readings older than ``raw_keep`` and roll-ups older than ``rollup_keep``.
 
     Raw readings go by whole chunks only (``drop_chunks``), so up to one chunk interval
     (a day) more than ``raw_keep`` stays. Roll-ups go by whole chunks and then row by row,
     so nothing older than ``rollup_keep`` stays. Status events older than the roll-ups go
-    too, except each device's newest, which still decides its state.
+    too, except each device's newest, which still decides its state. Dead letters received
+    before ``dead_letter_keep`` and delivery minutes before ``delivery_keep`` go row by
+    row; None keeps them.
     """
     raw_cutoff = now - raw_keep
     rollup_cutoff = now - rollup_keep
@@ -70,6 +80,20 @@ async def apply_retention(
             " SELECT max(n.ts) FROM device_status_events n WHERE n.device_id = e.device_id)",
             (rollup_cutoff,),
         )
+        dead_letters_deleted = 0
+        if dead_letter_keep is not None:
+            cutoff = now - dead_letter_keep
+            await conn.execute("DELETE FROM dead_letters WHERE received_at < %s", (cutoff,))
+            cur = await conn.execute(
+                "DELETE FROM dead_letter_messages WHERE received_at < %s", (cutoff,)
+            )
+            dead_letters_deleted = max(cur.rowcount, 0)
+        delivery_deleted = 0
+        if delivery_keep is not None:
+            cur = await conn.execute(
+                "DELETE FROM delivery_1m WHERE minute < %s", (now - delivery_keep,)
+            )
+            delivery_deleted = max(cur.rowcount, 0)
     result = RetentionResult(
         raw_cutoff=raw_cutoff,
         rollup_cutoff=rollup_cutoff,
@@ -77,7 +101,15 @@ async def apply_retention(
         rollup_chunks_dropped=rollup_chunks,
         rollup_rows_deleted=deleted,
         availability_rows_deleted=availability_deleted,
+        dead_letters_deleted=dead_letters_deleted,
+        delivery_rows_deleted=delivery_deleted,
     )
+    if dead_letters_deleted or delivery_deleted:
+        logger.info(
+            "Retention deleted %d dead letters and %d delivery minutes",
+            dead_letters_deleted,
+            delivery_deleted,
+        )
     if raw_chunks or rollup_chunks or deleted:
         logger.info(
             "Retention dropped %d raw chunks before %s, %d roll-up chunks and %d roll-up rows"

@@ -12,9 +12,12 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from services.core.batching import Batch
+from services.core.deadletters import DeadLetter
 from services.storage import rollups
+from services.storage.errors import UnencodableRowError
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +93,22 @@ SET online = excluded.online, status_ts = excluded.status_ts, updated_at = now()
 WHERE s.status_ts IS NULL OR excluded.status_ts >= s.status_ts
 """
 
+# A batch's dead letters take their message ids first, so that both tables are written
+# with COPY: a message row, then one row per reason refused in it.
+_NEXT_MESSAGE_IDS = (
+    "SELECT nextval('dead_letter_messages_message_id_seq') FROM generate_series(1, %s)"
+)
+_COPY_DEAD_LETTER_MESSAGES = (
+    "COPY dead_letter_messages (message_id, received_at, payload) FROM STDIN (FORMAT BINARY)"
+)
+_DEAD_LETTER_MESSAGE_TYPES = ["int8", "timestamptz", "bytea"]
 _COPY_DEAD_LETTERS = (
-    "COPY dead_letters (received_at, reason, detail, topic, park_id, device_id, metric, ts,"
-    " payload) FROM STDIN (FORMAT BINARY)"
+    "COPY dead_letters (message_id, received_at, reason, detail, topic, park_id, device_id,"
+    " metric, ts, refused, metrics) FROM STDIN (FORMAT BINARY)"
 )
 _DEAD_LETTER_TYPES = [
-    "timestamptz", "text", "text", "text", "text", "text", "text", "timestamptz", "bytea",
+    "int8", "timestamptz", "text", "text", "text", "text", "text", "text", "timestamptz",
+    "int4", "text[]",
 ]  # fmt: skip
 
 
@@ -105,7 +118,7 @@ class WriteResult:
 
     staged: int
     inserted: int
-    dead_letters: int
+    dead_letters: int  # refused messages written
     statuses: int
 
     @property
@@ -149,7 +162,20 @@ class BatchWriter:
 
         Raises:
             psycopg.Error: the transaction failed and was rolled back; nothing is stored.
+            UnencodableRowError: a value could not even be sent (rolled back too).
         """
+        try:
+            return await self._write(batch)
+        except UnicodeEncodeError as exc:
+            # psycopg encodes text itself and cannot encode a lone surrogate.
+            raise UnencodableRowError(str(exc)) from exc
+        except psycopg.DataError as exc:
+            if exc.sqlstate is not None:
+                raise
+            # Refused by psycopg before sending (a NUL in a text parameter).
+            raise UnencodableRowError(str(exc)) from exc
+
+    async def _write(self, batch: Batch) -> WriteResult:
         if self._conn is None or self._conn.closed:
             await self.connect()
         conn = self._conn
@@ -179,26 +205,39 @@ class BatchWriter:
                 await cur.executemany(
                     _UPDATE_STATUS, [(s.device_id, s.online, s.ts) for s in ordered]
                 )
-            if batch.rejections:
-                async with cur.copy(_COPY_DEAD_LETTERS) as copy:
-                    copy.set_types(_DEAD_LETTER_TYPES)
-                    for j in batch.rejections:
-                        await copy.write_row(
-                            (
-                                j.received_at,
-                                j.reason.value,
-                                j.detail,
-                                j.topic,
-                                j.park_id,
-                                j.device_id,
-                                j.metric,
-                                j.ts,
-                                j.payload,
-                            )
-                        )
+            if batch.dead_letters:
+                await _copy_dead_letters(cur, batch.dead_letters)
         return WriteResult(
             staged=len(batch.readings),
             inserted=inserted,
-            dead_letters=len(batch.rejections),
+            dead_letters=len(batch.dead_letters),
             statuses=len(batch.statuses),
         )
+
+
+async def _copy_dead_letters(cur: psycopg.AsyncCursor[TupleRow], letters: list[DeadLetter]) -> None:
+    await cur.execute(_NEXT_MESSAGE_IDS, (len(letters),))
+    ids = [int(row[0]) for row in await cur.fetchall()]
+    async with cur.copy(_COPY_DEAD_LETTER_MESSAGES) as copy:
+        copy.set_types(_DEAD_LETTER_MESSAGE_TYPES)
+        for message_id, letter in zip(ids, letters, strict=True):
+            await copy.write_row((message_id, letter.received_at, letter.payload))
+    async with cur.copy(_COPY_DEAD_LETTERS) as copy:
+        copy.set_types(_DEAD_LETTER_TYPES)
+        for message_id, letter in zip(ids, letters, strict=True):
+            for group in letter.groups:
+                await copy.write_row(
+                    (
+                        message_id,
+                        letter.received_at,
+                        group.reason.value,
+                        group.detail,
+                        letter.topic,
+                        letter.park_id,
+                        letter.device_id,
+                        group.metric,
+                        group.ts,
+                        group.refused,
+                        list(group.metrics),
+                    )
+                )

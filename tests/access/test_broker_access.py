@@ -148,6 +148,7 @@ def test_device_publishes_only_on_its_own_topics(
     assert client.publish(site.topic("a", other, "status"), offline, retain=True) == NOT_AUTHORIZED
     assert client.publish(site.topic("c", site.device("c", 1)), sample()) == NOT_AUTHORIZED
     assert accepted(client.publish(site.topic("a", mine), sample()))
+    assert not client.disconnected.is_set(), "a refused publish must not cost the connection"
     wait_until(lambda: stored(clean_db, mine) == 1, STORE_TIMEOUT_S)
     with psycopg.connect(clean_db) as conn:
         others = conn.execute(

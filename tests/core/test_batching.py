@@ -49,15 +49,15 @@ def test_empty_batcher_is_never_due() -> None:
 
 
 def test_take_returns_everything_in_arrival_order_and_resets() -> None:
-    """Taking a batch hands over tokens, readings, rejections and statuses, then starts over."""
+    """Taking a batch hands over tokens, readings, dead letters and statuses, then starts over."""
     batcher = Batcher(max_rows=100, max_age_s=1)
-    batcher.add(7, outcome(2, 1), now=0)
+    batcher.add(7, outcome(2, 3), now=0)
     status = StatusUpdate("d", True, TS, TS)
     batcher.add(8, MessageOutcome(status=status), now=0)
     batch = batcher.take()
     assert batch.tokens == [7, 8]
     assert len(batch.readings) == 2
-    assert len(batch.rejections) == 1
+    assert [letter.refused for letter in batch.dead_letters] == [3]
     assert batch.statuses == [status]
     assert batcher.rows == 0
     assert batcher.messages == 0

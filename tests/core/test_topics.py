@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.core.topics import Channel, TopicAddress, parse_topic, subscription_filters
+from services.core.topics import (
+    Channel,
+    TopicAddress,
+    is_platform_topic,
+    legacy_subscription_filters,
+    parse_topic,
+    subscription_filters,
+)
 
 
 def test_telemetry_topic_is_parsed() -> None:
@@ -30,10 +37,31 @@ def test_other_topics_are_not_parsed(topic: str) -> None:
     assert parse_topic(topic) is None
 
 
-def test_shared_subscription_filters() -> None:
-    """Workers share both channels through one group."""
-    assert subscription_filters("ingest") == [
+def test_ingest_subscribes_to_everything_under_the_root() -> None:
+    """One filter takes every topic under parksense/v1/, shared through a group when set."""
+    assert subscription_filters("ingest") == ["$share/ingest/parksense/v1/#"]
+    assert subscription_filters(None) == ["parksense/v1/#"]
+
+
+def test_legacy_filters_are_the_per_channel_ones() -> None:
+    """The filters of earlier versions, removed on connect, are the two per-channel ones."""
+    assert legacy_subscription_filters("ingest") == [
         "$share/ingest/parksense/v1/+/+/+/telemetry",
         "$share/ingest/parksense/v1/+/+/+/status",
     ]
-    assert subscription_filters(None)[0] == "parksense/v1/+/+/+/telemetry"
+    assert legacy_subscription_filters(None)[0] == "parksense/v1/+/+/+/telemetry"
+
+
+@pytest.mark.parametrize(
+    ("topic", "platform"),
+    [
+        ("parksense/v1/hebi-tech/signals", True),
+        ("parksense/v1/Hebi/signals", False),
+        ("parksense/v1/hebi-tech/signals/extra", False),
+        ("parksense/v1/hebi-tech/f01/signals", False),
+        ("parksense/v2/hebi-tech/signals", False),
+    ],
+)
+def test_only_a_parks_signals_topic_is_the_platforms(topic: str, platform: bool) -> None:
+    """parksense/v1/{park_id}/signals with a valid park id is the platform's own topic."""
+    assert is_platform_topic(topic) is platform

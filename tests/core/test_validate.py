@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from services.core.readings import RejectReason
+from services.core.readings import MessageOutcome, RejectReason
 from services.core.validate import judge_message, parse_ts
 from tests.core.fleet_fixture import LIMITS, NOW, registry, topic
 
@@ -97,7 +97,8 @@ def test_non_finite_value_is_refused_alone(literal: str) -> None:
     ("payload", "reason"),
     [
         (b"{not json", RejectReason.MALFORMED_JSON),
-        (b"\xff\xfe", RejectReason.MALFORMED_JSON),
+        (b"\xff\xfe", RejectReason.INVALID_UTF8),
+        (b'{"ts": 0, "metrics": {"\xed\xa0\x80": 1}}', RejectReason.INVALID_UTF8),
         (b"42", RejectReason.INVALID_PAYLOAD),
         (b"[]", RejectReason.INVALID_PAYLOAD),
         (
@@ -106,7 +107,15 @@ def test_non_finite_value_is_refused_alone(literal: str) -> None:
         ),
         (b"[" + b" " * (64 * 1024) + b"]", RejectReason.OVERSIZE),
     ],
-    ids=["malformed", "binary", "scalar", "empty-array", "too-many", "oversize"],
+    ids=[
+        "malformed",
+        "binary",
+        "encoded-surrogate",
+        "scalar",
+        "empty-array",
+        "too-many",
+        "oversize",
+    ],
 )
 def test_whole_message_refusals_keep_the_raw_payload(payload: bytes, reason: RejectReason) -> None:
     """A message that cannot be read at all becomes one dead letter with its raw payload."""
@@ -206,3 +215,101 @@ def test_parse_ts_refuses_other_forms(raw: object) -> None:
     """Anything else is an invalid timestamp."""
     with pytest.raises(ValueError, match=r"ts|epoch"):
         parse_ts(raw)
+
+
+UNSTORABLE = [
+    ("NUL in a metric name", "e1", '{"ts": 0, "metrics": {"x\\u0000": 1}}'),
+    ("lone surrogate metric name", "e1", '{"ts": 0, "metrics": {"\\ud800": 1}}'),
+    ("NUL in a state", "l1", '{"ts": 0, "metrics": {"state": "running\\u0000"}}'),
+    ("lone surrogate state", "l1", '{"ts": 0, "metrics": {"state": "\\udfff"}}'),
+    ("NUL string for a gauge", "e1", '{"ts": 0, "metrics": {"temp_c": "\\u0000"}}'),
+]
+
+
+@pytest.mark.parametrize(
+    ("device", "payload"), [c[1:] for c in UNSTORABLE], ids=[c[0] for c in UNSTORABLE]
+)
+def test_text_postgres_cannot_store_is_refused_with_its_own_reason(
+    device: str, payload: str
+) -> None:
+    """NUL or a lone surrogate in a metric name or value is refused as unstorable_text."""
+    now_ms = int(NOW.timestamp() * 1000)
+    outcome = judge(device, payload.replace('"ts": 0', f'"ts": {now_ms}'))
+    assert outcome.readings == ()
+    assert [j.reason for j in outcome.rejections] == [RejectReason.UNSTORABLE_TEXT]
+    rejection = outcome.rejections[0]
+    assert "\x00" not in rejection.detail
+    rejection.detail.encode("utf-8")  # no lone surrogate left in it
+    if rejection.metric is not None:
+        rejection.metric.encode("utf-8")
+        assert "\x00" not in rejection.metric
+
+
+def test_unstorable_reading_does_not_refuse_its_neighbours() -> None:
+    """A poisoned metric is refused alone; the sample's other readings are kept."""
+    outcome = judge("e1", '{"ts": "2026-11-26T09:59:00Z", "metrics": {"\\u0000": 1, "temp_c": 2}}')
+    assert [(r.metric, r.value) for r in outcome.readings] == [("temp_c", 2.0)]
+    assert [j.reason for j in outcome.rejections] == [RejectReason.UNSTORABLE_TEXT]
+
+
+def test_refusal_details_are_bounded_whatever_the_value() -> None:
+    """A 60 KB metric name or a deeply nested value gives a short detail."""
+    nested = "[" * 500 + "]" * 500
+    payload = (
+        f'{{"ts": "2026-11-26T09:59:00Z", "metrics": {{"{"n" * 60_000}": 1, "temp_c": {nested}}}}}'
+    )
+    outcome = judge("e1", payload)
+    assert [j.reason for j in outcome.rejections] == [
+        RejectReason.UNKNOWN_METRIC,
+        RejectReason.WRONG_KIND,
+    ]
+    assert all(len(j.detail) < 200 for j in outcome.rejections)
+
+
+def test_every_rejection_of_a_message_carries_the_whole_payload() -> None:
+    """Per-sample refusals refer to the message as it arrived, not a copy of their sample."""
+    payload = orjson.dumps(
+        [{"ts": "2026-11-26T09:59:00Z", "metrics": {"volts": 1}}, {"metrics": {"temp_c": 1}}]
+    )
+    outcome = judge("e1", payload)
+    assert [j.reason for j in outcome.rejections] == [
+        RejectReason.UNKNOWN_METRIC,
+        RejectReason.INVALID_TIMESTAMP,
+    ]
+    assert all(j.payload is payload for j in outcome.rejections)
+
+
+def test_future_dated_status_is_refused_like_telemetry() -> None:
+    """A status dated beyond max_future is refused, and moves nobody's online state."""
+    future = NOW + LIMITS.max_future + timedelta(seconds=1)
+    outcome = judge(
+        "m1", orjson.dumps({"online": False, "ts": future.isoformat()}), channel="status"
+    )
+    assert outcome.status is None
+    assert [j.reason for j in outcome.rejections] == [RejectReason.FUTURE_TIMESTAMP]
+
+
+def test_status_just_inside_max_future_is_accepted() -> None:
+    """A status dated exactly max_future after receipt is still an update."""
+    edge = NOW + LIMITS.max_future
+    outcome = judge("m1", orjson.dumps({"online": True, "ts": edge.isoformat()}), channel="status")
+    assert outcome.status is not None
+    assert outcome.status.ts == edge
+
+
+def test_the_platforms_signals_topic_is_ignored() -> None:
+    """A park's signals, published by the platform itself, are neither stored nor refused."""
+    outcome = judge_message("parksense/v1/p1/signals", b"{}", registry(), NOW, LIMITS)
+    assert outcome == MessageOutcome()
+
+
+@pytest.mark.parametrize(
+    "bad_topic",
+    ["parksense/v1/p1/f1/m1/telemetry/extra", "parksense/v1/p1/f1/m1/events", "parksense/v1",
+     "parksense/v1/p1/signals/x", "parksense/v1/P1/signals"],
+)  # fmt: skip
+def test_unmatched_topics_under_the_root_are_bad_topics(bad_topic: str) -> None:
+    """An extra level or an unknown channel under parksense/v1/ is a bad_topic dead letter."""
+    outcome = judge_message(bad_topic, b"{}", registry(), NOW, LIMITS)
+    assert [j.reason for j in outcome.rejections] == [RejectReason.BAD_TOPIC]
+    assert outcome.rejections[0].payload == b"{}"

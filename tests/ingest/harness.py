@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
@@ -290,13 +290,25 @@ def count_rows(conninfo: str, prefix: str) -> int:
 
 
 def dead_letter_reasons(conninfo: str, prefix: str) -> list[str]:
-    """Reasons of the test's dead letters, oldest first."""
+    """Reasons of the test's dead letters, oldest first: one per reason refused in a message."""
     with psycopg.connect(conninfo) as conn:
         rows = conn.execute(
             "SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id",
             (f"parksense/v1/{prefix}%",),
         ).fetchall()
     return [r[0] for r in rows]
+
+
+def dead_letter_messages(conninfo: str, prefix: str) -> list[tuple[str, bytes | None]]:
+    """(topic, payload) of each of the test's refused messages, oldest first."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (m.message_id) d.topic, m.payload"
+            " FROM dead_letter_messages m JOIN dead_letters d USING (message_id)"
+            " WHERE d.topic LIKE %s ORDER BY m.message_id",
+            (f"parksense/v1/{prefix}%",),
+        ).fetchall()
+    return [(topic, None if payload is None else bytes(payload)) for topic, payload in rows]
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -311,3 +323,28 @@ def scrape(port: int) -> dict[str, float]:
             name, _, value = line.partition(" ")
             values[name] = float(value)
     return values
+
+
+def mqtt_client(
+    mqtt_settings: MqttSettings,
+    client_id: str | None = None,
+    *,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+) -> mqtt.Client:
+    """A paho client (MQTT 5 unless told) with the settings' credentials; not yet connected."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or mqtt_client_id(mqtt_settings, f"test-{uuid.uuid4().hex[:10]}"),
+        protocol=protocol,
+    )
+    if mqtt_settings.username:
+        password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
+        client.username_pw_set(mqtt_settings.username, password)
+    return client
+
+
+def acked_all(worker: IngestProcess) -> bool:
+    """Whether the worker has acknowledged every message it received (and received one)."""
+    figures = scrape(worker.metrics_port)
+    received = figures.get("parksense_ingest_messages_received_total", 0.0)
+    return received > 0 and figures.get("parksense_ingest_messages_acked_total") == received
