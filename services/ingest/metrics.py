@@ -43,6 +43,10 @@ BACKPRESSURE_SECONDS = Counter(
 )
 DEGRADED = Gauge("parksense_ingest_degraded", "1 while the database refuses writes, else 0")
 REGISTRY_VERSION = Gauge("parksense_ingest_registry_version", "Fleet version in use")
+MESSAGES_REJUDGED = Counter(
+    "parksense_ingest_messages_rejudged",
+    "Messages judged again at flush because a fleet load committed after they were judged",
+)
 BATCH_ROWS = Histogram(
     "parksense_ingest_batch_rows",
     "Rows per committed batch",
