@@ -210,7 +210,9 @@ class MqttConsumer:
             self._thread.join(_STOP_TIMEOUT_S + _LOOP_WAKE_S)
 
     def _room(self) -> bool:
-        return not self._paused and self._held < self._capacity
+        # While paused (draining) we still read, so PINGRESPs arrive; PUBLISHes are then
+        # ignored unacknowledged and come back on the next connection.
+        return self._held < self._capacity
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
