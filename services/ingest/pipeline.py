@@ -9,6 +9,10 @@ Memory is bounded by ``max_buffered_messages``: the consumer releases a slot onl
 the message's batch has committed, and while no slot is free it stops reading the socket
 (see ``mqtt.py``), so the broker holds the rest. Nothing is acknowledged before its batch
 commits, so while the database is away memory stays flat. One batch is written at a time.
+
+A fleet load is in force when it returns: before a batch is written the fleet version is
+read, and if a load committed after the batch's messages were judged they are judged
+again from their raw form (see ``_judged_in_force``).
 """
 
 from __future__ import annotations
