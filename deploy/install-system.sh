@@ -21,7 +21,8 @@ missing=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need() { for p in "$@"; do have_pkg "$p" || missing+=("$p"); done; }
 
-need mosquitto mosquitto-clients postgresql python3-venv
+# mosquitto-dev, libmosquitto-dev and gcc build the broker plugin (deploy/mosquitto).
+need mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev gcc libc6-dev postgresql python3-venv
 if [ "$WITH_BROWSER" = 1 ]; then need chromium chromium-driver fonts-noto-cjk; fi
 
 updated=0

@@ -102,6 +102,20 @@ class FleetLoaded(_Out):
     device_types: int
 
 
+class IssuedCredential(_Out):
+    """An MQTT credential as issued; the password is shown this once."""
+
+    username: str = Field(examples=["device.f01-meter-1"])
+    password: str
+    client_id_prefix: str = Field(
+        description="every client id of this credential must start with it",
+        examples=["device.f01-meter-1."],
+    )
+    topics: list[str] = Field(
+        description="the topics (or filters) it may publish to, or a reader's subscription",
+    )
+
+
 class DeadLetter(_Out):
     """A refused reading or message."""
 

@@ -15,11 +15,13 @@ import psycopg
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from services.access.errors import AccessError
 from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
 from services.stack.errors import StackError
 from services.storage.errors import StorageError
 
 if TYPE_CHECKING:
+    from services.access.sync import BrokerSync
     from services.stack.stack import Stack
     from services.storage.fleet_store import FleetCounts
 
@@ -68,6 +70,28 @@ class Settings:
         self.db = _read_settings(DatabaseSettings)
         self.mqtt = _read_settings(MqttSettings)
         self.api = _read_settings(ApiSettings)
+
+    def broker_sync(self) -> BrokerSync:
+        """Return the sync that puts changes in force at the broker.
+
+        ``PARKSENSE_BROKER_AUTH_DIR`` names a file-based broker's folder; without it, the
+        local stack's broker when one was set up here, else none (EMQX reads the database).
+        """
+        from services.access.sync import BrokerSync  # noqa: PLC0415 - see make_stack
+        from services.config import BrokerAuthSettings  # noqa: PLC0415 - same
+
+        auth = _read_settings(BrokerAuthSettings)
+        if auth.auth_dir is None:
+            stack = self.make_stack()
+            if stack.broker.config_file.exists():
+                return stack.broker_sync()
+            logger.warning(
+                "No local broker under %s and PARKSENSE_BROKER_AUTH_DIR is unset: a broker"
+                " that reads the database (EMQX) sees the change now, the local stack at"
+                " its next `parksense up`",
+                stack.state_dir,
+            )
+        return BrokerSync(auth, self.mqtt)
 
     def make_stack(self) -> Stack:
         """Return the local stack described by these settings."""
@@ -185,13 +209,15 @@ def _read_fleet_text(file: str) -> str:
 def _load_fleet_file(settings: Settings, file: str) -> FleetCounts:
     """Validate and load a fleet file; return what was loaded."""
     from schemas.fleet import parse_fleet  # noqa: PLC0415 - lazy, like all subcommands
-    from services.storage.fleet_store import load_fleet  # noqa: PLC0415 - same
+    from services.access.fleet import load_fleet_in_force  # noqa: PLC0415 - same
 
     try:
         fleet = parse_fleet(_read_fleet_text(file))
     except ValueError as exc:
         raise CliError(f"invalid fleet file {file}: {_one_line(exc)}") from exc
-    return load_fleet(settings.db.conninfo(application_name="parksense-cli"), fleet)
+    return load_fleet_in_force(
+        settings.db.conninfo(application_name="parksense-cli"), fleet, settings.broker_sync()
+    )
 
 
 def _fleet_summary(counts: FleetCounts) -> str:
@@ -276,6 +302,59 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _credential_target(args: argparse.Namespace) -> tuple[str, str]:
+    """Return the credential kind and subject named by ``--device``/``--factory``/``--park``."""
+    for option, kind in (("device", "device"), ("factory", "gateway"), ("park", "reader")):
+        subject = getattr(args, option)
+        if subject is not None:
+            return kind, subject
+    raise CliError("name one of --device, --factory or --park")
+
+
+def _cmd_credentials_issue(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson  # noqa: PLC0415 - lazy, like all subcommands
+
+    from services.access.credentials import issue  # noqa: PLC0415 - same
+    from services.core.access import CredentialKind  # noqa: PLC0415 - same
+    from services.storage.credentials import UnknownSubjectError  # noqa: PLC0415 - same
+
+    kind, subject = _credential_target(args)
+    try:
+        issued = issue(
+            settings.db.conninfo(application_name="parksense-cli"),
+            settings.broker_sync(),
+            CredentialKind(kind),
+            subject,
+        )
+    except UnknownSubjectError as exc:
+        raise CliError(str(exc)) from exc
+    body = {
+        "username": issued.username,
+        "password": issued.password,
+        "client_id_prefix": issued.client_id_prefix,
+        "topics": issued.topics,
+    }
+    _out(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _cmd_credentials_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from services.access.credentials import revoke  # noqa: PLC0415 - lazy, like all subcommands
+    from services.core.access import CredentialKind  # noqa: PLC0415 - same
+
+    kind, subject = _credential_target(args)
+    revoked = revoke(
+        settings.db.conninfo(application_name="parksense-cli"),
+        settings.broker_sync(),
+        CredentialKind(kind),
+        subject,
+    )
+    if not revoked:
+        raise CliError(f"{kind} {subject!r} has no credential to revoke")
+    _out(f"Revoked the {kind} credential of {subject}; its connections are closed.")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -311,6 +390,24 @@ def build_parser() -> argparse.ArgumentParser:
     fleet_demo = fleet_commands.add_parser("demo", help="print a generated demo fleet (YAML)")
     _add_demo_fleet_options(fleet_demo)
 
+    credentials = commands.add_parser(
+        "credentials", help="issue, rotate or revoke MQTT credentials of devices and gateways"
+    )
+    credential_commands = credentials.add_subparsers(
+        dest="credentials_command", metavar="ACTION", required=True
+    )
+    for action, help_text in (
+        ("issue", "issue (or rotate) a credential; prints it as JSON, the password once"),
+        ("revoke", "revoke a credential and close its connections"),
+    ):
+        sub = credential_commands.add_parser(action, help=help_text)
+        target = sub.add_mutually_exclusive_group(required=True)
+        target.add_argument("--device", metavar="ID", help="a device's own credential")
+        target.add_argument(
+            "--factory", metavar="ID", help="the gateway credential of a factory's devices"
+        )
+        target.add_argument("--park", metavar="ID", help="a park's reader credential (signals)")
+
     for name, (_, help_text) in PASSTHROUGH.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -326,6 +423,8 @@ HANDLERS: dict[str, Handler] = {
     "migrate": _cmd_migrate,
     "fleet load": _cmd_fleet_load,
     "fleet demo": _cmd_fleet_demo,
+    "credentials issue": _cmd_credentials_issue,
+    "credentials revoke": _cmd_credentials_revoke,
 }
 
 
@@ -348,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args_list and args_list[0] in PASSTHROUGH:
             return _run_passthrough(args_list[0], args_list[1:])
         args = build_parser().parse_args(args_list)
-        key = args.command if args.command != "fleet" else f"fleet {args.fleet_command}"
+        key = args.command
+        if args.command in {"fleet", "credentials"}:
+            key = f"{args.command} {getattr(args, f'{args.command}_command')}"
         _configure_logging(verbose=args.verbose)
         return HANDLERS[key](Settings(), args)
     except KeyboardInterrupt:
@@ -361,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except CliError as exc:
         return _fail(str(exc))
-    except (StackError, StorageError) as exc:
+    except (StackError, StorageError, AccessError) as exc:
         return _fail(_one_line(exc))
     except psycopg.OperationalError as exc:
         return _fail(

@@ -39,12 +39,30 @@ class MqttSettings(BaseSettings):
     password: SecretStr | None = None
 
 
+class BrokerAuthSettings(BaseSettings):
+    """How credential changes reach a broker that reads files (``PARKSENSE_BROKER_*``).
+
+    With ``auth_dir`` set (the local stack's Mosquitto), every change of credentials or
+    registry renders the broker's password, ACL and subscription files there and reloads
+    the broker (SIGHUP to the pid in ``pid_file``) before the call returns. Unset: the
+    broker reads the ``mqtt_users`` and ``mqtt_acl`` views itself (EMQX), nothing to do.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_BROKER_", extra="ignore")
+
+    auth_dir: Path | None = None
+    pid_file: Path | None = None
+    # How long a change may wait for the broker to confirm its reload.
+    reload_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class IngestSettings(BaseSettings):
     """Tuning of the ingest service (``PARKSENSE_INGEST_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="PARKSENSE_INGEST_", extra="ignore")
 
-    client_id: str = "parksense-ingest-1"
+    # Must start with "parksense.ingest." (the ingest credential's client-id prefix).
+    client_id: str = "parksense.ingest.1"
     # Shared subscription group ($share/<group>/...) when several workers split the load.
     # None: a plain subscription, which Mosquitto 2.0 restores after a broker restart;
     # it does not restore shared ones (see docs/delivery.md), so one worker runs without.

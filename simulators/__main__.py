@@ -15,7 +15,9 @@ from pathlib import Path
 from types import FrameType
 
 from schemas.fleet import Fleet, parse_fleet
-from services.config import MqttSettings
+from services.config import MqttSettings, StackSettings
+from services.core.access import CredentialKind, PlatformRole, client_id_prefix, username
+from services.stack.stack import platform_mqtt_settings
 from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
 from simulators.plant import FactorySimulator, factory_rng, factory_seed
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
@@ -44,7 +46,8 @@ def _non_negative_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m simulators``."""
-    mqtt = MqttSettings()
+    # Without a credential in the environment, the local stack's simulator credential.
+    mqtt = platform_mqtt_settings(StackSettings().state_dir, PlatformRole.SIMULATOR, MqttSettings())
     parser = argparse.ArgumentParser(
         prog="parksense sim", description="Simulated parksense devices."
     )
@@ -90,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of samples deliberately corrupted, to exercise dead letters (default 0)",
     )
-    run.add_argument("--client-id-prefix", default="parksense-sim")
+    run.add_argument(
+        "--client-id-prefix",
+        default=None,
+        help="client ids are this plus the factory id (default: the credential's prefix)",
+    )
 
     fleet = commands.add_parser("fleet", help="print the demo fleet as YAML")
     fleet.add_argument("--parks", type=int, default=3)
@@ -144,7 +151,8 @@ def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
         username=args.username,
         password=args.password,
         protocol=MqttProtocol(args.protocol),
-        client_id_prefix=args.client_id_prefix,
+        client_id_prefix=args.client_id_prefix
+        or client_id_prefix(args.username or username(CredentialKind.PLATFORM, "simulator")),
     )
     types = fleet.all_device_types()
     sites = []

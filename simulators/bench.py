@@ -32,6 +32,8 @@ import psycopg
 from schemas.fleet import Park
 from schemas.telemetry import MAX_SAMPLES_PER_MESSAGE, telemetry_topic
 from services.config import DatabaseSettings, MqttSettings, StackSettings
+from services.core.access import PlatformRole
+from services.stack.stack import platform_mqtt_settings
 from services.storage.fleet_store import read_fleet
 from simulators.bench_load import (
     ACK_TIMEOUT_S,
@@ -277,7 +279,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _publish(args: argparse.Namespace, park: Park, since: datetime) -> list[Publisher]:
-    mqtt_settings = MqttSettings()
+    # Without a credential in the environment, the local stack's simulator credential.
+    mqtt_settings = platform_mqtt_settings(args.state_dir, PlatformRole.SIMULATOR, MqttSettings())
     password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
     topics = [telemetry_topic(park.id, f.id, d.id) for f in park.factories for d in f.devices]
     deadline = time.monotonic() + args.duration_s

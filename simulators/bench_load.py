@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from schemas.telemetry import TelemetrySample, encode_samples
+from services.core.access import CredentialKind, client_id, username
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,10 @@ class Publisher(threading.Thread):
         plan = self.plan
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"parksense-bench-{os.getpid()}-{plan.index}",
+            client_id=client_id(
+                plan.username or username(CredentialKind.PLATFORM, "simulator"),
+                f"bench-{os.getpid()}-{plan.index}",
+            ),
             protocol=mqtt.MQTTv5,
         )
         if plan.username is not None:

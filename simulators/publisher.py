@@ -95,7 +95,8 @@ class GatewaySettings:
     username: str | None = None
     password: str | None = None
     protocol: MqttProtocol = MqttProtocol.V5
-    client_id_prefix: str = "parksense-sim"
+    # Client ids are this prefix plus the factory id: the simulator credential's prefix.
+    client_id_prefix: str = "parksense.simulator."
     keepalive_s: int = 30
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
@@ -194,7 +195,7 @@ class Gateway:
     @property
     def client_id(self) -> str:
         """Return the MQTT client id."""
-        return f"{self.settings.client_id_prefix}-{self.factory_id}"
+        return f"{self.settings.client_id_prefix}{self.factory_id}"
 
     def _make_client(self) -> mqtt.Client:
         protocol = mqtt.MQTTv5 if self.settings.protocol is MqttProtocol.V5 else mqtt.MQTTv311

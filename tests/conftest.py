@@ -9,12 +9,21 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.config import DatabaseSettings, MqttSettings
+from services.access.sync import BrokerSync
+from services.config import BrokerAuthSettings, DatabaseSettings, MqttSettings
+from services.core.access import CredentialKind, PlatformRole
 from services.stack.errors import MissingComponentError
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
+from services.storage.credentials import issue_credential
 from services.storage.migrate import apply_migrations
-from tests.helpers import TEST_CLUSTER_SETTINGS, free_port, make_temp_dir
+from tests.helpers import (
+    PLATFORM_PASSWORDS,
+    TEST_CLUSTER_SETTINGS,
+    free_port,
+    make_temp_dir,
+    platform_mqtt,
+)
 
 TEST_DATABASE = "parksense_test"
 
@@ -56,18 +65,25 @@ def db_settings(pg_cluster: PostgresCluster, db_conninfo: str) -> DatabaseSettin
     )
 
 
+# Tables a test never empties: the schema's own rows and the platform's credentials,
+# which the session's broker and ingest workers connect with.
+_KEPT_TABLES = ("schema_migrations", "mqtt_platform_grants", "mqtt_credentials")
+
+
 @pytest.fixture
 def clean_db(db_conninfo: str) -> str:
-    """Empty every table except ``schema_migrations``; return the connection string."""
+    """Empty every table but the platform's own rows; return the connection string."""
     with psycopg.connect(db_conninfo, autocommit=True) as conn:
         tables = [
             row[0]
             for row in conn.execute(
                 "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-                " ORDER BY tablename"
+                " WHERE schemaname = 'public' AND tablename <> ALL(%s)"
+                " ORDER BY tablename",
+                (list(_KEPT_TABLES),),
             )
         ]
+        conn.execute("DELETE FROM mqtt_credentials WHERE kind <> 'platform'")
         if tables:
             conn.execute(
                 sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
@@ -78,12 +94,27 @@ def clean_db(db_conninfo: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def mosquitto() -> Iterator[MosquittoBroker]:
-    """A Mosquitto broker with persistence on a free port; tests may ``restart()`` it."""
+def mosquitto(db_conninfo: str) -> Iterator[MosquittoBroker]:
+    """A Mosquitto broker with persistence and authentication on a free port.
+
+    The platform's credentials (ingest, API, simulator) are issued into the test database
+    and rendered into the broker's files, as the local stack does; tests may ``restart()``
+    the broker.
+    """
     base = make_temp_dir("parksense-test-mqtt-")
     broker = MosquittoBroker(base, free_port())
+    with psycopg.connect(db_conninfo) as conn:
+        for role in PlatformRole:
+            PLATFORM_PASSWORDS[role] = issue_credential(
+                conn, CredentialKind.PLATFORM, role.value
+            ).password
     try:
         try:
+            broker.write_config()
+            BrokerSync(
+                BrokerAuthSettings(auth_dir=broker.auth_dir, pid_file=broker.pid_file),
+                MqttSettings(host=broker.host, port=broker.port),
+            ).sync(db_conninfo)
             broker.start()
         except MissingComponentError as exc:
             pytest.fail(str(exc), pytrace=False)
@@ -94,6 +125,14 @@ def mosquitto() -> Iterator[MosquittoBroker]:
 
 
 @pytest.fixture(scope="session")
+def broker_auth(mosquitto: MosquittoBroker) -> BrokerAuthSettings:
+    """Where the test broker's credential files are, for code that issues credentials."""
+    return BrokerAuthSettings(auth_dir=mosquitto.auth_dir, pid_file=mosquitto.pid_file)
+
+
+@pytest.fixture(scope="session")
 def mqtt_settings(mosquitto: MosquittoBroker) -> MqttSettings:
-    """``MqttSettings`` of the test broker."""
-    return MqttSettings(host=mosquitto.host, port=mosquitto.port)
+    """``MqttSettings`` of the test broker with the simulator's credential (publishes)."""
+    return platform_mqtt(
+        MqttSettings(host=mosquitto.host, port=mosquitto.port), PlatformRole.SIMULATOR
+    )

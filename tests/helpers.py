@@ -8,12 +8,37 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from services.config import MqttSettings
+from services.core.access import CredentialKind, PlatformRole, client_id, username
+
 # Ports of the local stack a developer may be running; tests never use them.
 RESERVED_PORTS = frozenset({1883, 5433, 8000})
 # Settings of throwaway test clusters: a crash of the test machine may lose them, so skip
 # the fsyncs (a killed postgres process still loses nothing). Small buffers: several
 # clusters may run at once.
 TEST_CLUSTER_SETTINGS: dict[str, str | int] = {"fsync": "off", "shared_buffers": "128MB"}
+
+
+# Passwords of the platform credentials the session's broker knows (set by its fixture).
+PLATFORM_PASSWORDS: dict[PlatformRole, str] = {}
+
+
+def platform_mqtt(settings: MqttSettings, role: PlatformRole) -> MqttSettings:
+    """Return ``settings`` with the credential of platform ``role``."""
+    return settings.model_copy(
+        update={
+            "username": username(CredentialKind.PLATFORM, role.value),
+            "password": SecretStr(PLATFORM_PASSWORDS[role]),
+        }
+    )
+
+
+def mqtt_client_id(settings: MqttSettings, name: str) -> str:
+    """Return a client id under the prefix of the credential in ``settings``."""
+    assert settings.username is not None, "test clients always connect with a credential"
+    return client_id(settings.username, name)
 
 
 def wait_until(

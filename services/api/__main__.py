@@ -8,8 +8,9 @@ import sys
 
 import uvicorn
 
+from services.access.sync import BrokerSync
 from services.api.app import create_app
-from services.config import ApiSettings, DatabaseSettings
+from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.retention import RetentionSettings
 
 
@@ -24,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     settings = ApiSettings()
-    app = create_app(settings, DatabaseSettings(), maintenance=RetentionSettings())
+    app = create_app(
+        settings,
+        DatabaseSettings(),
+        maintenance=RetentionSettings(),
+        broker_sync=BrokerSync(BrokerAuthSettings(), MqttSettings()),
+    )
     uvicorn.run(
         app,
         host=settings.host,

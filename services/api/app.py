@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from prometheus_client import make_asgi_app
 from psycopg_pool import AsyncConnectionPool
 
+from services.access.sync import BrokerSync
 from services.api import problems
 from services.api.auth import ApiKeyMiddleware
 from services.api.routes import ROUTERS
-from services.config import ApiSettings, DatabaseSettings
+from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.retention import RetentionSettings, run_maintenance
 
 _DESCRIPTION = """Industry state, sensed on one network.
@@ -27,12 +28,15 @@ def create_app(
     settings: ApiSettings,
     database: DatabaseSettings,
     maintenance: RetentionSettings | None = None,
+    broker_sync: BrokerSync | None = None,
 ) -> FastAPI:
     """Build the API for one database.
 
     Args:
         settings: The API's own settings.
         database: Where the database is.
+        broker_sync: Puts credential and registry changes in force at a broker that reads
+            files (the local Mosquitto); None when the broker reads the database itself.
         maintenance: When given, the app also runs the retention and availability job
             beside the server (``parksense api`` does; tests usually do not).
     """
@@ -75,6 +79,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.conninfo = conninfo
+    app.state.broker_sync = broker_sync or BrokerSync(BrokerAuthSettings(), MqttSettings())
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)

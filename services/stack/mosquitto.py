@@ -7,6 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
+from services.access.sync import auth_file_paths, write_broker_files
+from services.core.access import render_broker_files
+from services.stack.broker_plugin import ensure_plugin
 from services.stack.errors import MissingComponentError
 from services.stack.processes import (
     DEFAULT_STOP_TIMEOUT_S,
@@ -45,15 +48,31 @@ def find_mosquitto() -> Path:
 
 
 def render_config(
-    *, host: str, port: int, persistence_dir: Path, log_file: Path, as_root: bool
+    *,
+    host: str,
+    port: int,
+    persistence_dir: Path,
+    log_file: Path,
+    auth_dir: Path,
+    plugin: Path,
+    as_root: bool,
 ) -> str:
     """Return the text of the broker's ``mosquitto.conf``."""
+    password_file, acl_file, subscriptions_file = auth_file_paths(auth_dir)
     lines = [
         "# Written by parksense at every start; edits are overwritten.",
         f"listener {port} {host}",
-        # Local development broker bound to the loopback address; device credentials
-        # and ACLs come with deployment configs.
-        "allow_anonymous true",
+        # Closed by default, as in production: every client needs a credential issued
+        # from the registry, and may do only what the mqtt_acl view grants it
+        # (docs/security.md). The files are rendered from PostgreSQL and reloaded with
+        # SIGHUP by services/access/sync.py.
+        "allow_anonymous false",
+        f"password_file {password_file}",
+        f"acl_file {acl_file}",
+        # Client ids under the credential's prefix, and refused subscriptions outside its
+        # grants (the ACL file alone grants every SUBSCRIBE and filters delivery).
+        f"plugin {plugin}",
+        f"plugin_opt_subscriptions {subscriptions_file}",
         "persistence true",
         # The trailing slash matters: mosquitto appends the file name to this string.
         f"persistence_location {persistence_dir}/",
@@ -114,6 +133,8 @@ class MosquittoBroker:
         self.log_file = (log_file or self.state_dir / "mosquitto.log").absolute()
         self.pid_file = (pid_file or self.state_dir / "mosquitto.pid").absolute()
         self.config_file = self.state_dir / "mosquitto.conf"
+        # Where the password, ACL and subscription files live (BrokerAuthSettings.auth_dir).
+        self.auth_dir = self.state_dir / "auth"
 
     @property
     def persistence_file(self) -> Path:
@@ -141,15 +162,22 @@ class MosquittoBroker:
         return self.pid is not None
 
     def write_config(self) -> Path:
-        """Write ``mosquitto.conf`` into the state folder and return its path."""
+        """Write ``mosquitto.conf`` into the state folder and return its path.
+
+        Until credentials are synced into ``auth_dir``, empty files let nobody in.
+        """
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if not auth_file_paths(self.auth_dir)[0].exists():
+            write_broker_files(self.auth_dir, render_broker_files([]))
         self.config_file.write_text(
             render_config(
                 host=self.host,
                 port=self.port,
                 persistence_dir=self.state_dir,
                 log_file=self.log_file,
+                auth_dir=self.auth_dir,
+                plugin=ensure_plugin(self.state_dir / "plugin"),
                 as_root=os.geteuid() == 0,
             ),
             encoding="utf-8",

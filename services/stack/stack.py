@@ -15,7 +15,15 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
+from services.access.sync import BrokerSync
+from services.config import (
+    ApiSettings,
+    BrokerAuthSettings,
+    DatabaseSettings,
+    MqttSettings,
+    StackSettings,
+)
+from services.core.access import CredentialKind, PlatformRole, client_id, username
 from services.stack.errors import ServiceStartError
 from services.stack.mosquitto import MosquittoBroker, find_mosquitto
 from services.stack.postgres import PostgresCluster, check_timescaledb, find_bin_dir
@@ -25,6 +33,11 @@ from services.stack.processes import (
     pid_alive,
     port_open,
     wait_until,
+)
+from services.storage.credentials import (
+    issue_credential,
+    new_password,
+    platform_password_valid,
 )
 from services.storage.migrate import apply_migrations
 
@@ -84,7 +97,25 @@ def http_ok(host: str, port: int, path: str, timeout_s: float = 1.0) -> bool:
 
 def ingest_client_id(worker: int) -> str:
     """Return the MQTT client id (and persistent session) of ingest worker ``worker``."""
-    return f"parksense-ingest-{worker}"
+    return client_id(username(CredentialKind.PLATFORM, PlatformRole.INGEST), str(worker))
+
+
+def secret_file(state_dir: Path, role: PlatformRole) -> Path:
+    """Return the file holding the MQTT password of platform ``role`` in a state folder."""
+    return state_dir.absolute() / "secrets" / f"mqtt-{role.value}.password"
+
+
+def platform_mqtt_settings(state_dir: Path, role: PlatformRole, mqtt: MqttSettings) -> MqttSettings:
+    """Return ``mqtt`` with the local stack's credential of ``role``, when it has one."""
+    path = secret_file(state_dir, role)
+    if mqtt.username is not None or not path.exists():
+        return mqtt
+    return mqtt.model_copy(
+        update={
+            "username": username(CredentialKind.PLATFORM, role.value),
+            "password": SecretStr(path.read_text(encoding="utf-8").strip()),
+        }
+    )
 
 
 def check_installed() -> None:
@@ -183,6 +214,53 @@ class Stack:
         env.update(extra or {})
         return env
 
+    @property
+    def broker_auth(self) -> BrokerAuthSettings:
+        """Where the local broker's credential files and pid are."""
+        return BrokerAuthSettings(auth_dir=self.broker.auth_dir, pid_file=self.broker.pid_file)
+
+    def broker_sync(self) -> BrokerSync:
+        """Return the sync that puts credential changes in force at the local broker."""
+        return BrokerSync(self.broker_auth, self.mqtt)
+
+    def _role_env(self, role: PlatformRole) -> dict[str, str]:
+        """The MQTT credential of platform ``role`` as ``PARKSENSE_MQTT_*`` variables.
+
+        Empty before the first ``up`` made it (``status`` and ``down`` need no credential).
+        """
+        path = secret_file(self.state_dir, role)
+        if not path.exists():
+            return {}
+        password = path.read_text(encoding="utf-8").strip()
+        return {
+            "PARKSENSE_MQTT_USERNAME": username(CredentialKind.PLATFORM, role.value),
+            "PARKSENSE_MQTT_PASSWORD": password,
+        }
+
+    def _prepare_broker_auth(self) -> None:
+        """Make sure each platform role has a credential, and render the broker's files.
+
+        A role's password lives in the state folder (readable by its owner only) and as a
+        hash in the database; a password that no longer matches the database (a new
+        database, say) is replaced.
+        """
+        conninfo = self.db.conninfo(application_name="parksense-stack")
+        secrets_dir = self.state_dir / "secrets"
+        secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with psycopg.connect(conninfo) as conn:
+            for role in PlatformRole:
+                path = secret_file(self.state_dir, role)
+                password = path.read_text(encoding="utf-8").strip() if path.exists() else ""
+                if password and platform_password_valid(conn, role.value, password):
+                    continue
+                password = new_password()
+                issue_credential(conn, CredentialKind.PLATFORM, role.value, password)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(password + "\n")
+        self.broker.write_config()
+        self.broker_sync().sync(conninfo)
+
     def _service(self, name: str, args: list[str], extra_env: Mapping[str, str]) -> ManagedProcess:
         return ManagedProcess(
             name,
@@ -204,6 +282,7 @@ class Stack:
             f"ingest-{worker}",
             ["-m", INGEST_MODULE],
             {
+                **self._role_env(PlatformRole.INGEST),
                 "PARKSENSE_INGEST_CLIENT_ID": ingest_client_id(worker),
                 "PARKSENSE_INGEST_METRICS_PORT": str(self.ingest_metrics_port(worker)),
                 # Several workers split the load through a shared subscription; one worker
@@ -216,14 +295,18 @@ class Stack:
 
     def api_process(self) -> ManagedProcess:
         """Return the API service."""
-        return self._service("api", ["-m", API_MODULE], {})
+        return self._service(
+            "api",
+            ["-m", API_MODULE],
+            {**self._role_env(PlatformRole.API), **settings_env(self.broker_auth)},
+        )
 
     def simulator_process(self, fleet_file: Path, extra_args: Sequence[str] = ()) -> ManagedProcess:
         """Return the background simulator publishing for ``fleet_file``."""
         return self._service(
             "simulator",
             ["-m", SIMULATOR_MODULE, "run", "--fleet", str(fleet_file), *extra_args],
-            {},
+            self._role_env(PlatformRole.SIMULATOR),
         )
 
     def _known_workers(self) -> list[int]:
@@ -265,6 +348,7 @@ class Stack:
                 self.postgres.start()
                 started.append("postgres")
             self._prepare_database()
+            self._prepare_broker_auth()
             if not self.broker.is_running():
                 self.broker.start()
                 started.append("mosquitto")

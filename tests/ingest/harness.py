@@ -20,8 +20,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
+from services.core.access import PlatformRole
 from services.storage.fleet_store import load_fleet
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, mqtt_client_id, platform_mqtt, wait_until
 
 Row = tuple[str, str, datetime, float]
 
@@ -112,10 +113,11 @@ class Publisher:
         """Connect and start the network thread."""
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"pub-{uuid.uuid4().hex[:10]}",
+            client_id=client_id or mqtt_client_id(mqtt_settings, f"pub-{uuid.uuid4().hex[:10]}"),
             protocol=mqtt.MQTTv311,
             clean_session=False,
         )
+        self.client.username_pw_set(mqtt_settings.username, _password(mqtt_settings))
         # Keep every unacknowledged message for resending across a broker restart.
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
@@ -131,6 +133,10 @@ class Publisher:
         """Disconnect."""
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _password(settings: MqttSettings) -> str | None:
+    return settings.password.get_secret_value() if settings.password else None
 
 
 def publish_concurrently(
@@ -178,8 +184,9 @@ class IngestProcess:
         share_group: str | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
-        """Prepare (not start) a worker."""
-        self.client_id = client_id or f"ingest-{uuid.uuid4().hex[:8]}"
+        """Prepare (not start) a worker; it connects with the ingest credential."""
+        mqtt_settings = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
+        self.client_id = client_id or mqtt_client_id(mqtt_settings, uuid.uuid4().hex[:8])
         self.mqtt_settings = mqtt_settings
         self.db = db
         self.metrics_port = free_port()
@@ -192,6 +199,8 @@ class IngestProcess:
             "PARKSENSE_DB_USER": db.user,
             "PARKSENSE_MQTT_HOST": mqtt_settings.host,
             "PARKSENSE_MQTT_PORT": str(mqtt_settings.port),
+            "PARKSENSE_MQTT_USERNAME": mqtt_settings.username or "",
+            "PARKSENSE_MQTT_PASSWORD": _password(mqtt_settings) or "",
             "PARKSENSE_INGEST_CLIENT_ID": self.client_id,
             "PARKSENSE_INGEST_SHARE_GROUP": share_group or "",
             "PARKSENSE_INGEST_METRICS_PORT": str(self.metrics_port),
@@ -251,6 +260,7 @@ class IngestProcess:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
         )
+        client.username_pw_set(self.mqtt_settings.username, _password(self.mqtt_settings))
         try:
             client.connect(self.mqtt_settings.host, self.mqtt_settings.port, clean_start=True)
             client.loop_start()

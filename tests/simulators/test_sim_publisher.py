@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,13 +30,17 @@ from schemas.telemetry import (
     status_topic,
     telemetry_topic,
 )
+from services.access.sync import BrokerSync
+from services.config import BrokerAuthSettings, MqttSettings
+from services.core.access import PlatformRole
+from services.stack.mosquitto import MosquittoBroker
 from simulators.__main__ import main
 from simulators.bench import main as bench_main
 from simulators.bench_registry import BENCH_PARK
 from simulators.fleet import dump_fleet_yaml
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
 from tests import helpers
-from tests.helpers import free_port
+from tests.helpers import free_port, mqtt_client_id, platform_mqtt
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 20.0
@@ -56,50 +58,28 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-class Mosquitto:
-    """A Mosquitto broker on a free port with a temporary config, which a test may restart."""
-
-    def __init__(self, folder: Path) -> None:
-        """Write the config; ``start`` runs the broker."""
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            pytest.fail("mosquitto is not installed: run deploy/install-system.sh")
-        self.binary = binary
-        self.port = free_port()
-        self.folder = folder
-        self.config = folder / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            # Persistence keeps sessions and queued messages across a restart.
-            "persistence true",
-            f"persistence_location {folder}/",
-            f"log_dest file {folder}/mosquitto.log",
-            # A test subscriber may fall behind a burst: queue for it rather than drop.
-            "max_queued_messages 0",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the broker and wait until it accepts connections."""
-        self.process = subprocess.Popen([self.binary, "-c", str(self.config)])
-        wait_until(lambda: port_open(self.port), 10)
-
-    def stop(self) -> None:
-        """Stop the broker cleanly (it saves its persistence file) and wait for it to exit."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Run a private Mosquitto for one test."""
-    server = Mosquitto(tmp_path)
+def broker(
+    tmp_path: Path,
+    db_conninfo: str,
+    mqtt_settings: MqttSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[MosquittoBroker]:
+    """Run a private Mosquitto with the platform's credentials for one test, which may stop it.
+
+    The simulator's credential is in the environment, as the local stack gives it to the
+    simulator process (and to the commands run here in-process or as children).
+    """
+    server = MosquittoBroker(tmp_path / "broker", free_port())
+    server.write_config()
+    BrokerSync(
+        BrokerAuthSettings(auth_dir=server.auth_dir, pid_file=server.pid_file),
+        MqttSettings(host=server.host, port=server.port),
+    ).sync(db_conninfo)
+    assert mqtt_settings.username is not None
+    assert mqtt_settings.password is not None
+    monkeypatch.setenv("PARKSENSE_MQTT_USERNAME", mqtt_settings.username)
+    monkeypatch.setenv("PARKSENSE_MQTT_PASSWORD", mqtt_settings.password.get_secret_value())
     server.start()
     try:
         yield server
@@ -125,11 +105,14 @@ class Collector:
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._filter = topic_filter
+        reader = platform_mqtt(MqttSettings(port=port), PlatformRole.INGEST)
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"collector-{uuid.uuid4().hex[:8]}",
+            client_id=mqtt_client_id(reader, f"collector-{uuid.uuid4().hex[:8]}"),
             protocol=mqtt.MQTTv5,
         )
+        assert reader.password is not None
+        self.client.username_pw_set(reader.username, reader.password.get_secret_value())
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -180,8 +163,12 @@ def settings(
     port: int, *, buffer_limit: int = 1_000_000, protocol: MqttProtocol = MqttProtocol.V5
 ) -> GatewaySettings:
     """Return gateway settings for a test broker: quick reconnects."""
+    simulator = platform_mqtt(MqttSettings(port=port), PlatformRole.SIMULATOR)
+    assert simulator.password is not None
     return GatewaySettings(
         port=port,
+        username=simulator.username,
+        password=simulator.password.get_secret_value(),
         reconnect_min_s=1,
         reconnect_max_s=1,
         buffer_limit=buffer_limit,
@@ -195,7 +182,7 @@ def metrics(n: int) -> dict[str, float]:
 
 
 def test_gateway_publishes_valid_samples_on_device_topics_and_status(
-    broker: Mosquitto, ids: tuple[str, str, list[str]]
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]]
 ) -> None:
     """Telemetry validates as TelemetrySample on each device's topic; status goes on and off."""
     park, factory, devices = ids
@@ -229,7 +216,7 @@ def test_gateway_publishes_valid_samples_on_device_topics_and_status(
 
 
 def test_retained_status_tells_a_late_subscriber_the_device_is_online(
-    broker: Mosquitto, ids: tuple[str, str, list[str]]
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]]
 ) -> None:
     """Each device's online status is retained, so a subscriber that comes later still sees it."""
     park, factory, devices = ids
@@ -251,7 +238,7 @@ def test_retained_status_tells_a_late_subscriber_the_device_is_online(
 
 
 def test_samples_buffered_while_the_broker_is_down_arrive_as_arrays_after_it_returns(
-    broker: Mosquitto, ids: tuple[str, str, list[str]]
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]]
 ) -> None:
     """Store-and-forward: samples made during a broker outage are flushed as arrays, in order."""
     park, factory, devices = ids
@@ -286,7 +273,7 @@ def test_samples_buffered_while_the_broker_is_down_arrive_as_arrays_after_it_ret
 
 
 def test_simulated_outage_buffers_then_flushes_arrays(
-    broker: Mosquitto, ids: tuple[str, str, list[str]]
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]]
 ) -> None:
     """During a scheduled outage nothing is sent; afterwards the backlog arrives as arrays."""
     park, factory, devices = ids
@@ -351,7 +338,7 @@ def small_fleet(park: str, factory: str) -> Fleet:
 
 
 def test_run_command_publishes_every_device_of_the_fleet(
-    broker: Mosquitto, ids: tuple[str, str, list[str]], tmp_path: Path
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]], tmp_path: Path
 ) -> None:
     """``run --duration-s`` publishes valid samples for every device, then exits with 0."""
     park, factory, _ = ids
@@ -361,7 +348,10 @@ def test_run_command_publishes_every_device_of_the_fleet(
     collector = Collector(broker.port, f"parksense/v1/{park}/#")
     try:
         argv = ["run", "--fleet", str(path), "--port", str(broker.port), "--interval-s", "0.2"]
-        assert main([*argv, "--duration-s", "1", "--client-id-prefix", park]) == 0
+        assert (
+            main([*argv, "--duration-s", "1", "--client-id-prefix", f"parksense.simulator.{park}-"])
+            == 0
+        )
     finally:
         collector.close()
     devices = {d.id for d in fleet.parks[0].factories[0].devices}
@@ -373,7 +363,7 @@ def test_run_command_publishes_every_device_of_the_fleet(
 
 
 def test_run_command_replays_history_with_a_speedup(
-    broker: Mosquitto, ids: tuple[str, str, list[str]], tmp_path: Path
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]], tmp_path: Path
 ) -> None:
     """With --speedup, the first samples lie --backfill-s in the past and none in the future."""
     park, factory, _ = ids
@@ -384,7 +374,7 @@ def test_run_command_replays_history_with_a_speedup(
     try:
         argv = ["run", "--fleet", str(path), "--port", str(broker.port), "--interval-s", "60"]
         argv += ["--speedup", "3600", "--backfill-s", "7200", "--duration-s", "1"]
-        assert main([*argv, "--client-id-prefix", park]) == 0
+        assert main([*argv, "--client-id-prefix", f"parksense.simulator.{park}-"]) == 0
     finally:
         collector.close()
     stamps = sorted(s.ts for m in collector.telemetry() for s in samples_of(m))
@@ -394,7 +384,7 @@ def test_run_command_replays_history_with_a_speedup(
 
 
 def test_sigterm_publishes_offline_status_and_exits_cleanly(
-    broker: Mosquitto, ids: tuple[str, str, list[str]], tmp_path: Path
+    broker: MosquittoBroker, ids: tuple[str, str, list[str]], tmp_path: Path
 ) -> None:
     """On SIGTERM the simulator marks every device offline, disconnects and exits with 0."""
     park, factory, _ = ids
@@ -403,7 +393,14 @@ def test_sigterm_publishes_offline_status_and_exits_cleanly(
     path.write_text(dump_fleet_yaml(fleet), encoding="utf-8")
     collector = Collector(broker.port, f"parksense/v1/{park}/#")
     argv = [sys.executable, "-m", "simulators", "run", "--fleet", str(path)]
-    argv += ["--port", str(broker.port), "--interval-s", "0.5", "--client-id-prefix", park]
+    argv += [
+        "--port",
+        str(broker.port),
+        "--interval-s",
+        "0.5",
+        "--client-id-prefix",
+        f"parksense.simulator.{park}-",
+    ]
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: len(collector.telemetry()) >= 4)
@@ -425,7 +422,7 @@ def test_sigterm_publishes_offline_status_and_exits_cleanly(
 
 
 def test_bench_publish_only_reports_what_the_broker_acknowledged(
-    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+    broker: MosquittoBroker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``bench --publish-only`` sends valid batches at QoS 1 and reports them as JSON."""
     collector = Collector(broker.port, f"parksense/v1/{BENCH_PARK}/+/+/telemetry")

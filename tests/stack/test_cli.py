@@ -4,12 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
 from schemas.fleet import parse_fleet
 from services.cli import main
-from services.config import DatabaseSettings
+from services.config import BrokerAuthSettings, DatabaseSettings
+from services.stack.mosquitto import MosquittoBroker
+from tests.access.client import Client
+
+
+@pytest.fixture
+def cli_env(
+    db_settings: DatabaseSettings,
+    broker_auth: BrokerAuthSettings,
+    mosquitto: MosquittoBroker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Point the command at the test database and broker (never at a local stack)."""
+    for name in ("host", "port", "name", "user"):
+        monkeypatch.setenv(f"PARKSENSE_DB_{name.upper()}", str(getattr(db_settings, name)))
+    monkeypatch.setenv("PARKSENSE_BROKER_AUTH_DIR", str(broker_auth.auth_dir))
+    monkeypatch.setenv("PARKSENSE_BROKER_PID_FILE", str(broker_auth.pid_file))
+    monkeypatch.setenv("PARKSENSE_MQTT_HOST", mosquitto.host)
+    monkeypatch.setenv("PARKSENSE_MQTT_PORT", str(mosquitto.port))
 
 
 def test_fleet_demo_prints_a_valid_fleet(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,15 +40,10 @@ def test_fleet_demo_prints_a_valid_fleet(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_fleet_load_loads_into_the_configured_database(
-    clean_db: str,
-    db_settings: DatabaseSettings,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    clean_db: str, cli_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`fleet load FILE` loads the registry and prints the counts."""
-    for name in ("host", "port", "name", "user"):
-        monkeypatch.setenv(f"PARKSENSE_DB_{name.upper()}", str(getattr(db_settings, name)))
+    del cli_env  # Requested for the environment.
     assert main(["fleet", "demo", "--parks", "1", "--factories-per-park", "2"]) == 0
     fleet_file = tmp_path / "fleet.yaml"
     fleet_file.write_text(capsys.readouterr().out, encoding="utf-8")
@@ -74,3 +88,36 @@ def test_unknown_command_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as exc_info:
         main(["no-such-command"])
     assert exc_info.value.code == 2
+
+
+def test_credentials_issue_prints_a_working_credential_and_revoke_ends_it(
+    clean_db: str,
+    cli_env: None,
+    mosquitto: MosquittoBroker,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`credentials issue --factory` prints the API's JSON; the broker takes it at once."""
+    del cli_env, clean_db  # Requested for the environment and an empty registry.
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(
+        "parks:\n  - id: cli-park\n    factories:\n      - id: cli-f1\n        devices:\n"
+        "          - {id: cli-d1, type: env_sensor}\n",
+        encoding="utf-8",
+    )
+    assert main(["fleet", "load", str(fleet_file)]) == 0
+    capsys.readouterr()
+    assert main(["credentials", "issue", "--factory", "cli-f1"]) == 0
+    issued = orjson.loads(capsys.readouterr().out)
+    assert set(issued) == {"username", "password", "client_id_prefix", "topics"}
+    assert "parksense/v1/cli-park/cli-f1/cli-d1/telemetry" in issued["topics"]
+    client = Client(mosquitto.host, mosquitto.port, issued["username"], issued["password"])
+    try:
+        assert client.connect()
+        assert main(["credentials", "revoke", "--factory", "cli-f1"]) == 0
+        assert client.disconnected.wait(5)
+    finally:
+        client.close()
+    assert main(["credentials", "revoke", "--factory", "cli-f1"]) == 1
+    assert main(["credentials", "issue", "--device", "nobody"]) == 1
+    assert "not registered" in capsys.readouterr().err

@@ -13,8 +13,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from services.config import MqttSettings
+from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
-from tests.helpers import wait_until
+from tests.helpers import mqtt_client_id, platform_mqtt, wait_until
 
 SESSION_EXPIRY_S = 3600
 
@@ -30,11 +32,14 @@ class Received:
 
 @contextmanager
 def mqtt5_client(
-    broker: MosquittoBroker, client_id: str, *, persistent: bool = True
+    broker: MosquittoBroker, settings: MqttSettings, name: str, *, persistent: bool = True
 ) -> Iterator[tuple[mqtt.Client, Received]]:
     """Yield a connected MQTT 5 client (a persistent session unless told otherwise)."""
     received = Received()
+    client_id = mqtt_client_id(settings, name)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    assert settings.password is not None
+    client.username_pw_set(settings.username, settings.password.get_secret_value())
 
     def on_connect(_c, _u, flags, _reason, _props) -> None:
         received.session_present = flags.session_present
@@ -59,33 +64,39 @@ def mqtt5_client(
         client.loop_stop()
 
 
-def publish_qos1(broker: MosquittoBroker, topic: str, payload: bytes) -> None:
+def publish_qos1(
+    broker: MosquittoBroker, settings: MqttSettings, topic: str, payload: bytes
+) -> None:
     """Publish one QoS 1 message and wait for the broker's PUBACK."""
-    with mqtt5_client(broker, f"pub-{uuid.uuid4().hex[:8]}", persistent=False) as (client, _):
+    with mqtt5_client(broker, settings, f"pub-{uuid.uuid4().hex[:8]}", persistent=False) as (
+        client,
+        _,
+    ):
         info = client.publish(topic, payload, qos=1)
         info.wait_for_publish(timeout=10)
         assert info.is_published()
 
 
 def test_broker_restart_keeps_queued_qos1_message_of_persistent_session(
-    mosquitto: MosquittoBroker,
+    mosquitto: MosquittoBroker, mqtt_settings: MqttSettings
 ) -> None:
     """A QoS 1 message queued for an offline persistent session survives a broker restart."""
-    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    prefix = f"parksense/v1/{uuid.uuid4().hex[:8]}/f/d"
+    reader = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
     client_id = f"sub-{uuid.uuid4().hex[:8]}"
-    with mqtt5_client(mosquitto, client_id) as (client, _):
+    with mqtt5_client(mosquitto, reader, client_id) as (client, _):
         subscribed = threading.Event()
         client.on_subscribe = lambda *_args: subscribed.set()
         client.subscribe(f"{prefix}/#", qos=1)
         assert subscribed.wait(10), "no SUBACK"
-    publish_qos1(mosquitto, f"{prefix}/telemetry", b'{"seq": 1}')
+    publish_qos1(mosquitto, mqtt_settings, f"{prefix}/telemetry", b'{"seq": 1}')
 
     old_pid = mosquitto.pid
     mosquitto.restart()
     assert mosquitto.is_running()
     assert mosquitto.pid != old_pid
 
-    with mqtt5_client(mosquitto, client_id) as (_, received):
+    with mqtt5_client(mosquitto, reader, client_id) as (_, received):
         assert received.session_present is True
         wait_until(
             lambda: received.messages,
@@ -95,11 +106,14 @@ def test_broker_restart_keeps_queued_qos1_message_of_persistent_session(
     assert received.messages == [(f"{prefix}/telemetry", b'{"seq": 1}', 1)]
 
 
-def test_broker_passes_messages_above_the_payload_contract(mosquitto: MosquittoBroker) -> None:
+def test_broker_passes_messages_above_the_payload_contract(
+    mosquitto: MosquittoBroker, mqtt_settings: MqttSettings
+) -> None:
     """A message above 64 KiB reaches subscribers, so ingest can refuse it with a reason."""
-    topic = f"test/{uuid.uuid4().hex[:8]}/telemetry"
+    topic = f"parksense/v1/{uuid.uuid4().hex[:8]}/f/d/telemetry"
     payload = b"x" * (96 * 1024)
-    with mqtt5_client(mosquitto, f"sub-{uuid.uuid4().hex[:8]}", persistent=False) as (
+    reader = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
+    with mqtt5_client(mosquitto, reader, f"sub-{uuid.uuid4().hex[:8]}", persistent=False) as (
         client,
         received,
     ):
@@ -107,7 +121,7 @@ def test_broker_passes_messages_above_the_payload_contract(mosquitto: MosquittoB
         client.on_subscribe = lambda *_args: subscribed.set()
         client.subscribe(topic, qos=1)
         assert subscribed.wait(10), "no SUBACK"
-        publish_qos1(mosquitto, topic, payload)
+        publish_qos1(mosquitto, mqtt_settings, topic, payload)
         wait_until(lambda: received.messages, timeout_s=10, message="big message not delivered")
     assert received.messages == [(topic, payload, 1)]
 

@@ -112,6 +112,6 @@ def test_settings_reach_the_services(stack: Stack) -> None:
     assert env["PARKSENSE_DB_PORT"] == str(stack.db.port)
     assert env["PARKSENSE_MQTT_PORT"] == str(stack.mqtt.port)
     assert env["PARKSENSE_API_PORT"] == str(stack.api.port)
-    assert env["PARKSENSE_INGEST_CLIENT_ID"] == "parksense-ingest-2"
+    assert env["PARKSENSE_INGEST_CLIENT_ID"] == "parksense.ingest.2"
     assert env["PARKSENSE_INGEST_METRICS_PORT"] == str(stack.ingest_metrics_base_port + 1)
     assert Path(env["PARKSENSE_STATE_DIR"]) == stack.state_dir

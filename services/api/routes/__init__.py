@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from services.api.routes import (
     cities,
+    credentials,
     dashboard,
     dead_letters,
     devices,
@@ -21,6 +22,7 @@ ROUTERS: list[APIRouter] = [
     parks.router,
     devices.router,
     fleet.router,
+    credentials.router,
     dead_letters.router,
     signals.router,
     cities.router,

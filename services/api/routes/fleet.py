@@ -9,8 +9,9 @@ from pydantic import ValidationError
 
 from schemas.api import FleetLoaded
 from schemas.fleet import parse_fleet
+from services.access.errors import BrokerReloadError
+from services.access.fleet import load_fleet_in_force
 from services.api.problems import ProblemError
-from services.storage.fleet_store import load_fleet
 
 router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
@@ -65,7 +66,12 @@ async def put_fleet(request: Request) -> FleetLoaded:
     except ValueError as exc:
         raise ProblemError(422, "Invalid fleet", str(exc)) from exc
     conninfo: str = request.app.state.conninfo
-    counts = await asyncio.to_thread(load_fleet, conninfo, fleet)
+    try:
+        counts = await asyncio.to_thread(
+            load_fleet_in_force, conninfo, fleet, request.app.state.broker_sync
+        )
+    except BrokerReloadError as exc:
+        raise ProblemError(503, "Broker did not reload", str(exc)) from exc
     return FleetLoaded(
         version=counts.version,
         parks=counts.parks,

@@ -1,0 +1,251 @@
+/*
+ * parksense access rules for Mosquitto 2.0 that its password and ACL files cannot express
+ * (plugin API version 5). Built by parksense with the system's mosquitto-dev headers
+ * (services/stack/broker_plugin.py); the rules themselves live in services/core/access.py.
+ *
+ * 1. Client ids: a credential may connect only with a client id that starts with its
+ *    username followed by a dot ("device.f01-meter-1" -> "device.f01-meter-1.<anything>"),
+ *    so no credential can take another client's id and its persistent session. Usernames
+ *    hold no dot after their kind, so two credentials' prefixes never overlap.
+ * 2. Subscriptions: Mosquitto 2.0's ACL file grants every SUBSCRIBE and only filters what
+ *    is delivered. Here a subscription is refused (SUBACK 0x87, or 0x80 for MQTT 3.1.1)
+ *    unless every topic it can match is inside one of the user's subscription grants,
+ *    read from the file named by `plugin_opt_subscriptions` ("username filter" lines),
+ *    which parksense writes beside the ACL file and Mosquitto re-reads on SIGHUP.
+ *
+ * Both callbacks run before the password and ACL files' own checks: they refuse, or defer
+ * so that those files still decide. Mosquitto runs the client-id check again for every
+ * connected client when it reloads.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#define MAX_LINE 1024
+
+struct grant {
+	char *username;
+	char *filter;
+};
+
+static mosquitto_plugin_id_t *plugin_id = NULL;
+static char *grants_path = NULL;
+static struct grant *grants = NULL;
+static size_t grant_count = 0;
+
+static void free_grants(void)
+{
+	size_t i;
+
+	for(i = 0; i < grant_count; i++){
+		free(grants[i].username);
+		free(grants[i].filter);
+	}
+	free(grants);
+	grants = NULL;
+	grant_count = 0;
+}
+
+/* Read the grants file; on any error no subscription is granted (closed by default). */
+static void load_grants(void)
+{
+	FILE *file;
+	char line[MAX_LINE];
+	char *space;
+	size_t capacity = 0;
+	struct grant *grown;
+
+	free_grants();
+	if(grants_path == NULL){
+		return;
+	}
+	file = fopen(grants_path, "r");
+	if(file == NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR, "parksense: cannot read %s; no subscriptions granted",
+				grants_path);
+		return;
+	}
+	while(fgets(line, sizeof(line), file)){
+		line[strcspn(line, "\r\n")] = '\0';
+		space = strchr(line, ' ');
+		if(line[0] == '#' || space == NULL){
+			continue;
+		}
+		*space = '\0';
+		if(grant_count == capacity){
+			capacity = capacity ? capacity * 2 : 64;
+			grown = realloc(grants, capacity * sizeof(*grants));
+			if(grown == NULL){
+				break;
+			}
+			grants = grown;
+		}
+		grants[grant_count].username = strdup(line);
+		grants[grant_count].filter = strdup(space + 1);
+		if(grants[grant_count].username == NULL || grants[grant_count].filter == NULL){
+			free(grants[grant_count].username);
+			free(grants[grant_count].filter);
+			break;
+		}
+		grant_count++;
+	}
+	fclose(file);
+}
+
+/* Whether every topic that filter `sub` matches is matched by filter `grant`. */
+static int filter_covered(const char *sub, const char *grant)
+{
+	size_t sub_len, grant_len;
+
+	for(;;){
+		sub_len = strcspn(sub, "/");
+		grant_len = strcspn(grant, "/");
+		if(grant_len == 1 && grant[0] == '#'){
+			return 1;
+		}
+		if(sub_len == 1 && sub[0] == '#'){
+			return 0;
+		}
+		if(!(grant_len == 1 && grant[0] == '+')){
+			if(sub_len == 1 && sub[0] == '+'){
+				return 0;
+			}
+			if(sub_len != grant_len || strncmp(sub, grant, sub_len) != 0){
+				return 0;
+			}
+		}
+		sub += sub_len;
+		grant += grant_len;
+		if(*grant == '\0'){
+			return *sub == '\0';
+		}
+		if(*sub == '\0'){
+			/* "a" is inside "a/#", which also matches its parent level. */
+			return strcmp(grant, "/#") == 0;
+		}
+		sub++;
+		grant++;
+	}
+}
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	const char *client_id;
+	size_t length;
+
+	(void)event;
+	(void)userdata;
+	if(ed->username == NULL){
+		/* Anonymous: allow_anonymous false refuses it. */
+		return MOSQ_ERR_PLUGIN_DEFER;
+	}
+	client_id = mosquitto_client_id(ed->client);
+	length = strlen(ed->username);
+	if(client_id == NULL || strncmp(client_id, ed->username, length) != 0
+			|| client_id[length] != '.'){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE,
+				"parksense: refused client id %s for user %s (must start with \"%s.\")",
+				client_id ? client_id : "(none)", ed->username, ed->username);
+		return MOSQ_ERR_AUTH;
+	}
+	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_acl_check *ed = event_data;
+	const char *username;
+	const char *filter;
+	size_t i;
+
+	(void)event;
+	(void)userdata;
+	if(ed->access != MOSQ_ACL_SUBSCRIBE){
+		return MOSQ_ERR_PLUGIN_DEFER;
+	}
+	username = mosquitto_client_username(ed->client);
+	if(username == NULL){
+		return MOSQ_ERR_ACL_DENIED;
+	}
+	filter = ed->topic;
+	if(strncmp(filter, "$share/", 7) == 0){
+		/* $share/{group}/{filter}: the grant applies to the filter. */
+		filter = strchr(filter + 7, '/');
+		if(filter == NULL){
+			return MOSQ_ERR_ACL_DENIED;
+		}
+		filter++;
+	}
+	for(i = 0; i < grant_count; i++){
+		if(strcmp(grants[i].username, username) == 0 && filter_covered(filter, grants[i].filter)){
+			return MOSQ_ERR_SUCCESS;
+		}
+	}
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, "parksense: refused subscription %s for user %s",
+			ed->topic, username);
+	return MOSQ_ERR_ACL_DENIED;
+}
+
+static int on_reload(int event, void *event_data, void *userdata)
+{
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	load_grants();
+	return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+	int i;
+
+	for(i = 0; i < supported_version_count; i++){
+		if(supported_versions[i] == 5){
+			return 5;
+		}
+	}
+	return -1;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+		struct mosquitto_opt *options, int option_count)
+{
+	int i;
+	int rc;
+
+	(void)userdata;
+	plugin_id = identifier;
+	for(i = 0; i < option_count; i++){
+		if(strcmp(options[i].key, "subscriptions") == 0){
+			grants_path = strdup(options[i].value);
+		}
+	}
+	load_grants();
+	rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL);
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL, NULL);
+	}
+	return rc;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
+{
+	(void)userdata;
+	(void)options;
+	(void)option_count;
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
+	free_grants();
+	free(grants_path);
+	grants_path = NULL;
+	return MOSQ_ERR_SUCCESS;
+}

@@ -1,0 +1,1 @@
+"""Identity and access at the broker: credentials issued from the registry, kept in force."""
