@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
