@@ -29,9 +29,6 @@ logger = logging.getLogger(__name__)
 
 PROG = "parksense"
 DEMO_FLEET_FILE = "demo-fleet.yaml"
-# Seconds `demo` waits for the ingest workers to load a new fleet before simulating it.
-INGEST_REGISTRY_TIMEOUT_S = 30.0
-
 # A fresh demo simulates the last 3 hours at 30x speed (caught up in about 6 minutes), so
 # the dashboard's charts have history at once; the load is about 1,800 messages/s.
 DEMO_BACKFILL_S = 3 * 3600
@@ -291,16 +288,10 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     if not fleet_file.exists() or _demo_fleet_options(args):
         fleet_file.write_text(_demo_fleet_yaml(args), encoding="utf-8")
         logger.info("Wrote the demo fleet to %s", fleet_file)
-    counts = _load_fleet_file(settings, str(fleet_file))
+    logger.info("%s", _fleet_summary(_load_fleet_file(settings, str(fleet_file))))
     if not stack.simulator_running():
-        # Ingest polls the registry; a reading of a device it does not know yet would be
-        # refused as unknown_device, so the simulator starts once every worker has it.
-        if not stack.wait_for_registry(counts.version, INGEST_REGISTRY_TIMEOUT_S):
-            logger.warning(
-                "Ingest has not picked up fleet version %d after %.0f s; starting anyway",
-                counts.version,
-                INGEST_REGISTRY_TIMEOUT_S,
-            )
+        # The load is in force once it returns (ingest checks the fleet version before
+        # every write), so the simulator may start at once.
         stack.start_simulator(fleet_file, _backfill_args(settings))
     _out()
     _out(f"Dashboard:     {stack.dashboard_url()}")

@@ -47,10 +47,21 @@ BUFFER_LIMIT = Gauge(
 BUFFER_PEAK = Gauge("parksense_ingest_buffer_peak", "The most messages ever held at once")
 BACKPRESSURE_SECONDS = Counter(
     "parksense_ingest_backpressure_seconds",
-    "Time the network thread waited for buffer space (the broker held the rest)",
+    "Time the network thread did not read for lack of buffer space (the broker held the rest)",
+)
+CONNECTIONS = Counter(
+    "parksense_ingest_connections", "Connections accepted by the broker (the first one included)"
+)
+PARKED = Gauge(
+    "parksense_ingest_parked",
+    "1 while disconnected from the broker because the buffer stayed full, else 0",
 )
 DEGRADED = Gauge("parksense_ingest_degraded", "1 while the database refuses writes, else 0")
 REGISTRY_VERSION = Gauge("parksense_ingest_registry_version", "Fleet version in use")
+MESSAGES_REJUDGED = Counter(
+    "parksense_ingest_messages_rejudged",
+    "Messages judged again at flush because a fleet load committed after they were judged",
+)
 BATCH_ROWS = Histogram(
     "parksense_ingest_batch_rows",
     "Rows per committed batch",

@@ -1,20 +1,34 @@
 """The MQTT edge (the only paho import in ingest): persistent MQTT 5 session, manual acks.
 
-Callbacks run on paho's network thread; they only turn a paho message into a frozen
+Callbacks run on our network thread; they only turn a paho message into a frozen
 ``RawMessage`` and hand it to the asyncio loop with ``call_soon_threadsafe``.
 
 Backpressure: MQTT 5 Receive Maximum should bound the unacknowledged messages the broker
 sends, but Mosquitto 2.0 honours it only until the first acknowledgements arrive, then
 sends its whole queue (seen with 2.0.11: 100 allowed, 900 sent after 100 PUBACKs). So the
-consumer holds at most ``max_buffered_messages``: when they are all taken, the message
-callback waits for the pipeline to release some, which stops paho reading the socket and
-lets TCP push back to the broker, which keeps the rest queued in the session.
+consumer holds at most ``max_buffered_messages``: when they are all taken, the network
+thread stops reading the socket, which lets TCP push back to the broker, which keeps the
+rest queued in the session.
+
+The network loop is ours (paho's ``loop_read``/``loop_write``/``loop_misc``), not
+``loop_start``, so that not reading never means not running: PUBACKs and PINGREQs still go
+out, and a full buffer no longer blocks a paho callback. Keepalive still needs reading,
+though: Mosquitto drops a client it has not heard from for 1.5 keepalives, and paho drops
+a connection whose PINGRESP it has not read within one keepalive of the PINGREQ, and a
+PINGRESP queues behind the PUBLISH packets we are not reading. So when no slot has come
+free for half a keepalive (the database is away: nothing commits) the consumer
+disconnects cleanly, and it reconnects only once a slot is free again. A connection that
+drops for any reason is likewise re-established only when there is room: a database
+outage of any length costs one disconnect and one reconnect, never a reconnect loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,8 +48,21 @@ from services.ingest.errors import BrokerUnavailableError
 
 logger = logging.getLogger(__name__)
 
-# While the buffer is full, the callback re-checks for a stop request this often.
-_BACKPRESSURE_POLL_S = 0.5
+# MQTT keepalive: we send a PINGREQ after this long without sending, and Mosquitto drops
+# us after 1.5 times this long without a packet from us [MQTT-3.1.2-24].
+KEEPALIVE_S = 30
+# With no buffer slot free for this long, disconnect cleanly rather than let the keepalive
+# fail (paho would drop the connection one keepalive after an unread PINGRESP).
+PARK_AFTER_S = KEEPALIVE_S / 2
+# The network loop wakes at least this often to send keepalives and notice a stop.
+_LOOP_WAKE_S = 1.0
+# Packets read in one go before the loop writes (PUBACKs) and pings again.
+_READS_PER_ROUND = 1000
+# Reconnect backoff, doubling from the first to the last.
+_RECONNECT_MIN_S = 1.0
+_RECONNECT_MAX_S = 10.0
+# How long ``stop`` waits for the DISCONNECT to be written.
+_STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +95,20 @@ class MqttConsumer:
         self._epoch = 0
         self._connected = False
         self._paused = False
+        self._stopping = False
+        self._parked = False
         self._capacity = ingest_settings.max_buffered_messages
-        self._slots = threading.Semaphore(self._capacity)
         self._held = 0
         self._peak = 0
         self._held_lock = threading.Lock()
+        self._full_since: float | None = None
+        self._next_attempt = 0.0
+        self._reconnect_delay = _RECONNECT_MIN_S
+        self._thread: threading.Thread | None = None
+        # Other threads (acks, released slots, paho queueing a packet) wake the loop here.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.settimeout(0.0)  # non-blocking
+        self._wake_w.settimeout(0.0)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=ingest_settings.client_id,
@@ -82,10 +118,11 @@ class MqttConsumer:
         if mqtt_settings.username:
             password = mqtt_settings.password.get_secret_value() if mqtt_settings.password else None
             client.username_pw_set(mqtt_settings.username, password)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        # Set, it also stops paho from writing on the caller's thread (an ack, say).
+        client.on_socket_register_write = self._on_register_write
         self._client = client
 
     @property
@@ -110,7 +147,7 @@ class MqttConsumer:
                 self._client.connect(
                     self._settings.host,
                     self._settings.port,
-                    keepalive=30,
+                    keepalive=KEEPALIVE_S,
                     clean_start=False,
                     properties=properties,
                 )
@@ -129,7 +166,8 @@ class MqttConsumer:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._thread.start()
 
     def ack(self, mids: list[int], epoch: int) -> int:
         """Send PUBACKs for messages received on connection ``epoch``; returns how many."""
@@ -137,6 +175,7 @@ class MqttConsumer:
             return 0
         for mid in mids:
             self._client.ack(mid, 1)
+        self._wake()
         return len(mids)
 
     @property
@@ -149,10 +188,13 @@ class MqttConsumer:
         if messages <= 0:
             return
         with self._held_lock:
-            messages = min(messages, self._held)
-            self._held -= messages
-        for _ in range(messages):
-            self._slots.release()
+            self._held -= min(messages, self._held)
+        self._wake()
+
+    @property
+    def parked(self) -> bool:
+        """Whether the consumer disconnected because its buffer stayed full."""
+        return self._parked
 
     def stop_receiving(self) -> None:
         """Stop handing messages to the loop (they stay unacknowledged for redelivery)."""
@@ -162,7 +204,131 @@ class MqttConsumer:
         """Disconnect cleanly (the persistent session stays on the broker)."""
         self._paused = True
         self._client.disconnect()
-        self._client.loop_stop()
+        self._stopping = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(_STOP_TIMEOUT_S + _LOOP_WAKE_S)
+
+    def _room(self) -> bool:
+        # While paused (draining) we still read, so PINGRESPs arrive; PUBLISHes are then
+        # ignored unacknowledged and come back on the next connection.
+        return self._held < self._capacity
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
+            self._wake_w.send(b"\0")
+
+    def _run(self) -> None:
+        """The network loop: read while there is room; write, ping and reconnect always."""
+        stop_by: float | None = None
+        while True:
+            if self._stopping:
+                stop_by = stop_by or time.monotonic() + _STOP_TIMEOUT_S
+                if self._client.socket() is None or time.monotonic() > stop_by:
+                    return
+            try:
+                self._round()
+            except Exception:  # the thread must outlive any one failure; paho reconnects
+                logger.exception("MQTT network loop failed; closing the connection")
+                self._client.disconnect()
+                time.sleep(_LOOP_WAKE_S)
+
+    def _round(self) -> None:
+        client = self._client
+        sock: Any = client.socket()
+        room = self._room()
+        self._track_room(room=room)
+        if sock is None:
+            self._wait(self._reconnect_wait())
+            if not self._stopping and self._room() and time.monotonic() >= self._next_attempt:
+                self._reconnect()
+            return
+        if self._parked_now(room=room):
+            return
+        readers: list[Any] = [self._wake_r, sock] if room else [self._wake_r]
+        writers: list[Any] = [sock] if client.want_write() else []
+        try:
+            readable, _, _ = select.select(readers, writers, [], _LOOP_WAKE_S)
+        except (OSError, ValueError):  # the socket closed under us; paho notices below
+            readable = []
+        if self._wake_r in readable:
+            self._drain_wakes()
+        if sock in readable:
+            self._read()
+        if client.want_write():
+            client.loop_write()
+        client.loop_misc()
+
+    def _read(self) -> None:
+        """Read packets while there is room; each holds at most one PUBLISH."""
+        for _ in range(_READS_PER_ROUND):
+            if not self._room() or self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                return
+            sock = self._client.socket()
+            if sock is None or not select.select([sock], [], [], 0)[0]:
+                return
+
+    def _track_room(self, *, room: bool) -> None:
+        now = time.monotonic()
+        if room and self._full_since is not None:
+            metrics.BACKPRESSURE_SECONDS.inc(now - self._full_since)
+            self._full_since = None
+        elif not room and self._full_since is None:
+            self._full_since = now
+
+    def _parked_now(self, *, room: bool) -> bool:
+        """Disconnect cleanly once no slot has come free for ``PARK_AFTER_S``."""
+        if room or self._paused or self._full_since is None:
+            return False
+        if time.monotonic() - self._full_since < PARK_AFTER_S:
+            return False
+        logger.warning(
+            "No buffer space for %.0f s (is the database away?): disconnecting until there"
+            " is room; the broker keeps the session's messages",
+            PARK_AFTER_S,
+        )
+        self._parked = True
+        metrics.PARKED.set(1)
+        self._client.disconnect()
+        self._client.loop_write()
+        return True
+
+    def _reconnect_wait(self) -> float:
+        if self._stopping:
+            return 0.0
+        if not self._room():
+            return _LOOP_WAKE_S
+        return min(_LOOP_WAKE_S, max(0.0, self._next_attempt - time.monotonic()))
+
+    def _wait(self, timeout_s: float) -> None:
+        if timeout_s > 0 and select.select([self._wake_r], [], [], timeout_s)[0]:
+            self._drain_wakes()
+
+    def _drain_wakes(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _reconnect(self) -> None:
+        self._next_attempt = time.monotonic() + self._reconnect_delay
+        self._reconnect_delay = min(self._reconnect_delay * 2, _RECONNECT_MAX_S)
+        try:
+            self._client.reconnect()
+        except OSError as exc:
+            logger.warning(
+                "Broker %s:%d not reachable (%s); retrying",
+                self._settings.host,
+                self._settings.port,
+                exc,
+            )
+
+    def _on_register_write(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,  # noqa: ANN401 - paho's callback signature
+        _sock: Any,  # noqa: ANN401 - paho's socket type
+    ) -> None:
+        self._wake()
 
     def _on_connect(
         self,
@@ -177,6 +343,11 @@ class MqttConsumer:
             return
         self._epoch += 1
         self._connected = True
+        self._reconnect_delay = _RECONNECT_MIN_S
+        metrics.CONNECTIONS.inc()
+        if self._parked:
+            self._parked = False
+            metrics.PARKED.set(0)
         logger.info(
             "Connected to %s:%d (session present: %s)",
             self._settings.host,
@@ -198,7 +369,7 @@ class MqttConsumer:
         _properties: Any,  # noqa: ANN401 - paho's Properties
     ) -> None:
         self._connected = False
-        if not self._paused:
+        if not self._paused and not self._parked:
             logger.warning("Disconnected from the broker (%s); reconnecting", reason_code)
 
     def _on_message(
@@ -208,13 +379,7 @@ class MqttConsumer:
         message: mqtt.MQTTMessage,
     ) -> None:
         if self._paused:
-            return
-        if not self._slots.acquire(blocking=False):
-            waited_from = time.monotonic()
-            while not self._slots.acquire(timeout=_BACKPRESSURE_POLL_S):
-                if self._paused:
-                    return
-            metrics.BACKPRESSURE_SECONDS.inc(time.monotonic() - waited_from)
+            return  # Unacknowledged: the broker sends it again on the next connection.
         with self._held_lock:
             self._held += 1
             if self._held > self._peak:

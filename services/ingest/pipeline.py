@@ -9,6 +9,10 @@ Memory is bounded by ``max_buffered_messages``: the consumer releases a slot onl
 the message's batch has committed, and while no slot is free it stops reading the socket
 (see ``mqtt.py``), so the broker holds the rest. Nothing is acknowledged before its batch
 commits, so while the database is away memory stays flat. One batch is written at a time.
+
+A fleet load is in force when it returns: before a batch is written the fleet version is
+read, and if a load committed after the batch's messages were judged they are judged
+again from their raw form (see ``_judged_in_force``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ _IDLE_WAKE_S = 0.2
 _HEARTBEAT_S = 2.0
 # Commit lag is observed for at most this many readings per batch (a stride sample).
 _LAG_SAMPLES_PER_BATCH = 256
+# The fleet version in force; read before every flush (an index-only scan, ~0.1 ms).
+_FLEET_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM fleet_versions"
 
 
 class _RowsRejectedError(Exception):
@@ -78,6 +84,10 @@ class Pipeline:
         self._queue: asyncio.Queue[RawMessage] = asyncio.Queue()
         self._next_token = 0
         self._token_epochs: dict[int, int] = {}
+        # The pending batch's messages as received, and the oldest registry version they
+        # were judged against: a flush re-judges them if the registry has moved since.
+        self._pending_raw: list[tuple[int, RawMessage]] = []
+        self._pending_version = 0
         self._degraded = False
         self._started_at = datetime.now(UTC)
         self._consumer: MqttConsumer | None = None
@@ -167,14 +177,23 @@ class Pipeline:
                     dropped,
                 )
             self._ledger_epoch = raw.epoch
+        token = self._next_token
+        self._next_token += 1
+        if raw.qos > 0:
+            self._ledger.arrived(token, raw.mid)
+        if not self._pending_raw:
+            self._pending_version = self._registry.version
+        self._pending_raw.append((token, raw))
+        self._batcher.add(token, self._judge(raw), time.monotonic())
+
+    def _judge(self, raw: RawMessage) -> MessageOutcome:
+        """Judge one message against the registry in use."""
         received_at = datetime.fromtimestamp(raw.received_at, UTC)
         try:
-            outcome = judge_message(
-                raw.topic, raw.payload, self._registry, received_at, self._limits
-            )
+            return judge_message(raw.topic, raw.payload, self._registry, received_at, self._limits)
         except Exception:  # a bug in validation must not stall the pipeline
             logger.exception("Judging a message on %s failed; dead-lettering it", raw.topic)
-            outcome = MessageOutcome(
+            return MessageOutcome(
                 rejections=(
                     Rejection(
                         reason=RejectReason.INVALID_PAYLOAD,
@@ -185,16 +204,13 @@ class Pipeline:
                     ),
                 )
             )
-        token = self._next_token
-        self._next_token += 1
-        if raw.qos > 0:
-            self._ledger.arrived(token, raw.mid)
-        self._batcher.add(token, outcome, time.monotonic())
 
     async def _flush(self) -> None:
         batch = self._batcher.take()
+        pending, self._pending_raw = self._pending_raw, []
         if not batch.tokens:
             return
+        batch = await self._judged_in_force(batch, pending)
         await self._write_splitting(batch)
         self._ledger.settle(batch.tokens)
         released = self._ledger.release()
@@ -343,25 +359,81 @@ class Pipeline:
         return self._control
 
     async def _refresh_registry(self, *, force: bool = False) -> None:
+        """Poll the fleet version and load the registry if it moved (best effort)."""
         self._next_refresh = time.monotonic() + self._settings.registry_refresh_s
         try:
-            conn = await self._control_conn()
-            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM fleet_versions")
-            row = await cur.fetchone()
-            version = int(row[0]) if row else 0
-            if force or version != self._registry.version:
-                self._registry = await read_registry(conn)
-                metrics.REGISTRY_VERSION.set(self._registry.version)
-                logger.info(
-                    "Registry version %d: %d devices",
-                    self._registry.version,
-                    len(self._registry.devices),
-                )
+            await self._sync_registry(await self._control_conn(), force=force)
         except psycopg.OperationalError:
             if force:
                 raise
             logger.debug("Registry refresh failed; keeping version %d", self._registry.version)
             await self._drop_control()
+
+    async def _sync_registry(self, conn: psycopg.AsyncConnection, *, force: bool = False) -> None:
+        """Load the registry unless the one in use has the database's fleet version."""
+        cur = await conn.execute(_FLEET_VERSION_SQL)
+        row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if not force and version == self._registry.version:
+            return
+        # One snapshot: a load committing meanwhile must not mix two fleets in one registry.
+        async with conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._registry = await read_registry(conn)
+        metrics.REGISTRY_VERSION.set(self._registry.version)
+        logger.info(
+            "Registry version %d: %d devices", self._registry.version, len(self._registry.devices)
+        )
+
+    async def _judged_in_force(self, batch: Batch, pending: list[tuple[int, RawMessage]]) -> Batch:
+        """Return ``batch`` judged against the registry in force now.
+
+        Every message of the batch was received before the version is read here, so a
+        fleet load that had returned when a message arrived has committed before this
+        read. If the registry moved since the batch was judged, the messages are judged
+        again from their raw form against the new one. When it has not moved this costs
+        one indexed read of ``fleet_versions`` per batch.
+        """
+        await self._sync_registry_retrying()
+        if self._pending_version == self._registry.version:
+            return batch
+        logger.info(
+            "Registry moved from version %d to %d under a batch; judging %d messages again",
+            self._pending_version,
+            self._registry.version,
+            len(pending),
+        )
+        rejudged = Batcher(self._settings.max_batch_rows, self._settings.flush_interval_s)
+        now = time.monotonic()
+        for token, raw in pending:
+            rejudged.add(token, self._judge(raw), now)
+        metrics.MESSAGES_REJUDGED.inc(len(pending))
+        return rejudged.take()
+
+    async def _sync_registry_retrying(self) -> None:
+        """Bring the registry up to the database's version, retrying while it is away."""
+        attempt = 0
+        while True:
+            try:
+                await self._sync_registry(await self._control_conn())
+            except psycopg.Error as exc:
+                await self._drop_control()
+                if classify(exc.sqlstate) is not StorageOutcome.RETRY:
+                    logger.critical("Unrecoverable registry error %s: %s", exc.sqlstate, exc)
+                    raise
+                self._set_degraded(degraded=True)
+                metrics.DB_RETRIES.inc()
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "Reading the fleet version failed (%s); retry %d in %.1f s",
+                    exc.sqlstate or "connection",
+                    attempt + 1,
+                    delay,
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def _heartbeat(self) -> None:
         self._next_heartbeat = time.monotonic() + _HEARTBEAT_S

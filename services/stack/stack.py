@@ -54,8 +54,6 @@ API_MODULE = "services.api"
 SIMULATOR_MODULE = "simulators"
 # Seconds the simulator must survive after its start to count as started.
 SIMULATOR_GRACE_S = 1.0
-# How often `wait_for_registry` asks the database; workers report every few seconds.
-REGISTRY_POLL_INTERVAL_S = 0.25
 # Ingest serves metrics on all or loopback addresses; either answers here.
 METRICS_PROBE_HOST = "127.0.0.1"
 # The folder holding the `services` package: children run `-m services.…` from here, so
@@ -429,28 +427,6 @@ class Stack:
         if wait_until(lambda: not pid_alive(pid), SIMULATOR_GRACE_S):
             raise ServiceStartError("simulator", "exited during start-up", process.log_file)
         return True
-
-    def wait_for_registry(self, version: int, timeout_s: float) -> bool:
-        """Wait until every ingest worker reports fleet ``version`` (or a newer one) loaded.
-
-        Returns:
-            True if they all did before ``timeout_s``.
-        """
-        client_ids = [
-            ingest_client_id(worker) for worker in range(1, self.settings.ingest_workers + 1)
-        ]
-        conninfo = self.db.conninfo(application_name="parksense-stack")
-
-        def loaded() -> bool:
-            with psycopg.connect(conninfo) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM ingest_workers"
-                    " WHERE client_id = ANY(%s) AND registry_version >= %s",
-                    (client_ids, version),
-                ).fetchone()
-            return row is not None and row[0] == len(client_ids)
-
-        return wait_until(loaded, timeout_s, interval_s=REGISTRY_POLL_INTERVAL_S)
 
     def down(self) -> list[str]:
         """Stop what ``up`` and ``demo`` started: services first, then broker, then database.
