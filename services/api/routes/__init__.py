@@ -11,7 +11,9 @@ from services.api.routes import (
     devices,
     fleet,
     health,
+    keys,
     parks,
+    session,
     signals,
     stream,
 )
@@ -25,5 +27,7 @@ ROUTERS: list[APIRouter] = [
     signals.router,
     cities.router,
     stream.router,
+    keys.router,
+    session.router,
     dashboard.router,
 ]

@@ -8,11 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from schemas.api import DeadLetters
+from services.api.auth import require_scope
 from services.api.deps import PoolDep
+from services.core.access import Scope
 from services.core.readings import RejectReason
 from services.storage import queries
 
-router = APIRouter(prefix="/v1/dead-letters", tags=["delivery"])
+router = APIRouter(
+    prefix="/v1/dead-letters", tags=["delivery"], dependencies=[require_scope(Scope.READ)]
+)
 
 
 @router.get("", summary="List dead letters")

@@ -8,13 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from schemas.api import DeviceLatest, Readings
+from services.api.auth import require_scope
 from services.api.deps import DeviceId, PoolDep, SettingsDep
 from services.api.problems import aware, bad_request, not_found
+from services.core.access import Scope
 from services.core.timeparams import parse_duration
 from services.storage import queries
 from services.storage.queries import Agg
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[require_scope(Scope.READ)])
 
 # Raw points per request; a longer series is asked for with a bucket.
 _MAX_RAW_POINTS = 100_000

@@ -9,10 +9,12 @@ from pydantic import ValidationError
 
 from schemas.api import FleetLoaded
 from schemas.fleet import parse_fleet
+from services.api.auth import require_scope
 from services.api.problems import ProblemError
+from services.core.access import Scope
 from services.storage.fleet_store import load_fleet
 
-router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
+router = APIRouter(prefix="/v1/fleet", tags=["fleet"], dependencies=[require_scope(Scope.WRITE)])
 
 # A fleet of 100,000 devices is about 6 MB of YAML; more than this is a mistake.
 _MAX_FLEET_BYTES = 32 * 1024 * 1024

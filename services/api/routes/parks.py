@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from schemas.api import ParkDelivery, ParkDetail, ParkSummaries
+from services.api.auth import require_scope
 from services.api.deps import ParkId, PoolDep
 from services.api.problems import aware, bad_request, not_found
+from services.core.access import Scope
 from services.storage import queries
 
-router = APIRouter(prefix="/v1/parks", tags=["parks"])
+router = APIRouter(prefix="/v1/parks", tags=["parks"], dependencies=[require_scope(Scope.READ)])
 
 
 @router.get("", summary="List parks")

@@ -10,15 +10,17 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from schemas import signals as out
+from services.api.auth import require_scope
 from services.api.deps import DeviceId, ParkId, PoolDep, SettingsDep
 from services.api.problems import bad_request, not_found
 from services.core import signals as core
+from services.core.access import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
 from services.core.timeparams import parse_duration
 from services.storage import availability, history_queries, signal_queries
 from services.storage.history_queries import Agg
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
 # Windows shorter than this say little about counters; longer ones are history's job.
 MIN_WINDOW = timedelta(seconds=10)
