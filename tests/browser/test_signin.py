@@ -77,7 +77,7 @@ def test_dashboard_signs_in_with_a_key_and_follows_live_data(
         page.screenshot(path=artifacts / "dashboard-signin.png")
 
         form.locator("input").fill("psk_not-a-key-at-all")
-        form.locator("button").click()
+        form.locator("input").press("Enter")
         expect(page.locator('[data-role="signin-error"]')).to_contain_text("not valid")
 
         form.locator("input").fill(read_key)
@@ -91,9 +91,11 @@ def test_dashboard_signs_in_with_a_key_and_follows_live_data(
         page.screenshot(path=artifacts / "dashboard-signed-in.png", full_page=True)
 
         [cookie] = context.cookies()
-        assert cookie["name"] == "parksense_session"
-        assert cookie["httpOnly"] is True
-        assert cookie["sameSite"] == "Strict"
+        assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+            "parksense_session",
+            True,
+            "Strict",
+        )
         token = cookie["value"]
         assert page.evaluate("document.cookie") == ""
         assert page.evaluate("JSON.stringify(window.localStorage)").find(read_key) == -1
