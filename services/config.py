@@ -103,7 +103,7 @@ class ApiSettings(BaseSettings):
     session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
     session_cookie_secure: bool = False
     # Fleet uploads (PUT /v1/fleet): the body size and the YAML node count allowed. 100,000
-    # devices take about 6 MB and 1.1 million nodes; the defaults leave room for thresholds.
+    # devices take about 6 MB and 570,000 nodes; the defaults leave room for thresholds.
     fleet_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     fleet_max_nodes: int = Field(default=4_000_000, ge=100)
     # Server limits (uvicorn): connections and requests in flight beyond which new ones get
