@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.api import problems
 from services.api.auth import API_KEY_HEADER, KeyRing, TrustedHostMiddleware
+from services.api.guards import InputGuardMiddleware
 from services.api.routes import ROUTERS
 from services.config import ApiSettings, DatabaseSettings
 from services.retention import RetentionSettings, run_maintenance
@@ -88,6 +89,7 @@ def create_app(
             allow_methods=["GET", "PUT", "POST", "DELETE"],
             allow_headers=["Authorization", API_KEY_HEADER, "Content-Type", "Last-Event-ID"],
         )
+    app.add_middleware(InputGuardMiddleware)
     # Added last, so it runs first: an untrusted Host is refused before anything else.
     app.add_middleware(TrustedHostMiddleware, trusted=settings.trusted_host_list())
     return app

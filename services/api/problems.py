@@ -107,8 +107,9 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_out_of_range(request: Request, exc: Exception) -> JSONResponse:
-    # OverflowError (date arithmetic past year 9999) and SQLSTATE class 22 (data exception:
-    # a value the database cannot represent) come from what the client asked for.
+    # OverflowError (date arithmetic past year 9999) and psycopg's DataError (SQLSTATE
+    # class 22, or a value such as a year-0 timestamp psycopg cannot represent) come
+    # from what the client asked for.
     logger.info("Out-of-range request to %s: %s", request.url.path, type(exc).__name__)
     return problem_response(
         request, 400, "Bad request", "a parameter is out of the range this API can compute"
@@ -126,5 +127,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(OverflowError, _on_out_of_range)
-    app.add_exception_handler(psycopg.errors.DataException, _on_out_of_range)
+    app.add_exception_handler(psycopg.DataError, _on_out_of_range)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from schemas.api import DeviceLatest, Readings
 from services.api.auth import require_scope
-from services.api.deps import DeviceId, PoolDep, SettingsDep
+from services.api.deps import DeviceId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import aware, bad_request, not_found
 from services.core.access import Scope
 from services.core.timeparams import parse_duration
@@ -68,8 +68,8 @@ async def readings(
     device_id: DeviceId,
     pool: PoolDep,
     metric: Annotated[str, Query(examples=["power_kw"])],
-    start: Annotated[datetime | None, Query(description="inclusive; default end - 1 h")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 1 h")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
     bucket: Annotated[
         str | None, Query(description="bucket width, e.g. 1m, 15m, 1h, 1d", examples=["15m"])
     ] = None,

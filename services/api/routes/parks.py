@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from schemas.api import ParkDelivery, ParkDetail, ParkSummaries
 from services.api.auth import require_scope
-from services.api.deps import ParkId, PoolDep
+from services.api.deps import ParkId, PoolDep, Rfc3339
 from services.api.problems import aware, bad_request, not_found
 from services.core.access import Scope
 from services.storage import queries
@@ -43,8 +43,8 @@ async def get_park(park_id: ParkId, pool: PoolDep) -> ParkDetail:
 async def park_delivery(
     park_id: ParkId,
     pool: PoolDep,
-    start: Annotated[datetime | None, Query(description="inclusive; default end - 1 h")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 1 h")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
 ) -> ParkDelivery:
     """What arrived for the park, what was stored, what was refused and which devices were silent.
 

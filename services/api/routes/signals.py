@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Response
 
 from schemas import signals as out
 from services.api.auth import require_scope
-from services.api.deps import DeviceId, ParkId, PoolDep, SettingsDep
+from services.api.deps import DeviceId, ParkId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import bad_request, not_found
 from services.core import signals as core
 from services.core.access import Scope
@@ -39,7 +39,7 @@ _PARK_ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 AsOf = Annotated[
-    datetime | None,
+    Rfc3339 | None,
     Query(
         description="the instant the signals describe, RFC 3339 with offset; default now",
         examples=["2026-11-26T10:00:00Z"],
@@ -219,14 +219,14 @@ def history_range(
 
 
 Start = Annotated[
-    datetime | None,
+    Rfc3339 | None,
     Query(
         description="inclusive, truncated to the minute; default end - 24 h",
         examples=["2026-11-25T10:00:00Z"],
     ),
 ]
 End = Annotated[
-    datetime | None,
+    Rfc3339 | None,
     Query(
         description="exclusive, truncated to the minute; default the end of the current minute",
         examples=["2026-11-26T10:00:00Z"],
@@ -409,8 +409,8 @@ async def device_availability(
     device_id: DeviceId,
     pool: PoolDep,
     settings: SettingsDep,
-    start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 24 h")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
 ) -> out.DeviceAvailability:
     """Online/offline transitions in ``[start, end)`` with their reason, and the online share.
 
