@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool
 
-from services.api import problems
+from services.api import openapi, problems
 from services.api.auth import API_KEY_HEADER, KeyRing, TrustedHostMiddleware
 from services.api.guards import InputGuardMiddleware
 from services.api.routes import ROUTERS
@@ -80,6 +80,7 @@ def create_app(
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    openapi.install(app)
     origins = settings.cors_origin_list()
     if origins:
         # Keys travel in headers, never cookies, across origins: no credentials mode.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -86,11 +87,38 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the documented paths allow at this request's path (RFC 9110 §10.2.1).
+
+    Starlette names only the methods of the first route that matched the path, so a path
+    served by two routes (GET and POST) would answer a 405 with half its methods.
+    """
+    document: dict[str, Any] = request.app.openapi()
+    methods: set[str] = set()
+    for template, operations in document.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
+    if not methods:
+        return None
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+_HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     title = HTTPStatus(exc.status_code).phrase
     # 405 keeps its Allow header (RFC 9110 §15.5.6), 401 its challenge.
-    return problem_response(request, exc.status_code, title, str(exc.detail), exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers["Allow"] = allowed
+    return problem_response(request, exc.status_code, title, str(exc.detail), headers)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:

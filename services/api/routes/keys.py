@@ -52,7 +52,12 @@ async def list_keys(pool: PoolDep, request: Request) -> ApiKeys:
     )
 
 
-@router.delete("/{name}", summary="Revoke an API key", status_code=204)
+@router.delete(
+    "/{name}",
+    summary="Revoke an API key",
+    status_code=204,
+    responses={404: {"description": "No key of that name"}},
+)
 async def revoke_key(name: KeyNameParam, pool: PoolDep) -> Response:
     """Revoke a key at once: its next request gets 401, and its dashboard sessions end."""
     async with pool.connection() as conn:

@@ -16,7 +16,7 @@ from services.api.problems import bad_request, not_found
 from services.core import signals as core
 from services.core.access import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
-from services.core.timeparams import parse_duration
+from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import availability, history_queries, signal_queries
 from services.storage.history_queries import Agg
 
@@ -48,6 +48,7 @@ AsOf = Annotated[
 Window = Annotated[
     str | None,
     Query(
+        pattern=DURATION_PATTERN,
         description="window W of the counter increases: 30s, 5m, 300s, 1h (10 s to 1 day);"
         " default PARKSENSE_API_SIGNAL_WINDOW_S",
         examples=["5m"],
