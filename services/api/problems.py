@@ -99,11 +99,7 @@ def _allowed_methods(request: Request) -> str | None:
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, request.url.path):
             methods |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
-    if not methods:
-        return None
-    if "GET" in methods:
-        methods.add("HEAD")
-    return ", ".join(sorted(methods))
+    return ", ".join(sorted(methods)) if methods else None
 
 
 _HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"})
