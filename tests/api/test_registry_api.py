@@ -91,7 +91,9 @@ def test_bad_parameters_answer_400_or_422(api: TestClient) -> None:
     load(api)
     base = "/v1/devices/f01-meter-1/readings"
     cases = [
-        ({"metric": "power_kw", "bucket": "5 parsecs"}, 400),
+        # Not <digits><s|m|h|d>: breaks the documented pattern, so malformed.
+        ({"metric": "power_kw", "bucket": "5 parsecs"}, 422),
+        ({"metric": "power_kw", "bucket": "0s"}, 400),
         # A time without an offset breaks the documented RFC 3339 pattern: malformed.
         ({"metric": "power_kw", "start": "2026-11-26T10:00:00"}, 422),
         (
