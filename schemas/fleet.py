@@ -10,6 +10,7 @@ from typing import Annotated, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.fleet_text import FleetLimits, load_fleet_text
 from schemas.telemetry import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -155,16 +156,16 @@ def builtin_device_types() -> list[DeviceType]:
     return [DeviceType.model_validate(item) for item in raw["device_types"]]
 
 
-def parse_fleet(text: str | bytes) -> Fleet:
+def parse_fleet(text: str | bytes, limits: FleetLimits | None = None) -> Fleet:
     """Parse a fleet file (YAML, which also accepts JSON) into a validated ``Fleet``.
 
+    The text is read by ``schemas.fleet_text`` (no aliases, bounded size, nodes and depth).
+
     Raises:
-        ValueError: the text is not YAML, or does not describe a valid fleet.
+        ValueError: the text is not YAML, is over ``limits`` (``FleetTextError``), or does
+            not describe a valid fleet (``pydantic.ValidationError``).
     """
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"fleet file is not valid YAML or JSON: {exc}") from exc
+    raw = load_fleet_text(text, limits)
     if not isinstance(raw, dict):
         raise ValueError("fleet file must be a mapping with a 'parks' list")  # noqa: TRY004 - bad input, not a bad type
     return Fleet.model_validate(raw)

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -355,6 +356,84 @@ def _cmd_credentials_revoke(settings: Settings, args: argparse.Namespace) -> int
     return 0
 
 
+# -- API keys -------------------------------------------------------------------------
+
+
+def _keys_conninfo(settings: Settings) -> str:
+    return settings.db.conninfo(application_name="parksense-cli")
+
+
+def _cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson  # noqa: PLC0415 - lazy, like all subcommands
+
+    from schemas.access import ApiKeyCreated  # noqa: PLC0415 - same
+    from services.storage import api_keys  # noqa: PLC0415 - same
+
+    with psycopg.connect(_keys_conninfo(settings)) as conn:
+        issued = api_keys.create_key(conn, args.name, args.scope)
+    body = ApiKeyCreated(name=issued.name, scope=issued.scope, key=issued.key)
+    # The same JSON as POST /v1/keys; the key is shown this once.
+    _out(orjson.dumps(body.model_dump(mode="json")).decode())
+    return 0
+
+
+def _cmd_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
+    import orjson  # noqa: PLC0415 - lazy, like all subcommands
+
+    from schemas.access import ApiKeys, ApiKeySummary  # noqa: PLC0415 - same
+    from services.storage import api_keys  # noqa: PLC0415 - same
+
+    with psycopg.connect(_keys_conninfo(settings)) as conn:
+        found = api_keys.list_keys(conn)
+    body = ApiKeys(
+        data=[ApiKeySummary(name=k.name, scope=k.scope, created_at=k.created_at) for k in found],
+        count=len(found),
+        bootstrap_keys=len(settings.api.key_list()),
+    )
+    _out(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from services.storage import api_keys  # noqa: PLC0415 - lazy, like all subcommands
+
+    with psycopg.connect(_keys_conninfo(settings)) as conn:
+        if not api_keys.revoke_key(conn, args.name):
+            raise CliError(f"no API key named {args.name!r}")
+        left = api_keys.keys_exist(conn)
+    _out(f"Revoked API key {args.name}")
+    if not left and not settings.api.key_list():
+        logger.warning(
+            "No API key is left and no bootstrap key is set: the API is now open to callers"
+            " on trusted hosts (docs/api.md)"
+        )
+    return 0
+
+
+def _key_name(text: str) -> str:
+    from schemas.telemetry import ID_PATTERN  # noqa: PLC0415 - lazy
+
+    if re.fullmatch(ID_PATTERN.strip("^$"), text) is None:
+        msg = f"{text!r} is not a key name (lower-case letters, digits, - and _; at most 64)"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def _add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from schemas.access import Scope  # noqa: PLC0415 - lazy
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys (stored hashed)")
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="create a key; prints it once, as JSON")
+    create.add_argument("--name", required=True, type=_key_name, help="unique name of the key")
+    create.add_argument(
+        "--scope", required=True, type=Scope, choices=list(Scope), help="read, write or admin"
+    )
+    actions.add_parser("list", help="list the stored keys (names and scopes, no secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a key at once (its sessions end too)")
+    revoke.add_argument("name", type=_key_name, help="the key's name")
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -407,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--factory", metavar="ID", help="the gateway credential of a factory's devices"
         )
         target.add_argument("--park", metavar="ID", help="a park's reader credential (signals)")
+    _add_keys_commands(commands)
 
     for name, (_, help_text) in PASSTHROUGH.items():
         commands.add_parser(name, help=help_text, add_help=False)
@@ -425,6 +505,9 @@ HANDLERS: dict[str, Handler] = {
     "fleet demo": _cmd_fleet_demo,
     "credentials issue": _cmd_credentials_issue,
     "credentials revoke": _cmd_credentials_revoke,
+    "keys create": _cmd_keys_create,
+    "keys list": _cmd_keys_list,
+    "keys revoke": _cmd_keys_revoke,
 }
 
 
@@ -447,9 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args_list and args_list[0] in PASSTHROUGH:
             return _run_passthrough(args_list[0], args_list[1:])
         args = build_parser().parse_args(args_list)
-        key = args.command
-        if args.command in {"fleet", "credentials"}:
-            key = f"{args.command} {getattr(args, f'{args.command}_command')}"
+        # Command groups dispatch on "<group> <action>".
+        action = getattr(args, f"{args.command}_command", None)
+        key = args.command if action is None else f"{args.command} {action}"
         _configure_logging(verbose=args.verbose)
         return HANDLERS[key](Settings(), args)
     except KeyboardInterrupt:

@@ -105,13 +105,45 @@ class ApiSettings(BaseSettings):
     stream_interval_s: float = Field(default=2.0, gt=0, le=2.0)
     signal_window_s: int = Field(default=300, ge=10)
     online_timeout_s: int = Field(default=90, ge=1)
-    # Comma-separated API keys; when set, every /v1 request needs one (X-API-Key header or
-    # ?api_key=). Empty: the API is open, as suits the local stack on 127.0.0.1.
+    # Bootstrap admin keys, comma-separated: they always work, even with the database away,
+    # and are how the first stored key is made over HTTP. Keys made with `parksense keys
+    # create` or POST /v1/keys live (hashed) in the database. With neither, the API is open
+    # to trusted hosts only (see trusted_hosts).
     api_keys: SecretStr = SecretStr("")
+    # Host header values accepted, comma-separated (a port is ignored; "*.example.com"
+    # matches subdomains; "*" any host). Empty: the bind address, localhost and 127.0.0.1.
+    # Refusing other Host values stops DNS-rebinding pages from reaching the API.
+    trusted_hosts: str = ""
+    # Origins allowed cross-origin (CORS), comma-separated; empty: CORS is off.
+    cors_origins: str = ""
+    # Dashboard sessions: lifetime, and whether the cookie is sent over HTTPS only (set it
+    # when a TLS proxy is in front; the cookie is always Secure on an https request).
+    session_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    session_cookie_secure: bool = False
+    # Fleet uploads (PUT /v1/fleet): the body size and the YAML node count allowed. 100,000
+    # devices take about 6 MB and 570,000 nodes; the defaults leave room for thresholds.
+    fleet_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    fleet_max_nodes: int = Field(default=4_000_000, ge=100)
+    # Server limits (uvicorn): connections and requests in flight beyond which new ones get
+    # 503; seconds a new connection has to send its request headers; idle keep-alive; how
+    # long SIGTERM waits for open requests (live streams are closed at once).
+    max_concurrency: int = Field(default=1000, ge=10)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    keep_alive_s: int = Field(default=5, ge=1, le=300)
+    shutdown_grace_s: int = Field(default=3, ge=0, le=60)
 
     def key_list(self) -> list[str]:
-        """The configured API keys."""
+        """The configured bootstrap admin keys."""
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def trusted_host_list(self) -> list[str]:
+        """The Host values accepted (lower case, without port)."""
+        configured = [h.strip().lower() for h in self.trusted_hosts.split(",") if h.strip()]
+        return configured or sorted({self.host.lower(), "localhost", "127.0.0.1"})
+
+    def cors_origin_list(self) -> list[str]:
+        """The origins allowed cross-origin (none: CORS off)."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
 class StackSettings(BaseSettings):

@@ -18,6 +18,9 @@ RESERVED_PORTS = frozenset({1883, 5433, 8000})
 # Settings of throwaway test clusters: a crash of the test machine may lose them, so skip
 # the fsyncs (a killed postgres process still loses nothing). Small buffers: several
 # clusters may run at once.
+# The in-process test client talks to the API as a local browser would: the API refuses
+# Host headers it does not trust, and "testserver" is not one of them.
+LOCAL_URL = "http://127.0.0.1"
 TEST_CLUSTER_SETTINGS: dict[str, str | int] = {"fsync": "off", "shared_buffers": "128MB"}
 
 

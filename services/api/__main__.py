@@ -10,6 +10,12 @@ import uvicorn
 
 from services.access.sync import BrokerSync
 from services.api.app import create_app
+from services.api.server import (
+    MAX_HEADER_BYTES,
+    SecretRedactingFilter,
+    header_deadline_protocol,
+    log_config,
+)
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.retention import RetentionSettings
 
@@ -24,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretRedactingFilter())
     settings = ApiSettings()
     app = create_app(
         settings,
@@ -31,13 +39,23 @@ def main(argv: list[str] | None = None) -> int:
         maintenance=RetentionSettings(),
         broker_sync=BrokerSync(BrokerAuthSettings(), MqttSettings()),
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level.lower(),
+        log_config=log_config(),
         proxy_headers=False,
+        server_header=False,
+        http=header_deadline_protocol(settings.header_timeout_s),
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=settings.max_concurrency,
+        timeout_keep_alive=settings.keep_alive_s,
+        # Live streams end at once on SIGTERM (sse-starlette watches uvicorn's exit flag);
+        # this bounds what is left, so `make down` never waits for a slow client.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
+    uvicorn.Server(config).run()
     return 0
 
 

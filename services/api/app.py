@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool
 
 from services.access.sync import BrokerSync
-from services.api import problems
-from services.api.auth import ApiKeyMiddleware
+from services.api import openapi, problems
+from services.api.auth import API_KEY_HEADER, KeyRing, TrustedHostMiddleware
+from services.api.guards import InputGuardMiddleware
 from services.api.routes import ROUTERS
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.retention import RetentionSettings, run_maintenance
@@ -80,9 +81,21 @@ def create_app(
     app.state.settings = settings
     app.state.conninfo = conninfo
     app.state.broker_sync = broker_sync or BrokerSync(BrokerAuthSettings(), MqttSettings())
+    app.state.key_ring = KeyRing(settings.key_list())
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)
-    app.mount("/metrics", make_asgi_app())
-    app.add_middleware(ApiKeyMiddleware, keys=settings.key_list())
+    openapi.install(app)
+    origins = settings.cors_origin_list()
+    if origins:
+        # Keys travel in headers, never cookies, across origins: no credentials mode.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "PUT", "POST", "DELETE"],
+            allow_headers=["Authorization", API_KEY_HEADER, "Content-Type", "Last-Event-ID"],
+        )
+    app.add_middleware(InputGuardMiddleware)
+    # Added last, so it runs first: an untrusted Host is refused before anything else.
+    app.add_middleware(TrustedHostMiddleware, trusted=settings.trusted_host_list())
     return app

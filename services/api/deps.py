@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BeforeValidator, WithJsonSchema
 
 from schemas.telemetry import ID_PATTERN
 from services.config import ApiSettings
@@ -28,3 +31,25 @@ SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 ParkId = Annotated[str, Path(pattern=ID_PATTERN, examples=["hebi-tech"])]
 DeviceId = Annotated[str, Path(pattern=ID_PATTERN, examples=["f01-meter-1"])]
 FactoryId = Annotated[str, Path(pattern=ID_PATTERN, examples=["f01"])]
+
+
+# RFC 3339 with an offset, ASCII digits only: a bare number (an epoch, which pydantic would
+# take), a date alone, or a time without an offset are refused as malformed (422).
+RFC3339_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and _RFC3339.match(value) is None:
+        raise ValueError("must be an RFC 3339 time with an offset, e.g. 2026-11-26T10:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[
+    datetime,
+    BeforeValidator(_rfc3339),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -17,12 +23,21 @@ PROBLEM_JSON = "application/problem+json"
 class ProblemError(Exception):
     """Raised by routes and queries to answer with a problem document."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:  # noqa: ANN401 - extension members are free-form JSON
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,  # noqa: ANN401 - extension members are free-form JSON
+    ) -> None:
         """Create a problem with an HTTP status, a short title and a specific detail."""
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extra = extra
 
 
@@ -43,7 +58,15 @@ def aware(ts: datetime, name: str) -> datetime:
     return ts.astimezone(UTC)
 
 
-def _problem(request: Request, status: int, title: str, detail: str, **extra: Any) -> JSONResponse:  # noqa: ANN401 - extension members are free-form JSON
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,  # noqa: ANN401 - extension members are free-form JSON
+) -> JSONResponse:
+    """Return a problem document as a response."""
     body = {
         "type": "about:blank",
         "title": title,
@@ -52,18 +75,46 @@ def _problem(request: Request, status: int, title: str, detail: str, **extra: An
         "instance": request.url.path,
         **extra,
     }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {})
+    )
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)  # noqa: S101 - registered for this type only
-    return _problem(request, exc.status, exc.title, exc.detail, **exc.extra)
+    return problem_response(
+        request, exc.status, exc.title, exc.detail, exc.headers or None, **exc.extra
+    )
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the documented paths allow at this request's path (RFC 9110 §10.2.1).
+
+    Starlette names only the methods of the first route that matched the path, so a path
+    served by two routes (GET and POST) would answer a 405 with half its methods.
+    """
+    document: dict[str, Any] = request.app.openapi()
+    methods: set[str] = set()
+    for template, operations in document.get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m.upper() in _HTTP_METHODS}
+    return ", ".join(sorted(methods)) if methods else None
+
+
+_HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"})
 
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
     title = HTTPStatus(exc.status_code).phrase
-    return _problem(request, exc.status_code, title, str(exc.detail))
+    # 405 keeps its Allow header (RFC 9110 §15.5.6), 401 its challenge.
+    headers = dict(exc.headers or {})
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        allowed = _allowed_methods(request)
+        if allowed is not None:
+            headers["Allow"] = allowed
+    return problem_response(request, exc.status_code, title, str(exc.detail), headers)
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -76,7 +127,22 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
         for err in exc.errors()
     )
-    return _problem(request, 422, "Invalid request", detail, errors=errors)
+    return problem_response(request, 422, "Invalid request", detail, errors=errors)
+
+
+async def _on_out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # OverflowError (date arithmetic past year 9999) and psycopg's DataError (SQLSTATE
+    # class 22, or a value such as a year-0 timestamp psycopg cannot represent) come
+    # from what the client asked for.
+    logger.info("Out-of-range request to %s: %s", request.url.path, type(exc).__name__)
+    return problem_response(
+        request, 400, "Bad request", "a parameter is out of the range this API can compute"
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Unexpected error in %s", request.url.path, exc_info=exc)
+    return problem_response(request, 500, "Internal Server Error", "an unexpected error; see logs")
 
 
 def install(app: FastAPI) -> None:
@@ -84,3 +150,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(OverflowError, _on_out_of_range)
+    app.add_exception_handler(psycopg.DataError, _on_out_of_range)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import sys
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -35,6 +36,9 @@ _READY_JS = """() => {
   return [...charts].every((c) => c.querySelector("svg") && !c.textContent.includes("…"));
 }"""
 _DEFAULT_URL = "http://127.0.0.1:8000/"
+# With API keys on, the screenshot signs in with the key in this variable (never an argument,
+# which would show in the process list).
+KEY_VARIABLE = "PARKSENSE_SCREENSHOT_KEY"
 
 
 def find_chromium() -> str | None:
@@ -51,7 +55,7 @@ def find_chromium() -> str | None:
 def page_url(url: str, *, park: str | None, lang: str, chart_range: str | None) -> str:
     """Return the dashboard address: the overview or one park's page, in a language.
 
-    Query parameters already in ``url`` (such as ``api_key``) are kept.
+    Query parameters already in ``url`` are kept.
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
@@ -110,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
                 locale="zh-CN" if args.lang == "zh" else "en-US",
             )
             page = context.new_page()
+            key = os.environ.get(KEY_VARIABLE)
+            if key:
+                # The same sign-in as the dashboard's form: the answer sets the session cookie.
+                signed = context.request.post(
+                    urlunsplit((*urlsplit(args.url)[:2], "/v1/session", "", "")),
+                    data={"key": key},
+                )
+                if signed.status != HTTPStatus.CREATED:
+                    sys.stderr.write(f"sign-in failed with {signed.status}; check {KEY_VARIABLE}\n")
+                    return 1
             page.goto(target)
             page.wait_for_function(_READY_JS, timeout=args.timeout_s * 1000)
             # One more update, so sparklines and trends from the history are in.

@@ -210,7 +210,7 @@ def test_clients_of_one_park_share_one_poller(live: LiveStack) -> None:
         a = [one.wait_for(is_signals) for _ in range(3)][-1]
         b = two.wait_for(lambda e: is_signals(e) and e.id == a.id)
         assert a.data == b.data
-        _, metrics = live.api.get("/metrics/")
+        _, metrics = live.api.get("/metrics")
         assert "parksense_api_stream_pollers 1.0" in metrics
         assert "parksense_api_stream_clients 2.0" in metrics
     finally:

@@ -131,9 +131,14 @@ class ApiServer:
     """``python -m services.api`` as a real child process on a free port."""
 
     def __init__(
-        self, db: DatabaseSettings, log_dir: Path, extra_env: dict[str, str] | None = None
+        self,
+        db: DatabaseSettings,
+        log_dir: Path,
+        extra_env: dict[str, str] | None = None,
+        log_level: str = "warning",
     ) -> None:
-        """Prepare (not start) the API."""
+        """Prepare (not start) the API; ``log_level`` info also writes the access log."""
+        self.log_level = log_level
         self.port = free_port()
         self.host = "127.0.0.1"
         self.log_path = log_dir / f"api-{self.port}.log"
@@ -165,7 +170,7 @@ class ApiServer:
         """Start the API and wait until it answers."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.api", "--log-level", "warning"],
+                [sys.executable, "-m", "services.api", "--log-level", self.log_level],
                 cwd=REPO,
                 env=self.env,
                 stdout=log,
@@ -345,16 +350,21 @@ class LiveStack:
     api: ApiServer
     publisher: Publisher
     conninfo: str
+    # Headers that authenticate the harness's own requests (empty: the API is open).
+    auth: dict[str, str] = field(default_factory=dict)
 
     def follow(self, headers: dict[str, str] | None = None) -> SseClient:
         """Open the park's stream."""
         return SseClient(
-            self.api.host, self.api.port, f"/v1/parks/{self.park.park}/stream", headers
+            self.api.host,
+            self.api.port,
+            f"/v1/parks/{self.park.park}/stream",
+            {**self.auth, **(headers or {})},
         )
 
     def signals(self) -> dict[str, Any]:
         """GET the park's live signals."""
-        status, body = self.api.get(f"/v1/parks/{self.park.park}/signals")
+        status, body = self.api.get(f"/v1/parks/{self.park.park}/signals", self.auth)
         assert status == 200, body
         result: dict[str, Any] = body
         return result
@@ -362,15 +372,26 @@ class LiveStack:
 
 @contextmanager
 def live_stack(
-    conninfo: str, db: DatabaseSettings, mqtt_settings: MqttSettings, log_dir: Path
+    conninfo: str,
+    db: DatabaseSettings,
+    mqtt_settings: MqttSettings,
+    log_dir: Path,
+    *,
+    admin_key: str | None = None,
+    api_log_level: str = "warning",
 ) -> Iterator[LiveStack]:
-    """Load a fresh park, start ingest and the API, and publish a baseline where all report."""
+    """Load a fresh park, start ingest and the API, and publish a baseline where all report.
+
+    With ``admin_key``, the API runs with keys on (that key as its bootstrap admin key).
+    """
     park = LivePark(unique_prefix())
     version = park.load(conninfo)
     worker = IngestProcess(db, mqtt_settings, log_dir)
-    api = ApiServer(db, log_dir)
+    env = {"PARKSENSE_API_API_KEYS": admin_key} if admin_key else {}
+    api = ApiServer(db, log_dir, env, log_level=api_log_level)
     publisher = Publisher(mqtt_settings)
-    stack = LiveStack(park, api, publisher, conninfo)
+    auth = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    stack = LiveStack(park, api, publisher, conninfo, auth)
     try:
         worker.start()
         worker.wait_for_registry(conninfo, version)

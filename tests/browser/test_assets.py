@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from services.api.app import create_app
 from services.api.routes.dashboard import STATIC_DIR
 from services.config import ApiSettings, DatabaseSettings
+from tests.helpers import LOCAL_URL
 
 # Any absolute URL; the only ones allowed are XML namespaces, which browsers never fetch.
 _URL = re.compile(r"""(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}""", re.IGNORECASE)
@@ -20,7 +21,7 @@ _NAMESPACES = {"//www.w3.org"}
 @pytest.fixture
 def client(db_settings: DatabaseSettings) -> Iterator[TestClient]:
     """The API (no request here touches the database)."""
-    with TestClient(create_app(ApiSettings(), db_settings)) as api:
+    with TestClient(create_app(ApiSettings(), db_settings), base_url=LOCAL_URL) as api:
         yield api
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings, MqttSettings
-from tests.helpers import wait_until
+from tests.helpers import LOCAL_URL, wait_until
 from tests.ingest.harness import (
     IngestProcess,
     LoadFleet,
@@ -46,7 +46,7 @@ def test_park_delivery_counts_duplicates_and_refusals(
     publish_concurrently(mqtt_settings, [*messages, *bad], publishers=2, copies=2)
     wait_until(lambda: count_rows(clean_db, fleet.prefix) >= len(expected), 30)
     wait_until(lambda: len(dead_letter_reasons(clean_db, fleet.prefix)) >= 4, 30)
-    with TestClient(create_app(ApiSettings(), db_settings)) as api:
+    with TestClient(create_app(ApiSettings(), db_settings), base_url=LOCAL_URL) as api:
 
         def settled() -> bool:
             body = api.get(f"/v1/parks/{fleet.park}/delivery").json()

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings, MqttSettings
-from tests.helpers import wait_until
+from tests.helpers import LOCAL_URL, wait_until
 from tests.ingest.harness import (
     IngestProcess,
     LoadFleet,
@@ -27,7 +27,7 @@ from tests.ingest.harness import (
 @pytest.fixture
 def api(db_settings: DatabaseSettings) -> Iterator[TestClient]:
     """The API over the test database."""
-    with TestClient(create_app(ApiSettings(), db_settings)) as client:
+    with TestClient(create_app(ApiSettings(), db_settings), base_url=LOCAL_URL) as client:
         yield client
 
 

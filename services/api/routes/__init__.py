@@ -12,7 +12,9 @@ from services.api.routes import (
     devices,
     fleet,
     health,
+    keys,
     parks,
+    session,
     signals,
     stream,
 )
@@ -27,5 +29,7 @@ ROUTERS: list[APIRouter] = [
     signals.router,
     cities.router,
     stream.router,
+    keys.router,
+    session.router,
     dashboard.router,
 ]

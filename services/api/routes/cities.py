@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from schemas.signals import CitySignals, ParkRank
+from services.api.auth import require_scope
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import not_found
 from services.api.routes.signals import (
@@ -19,10 +20,11 @@ from services.api.routes.signals import (
     resolve_window,
     signal_values,
 )
+from services.core.api_keys import Scope
 from services.core.signals import combine_parks
 from services.storage import signal_queries
 
-router = APIRouter(prefix="/v1/cities", tags=["signals"])
+router = APIRouter(prefix="/v1/cities", tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
 City = Annotated[
     str, Path(min_length=1, max_length=200, description="matched ignoring case", examples=["Hebi"])

@@ -14,12 +14,14 @@ from schemas.api import IssuedCredential
 from services.access.credentials import issue, revoke
 from services.access.errors import BrokerReloadError
 from services.access.sync import BrokerSync
+from services.api.auth import require_scope
 from services.api.deps import DeviceId, FactoryId, ParkId
 from services.api.problems import ProblemError, not_found
 from services.core.access import CredentialKind
+from services.core.api_keys import Scope
 from services.storage.credentials import UnknownSubjectError
 
-router = APIRouter(prefix="/v1", tags=["credentials"])
+router = APIRouter(prefix="/v1", tags=["credentials"], dependencies=[require_scope(Scope.WRITE)])
 
 _NOUNS = {
     CredentialKind.DEVICE: "device",

@@ -35,8 +35,12 @@ def static_file(relative: str) -> Path | None:
     paths and symbolic links out of the folder resolve elsewhere and are refused.
     """
     root = STATIC_DIR.resolve()
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
+    try:
+        candidate = (root / relative).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):
+        # A NUL byte, a lone surrogate or a name too long for the file system.
         return None
     if candidate.suffix not in _MEDIA_TYPES:
         return None

@@ -8,13 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from schemas.api import DeviceLatest, Readings
-from services.api.deps import DeviceId, PoolDep, SettingsDep
+from services.api.auth import require_scope
+from services.api.deps import DeviceId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import aware, bad_request, not_found
-from services.core.timeparams import parse_duration
+from services.core.api_keys import Scope
+from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import queries
 from services.storage.queries import Agg
 
-router = APIRouter(prefix="/v1/devices", tags=["devices"])
+router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[require_scope(Scope.READ)])
 
 # Raw points per request; a longer series is asked for with a bucket.
 _MAX_RAW_POINTS = 100_000
@@ -66,10 +68,15 @@ async def readings(
     device_id: DeviceId,
     pool: PoolDep,
     metric: Annotated[str, Query(examples=["power_kw"])],
-    start: Annotated[datetime | None, Query(description="inclusive; default end - 1 h")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 1 h")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
     bucket: Annotated[
-        str | None, Query(description="bucket width, e.g. 1m, 15m, 1h, 1d", examples=["15m"])
+        str | None,
+        Query(
+            pattern=DURATION_PATTERN,
+            description="bucket width, e.g. 1m, 15m, 1h, 1d (1 s to 366 d)",
+            examples=["15m"],
+        ),
     ] = None,
     agg: Annotated[Agg | None, Query(description="aggregate per bucket; default avg")] = None,
     limit: Annotated[int, Query(ge=1, le=_MAX_RAW_POINTS)] = 10_000,

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Request
-from pydantic import ValidationError
+from fastapi import APIRouter, FastAPI, Request
 
 from schemas.api import FleetLoaded
-from schemas.fleet import parse_fleet
+from schemas.fleet_text import FleetLimits
 from services.access.errors import BrokerReloadError
-from services.access.fleet import load_fleet_in_force
+from services.access.sync import BrokerSync
+from services.api.auth import require_scope
+from services.api.deps import SettingsDep
+from services.api.fleet_worker import FleetWorkers
 from services.api.problems import ProblemError
+from services.core.api_keys import Scope
 
-router = APIRouter(prefix="/v1/fleet", tags=["fleet"])
 
-# A fleet of 100,000 devices is about 6 MB of YAML; more than this is a mistake.
-_MAX_FLEET_BYTES = 32 * 1024 * 1024
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    workers = FleetWorkers()
+    app.state.fleet_workers = workers
+    try:
+        yield
+    finally:
+        workers.close()
+
+
+router = APIRouter(
+    prefix="/v1/fleet",
+    tags=["fleet"],
+    lifespan=_lifespan,
+    dependencies=[require_scope(Scope.WRITE)],
+)
 
 _FLEET_EXAMPLE = """parks:
   - id: hebi-tech
@@ -44,32 +63,34 @@ _FLEET_EXAMPLE = """parks:
             },
         }
     },
-    responses={422: {"description": "The fleet file is invalid"}},
+    responses={
+        413: {"description": "The fleet file is over the size or node limit"},
+        422: {"description": "The fleet file is invalid, or uses YAML aliases or anchors"},
+    },
 )
-async def put_fleet(request: Request) -> FleetLoaded:
+async def put_fleet(request: Request, settings: SettingsDep) -> FleetLoaded:
     """Replace the registry with the fleet file in the body (YAML or JSON).
 
-    Devices absent from the file leave the registry; their stored readings stay.
+    Devices absent from the file leave the registry; their stored readings stay. YAML
+    aliases and anchors are refused; the body may hold at most
+    ``PARKSENSE_API_FLEET_MAX_BYTES`` bytes and ``PARKSENSE_API_FLEET_MAX_NODES`` nodes.
+    Uploads are parsed, validated and written in worker processes (two at a time), so
+    the API keeps answering (and streaming) while a large fleet loads.
     """
-    body = await request.body()
-    if len(body) > _MAX_FLEET_BYTES:
-        raise ProblemError(413, "Fleet too large", f"limit is {_MAX_FLEET_BYTES} bytes")
+    limits = FleetLimits(max_bytes=settings.fleet_max_bytes, max_nodes=settings.fleet_max_nodes)
+    body = await _read_body(request, limits.max_bytes)
+    workers: FleetWorkers = request.app.state.fleet_workers
     try:
-        fleet = parse_fleet(body)
-    except ValidationError as exc:
-        errors = [
-            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
-            for e in exc.errors(include_url=False)
-        ]
-        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-        raise ProblemError(422, "Invalid fleet", detail, errors=errors) from exc
-    except ValueError as exc:
-        raise ProblemError(422, "Invalid fleet", str(exc)) from exc
-    conninfo: str = request.app.state.conninfo
+        outcome = await workers.run(body, limits, request.app.state.conninfo)
+    except BrokenProcessPool as exc:
+        raise ProblemError(503, "Fleet worker failed", "the upload was not loaded; retry") from exc
+    counts = outcome.counts
+    if counts is None:
+        raise ProblemError(outcome.status, outcome.title, outcome.detail, **outcome.extra)
+    # A gateway's grants follow its factory's devices: in force at the broker on return.
+    broker: BrokerSync = request.app.state.broker_sync
     try:
-        counts = await asyncio.to_thread(
-            load_fleet_in_force, conninfo, fleet, request.app.state.broker_sync
-        )
+        await asyncio.to_thread(broker.sync, request.app.state.conninfo)
     except BrokerReloadError as exc:
         raise ProblemError(503, "Broker did not reload", str(exc)) from exc
     return FleetLoaded(
@@ -79,3 +100,22 @@ async def put_fleet(request: Request) -> FleetLoaded:
         devices=counts.devices,
         device_types=counts.device_types,
     )
+
+
+def _too_large(detail: str) -> ProblemError:
+    return ProblemError(413, "Fleet too large", detail)
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """Read the body, refusing it as soon as it is over ``max_bytes`` (413)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(f"the body is larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(f"the body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import psycopg
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from schemas.api import Health
 from services.api.deps import PoolDep
@@ -53,3 +54,16 @@ async def readyz(pool: PoolDep) -> JSONResponse:
     if not workers:
         checks["ingest"] = "no worker has reported"
     return JSONResponse(Health(status=status, checks=checks).model_dump())
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+    },
+)
+async def metrics() -> Response:
+    """The process's metrics in the Prometheus text format."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

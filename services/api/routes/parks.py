@@ -8,11 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from schemas.api import ParkDelivery, ParkDetail, ParkSummaries
-from services.api.deps import ParkId, PoolDep
+from services.api.auth import require_scope
+from services.api.deps import ParkId, PoolDep, Rfc3339
 from services.api.problems import aware, bad_request, not_found
+from services.core.api_keys import Scope
 from services.storage import queries
 
-router = APIRouter(prefix="/v1/parks", tags=["parks"])
+router = APIRouter(prefix="/v1/parks", tags=["parks"], dependencies=[require_scope(Scope.READ)])
 
 
 @router.get("", summary="List parks")
@@ -41,8 +43,8 @@ async def get_park(park_id: ParkId, pool: PoolDep) -> ParkDetail:
 async def park_delivery(
     park_id: ParkId,
     pool: PoolDep,
-    start: Annotated[datetime | None, Query(description="inclusive; default end - 1 h")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 1 h")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
 ) -> ParkDelivery:
     """What arrived for the park, what was stored, what was refused and which devices were silent.
 

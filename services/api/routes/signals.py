@@ -10,15 +10,17 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from schemas import signals as out
-from services.api.deps import DeviceId, ParkId, PoolDep, SettingsDep
+from services.api.auth import require_scope
+from services.api.deps import DeviceId, ParkId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import bad_request, not_found
 from services.core import signals as core
+from services.core.api_keys import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
-from services.core.timeparams import parse_duration
+from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import availability, history_queries, signal_queries
 from services.storage.history_queries import Agg
 
-router = APIRouter(tags=["signals"])
+router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
 # Windows shorter than this say little about counters; longer ones are history's job.
 MIN_WINDOW = timedelta(seconds=10)
@@ -37,7 +39,7 @@ _PARK_ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 AsOf = Annotated[
-    datetime | None,
+    Rfc3339 | None,
     Query(
         description="the instant the signals describe, RFC 3339 with offset; default now",
         examples=["2026-11-26T10:00:00Z"],
@@ -46,6 +48,7 @@ AsOf = Annotated[
 Window = Annotated[
     str | None,
     Query(
+        pattern=DURATION_PATTERN,
         description="window W of the counter increases: 30s, 5m, 300s, 1h (10 s to 1 day);"
         " default PARKSENSE_API_SIGNAL_WINDOW_S",
         examples=["5m"],
@@ -217,14 +220,14 @@ def history_range(
 
 
 Start = Annotated[
-    datetime | None,
+    Rfc3339 | None,
     Query(
         description="inclusive, truncated to the minute; default end - 24 h",
         examples=["2026-11-25T10:00:00Z"],
     ),
 ]
 End = Annotated[
-    datetime | None,
+    Rfc3339 | None,
     Query(
         description="exclusive, truncated to the minute; default the end of the current minute",
         examples=["2026-11-26T10:00:00Z"],
@@ -407,8 +410,8 @@ async def device_availability(
     device_id: DeviceId,
     pool: PoolDep,
     settings: SettingsDep,
-    start: Annotated[datetime | None, Query(description="inclusive; default end - 24 h")] = None,
-    end: Annotated[datetime | None, Query(description="exclusive; default now")] = None,
+    start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 24 h")] = None,
+    end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
 ) -> out.DeviceAvailability:
     """Online/offline transitions in ``[start, end)`` with their reason, and the online share.
 

@@ -22,9 +22,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from services.api.auth import require_scope
 from services.api.deps import ParkId, PoolDep
 from services.api.live import LiveHub
 from services.api.problems import ProblemError, not_found
+from services.core.api_keys import Scope
 from services.storage import queries
 
 # How long a browser waits before reconnecting after the stream drops (SSE ``retry:``).
@@ -47,7 +49,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.close()
 
 
-router = APIRouter(tags=["signals"], lifespan=_lifespan)
+router = APIRouter(tags=["signals"], lifespan=_lifespan, dependencies=[require_scope(Scope.READ)])
 
 
 def get_hub(request: Request) -> LiveHub:

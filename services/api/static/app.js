@@ -38,6 +38,7 @@ const crumbs = document.getElementById("crumbs");
 const conn = document.getElementById("conn");
 const connText = document.getElementById("conn-text");
 const langButton = document.getElementById("lang");
+const signOutButton = document.getElementById("signout");
 const foot = document.getElementById("foot");
 
 // ---- small helpers -------------------------------------------------------------------
@@ -101,31 +102,12 @@ function industry(name) {
   return has(key) ? t(key) : name || "—";
 }
 
-// With API keys configured, the dashboard is opened once as /?api_key=KEY; the key is then
-// kept in this browser and sent with every request (EventSource cannot send headers, so
-// the stream gets it as a query parameter, which the API accepts there).
-const API_KEY_STORAGE = "parksense.api_key";
-
-function apiKey() {
-  const fromUrl = new URLSearchParams(window.location.search).get("api_key");
-  try {
-    if (fromUrl) window.localStorage.setItem(API_KEY_STORAGE, fromUrl);
-    return fromUrl || window.localStorage.getItem(API_KEY_STORAGE);
-  } catch {
-    return fromUrl;
-  }
-}
-
-function withKey(path) {
-  const key = apiKey();
-  if (!key) return path;
-  return `${path}${path.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(key)}`;
-}
-
+// With API keys on, the page signs in once (see SignInView): the session cookie is
+// HttpOnly, so this script never sees a secret, and the browser sends the cookie with
+// every request and with the live stream. No secret is ever put in a URL.
 async function getJSON(path, signal) {
-  const key = apiKey();
-  const headers = { Accept: "application/json", ...(key ? { "X-API-Key": key } : {}) };
-  const response = await fetch(path, { signal, headers });
+  const headers = { Accept: "application/json" };
+  const response = await fetch(path, { signal, headers, credentials: "same-origin" });
   if (!response.ok) {
     const error = new Error(`${response.status} ${path}`);
     error.status = response.status;
@@ -269,6 +251,7 @@ function route() {
 
 function renderChrome() {
   langButton.textContent = t("lang.toggle");
+  signOutButton.textContent = t("signin.signout");
   foot.innerHTML = `${esc(t("foot.text"))} <a href="/docs">/docs</a>`;
 }
 
@@ -294,8 +277,12 @@ class OverviewView {
       this.parks = body.data ?? [];
     } catch (err) {
       if (this.abort.signal.aborted) return;
+      if (err.status === 401) {
+        showSignIn();
+        return;
+      }
       setConn("error");
-      app.innerHTML = `<div class="err">${esc(t(err.status === 401 ? "conn.key" : "conn.error"))}</div>`;
+      app.innerHTML = `<div class="err">${esc(t("conn.error"))}</div>`;
       this.timers.push(setTimeout(() => route(), 5_000));
       return;
     }
@@ -484,8 +471,12 @@ class ParkView {
         setConn("idle");
         app.innerHTML = `<div class="err">${esc(t("park.unknown"))}<br><br><a href="#/">${esc(t("park.back"))}</a></div>`;
       } else {
+        if (err.status === 401) {
+          showSignIn();
+          return;
+        }
         setConn("error");
-        app.innerHTML = `<div class="err">${esc(t(err.status === 401 ? "conn.key" : "conn.error"))}</div>`;
+        app.innerHTML = `<div class="err">${esc(t("conn.error"))}</div>`;
         this.timers.push(setTimeout(() => route(), 5_000));
       }
       return;
@@ -516,7 +507,7 @@ class ParkView {
 
   connect() {
     if (this.source) this.source.close();
-    const source = new EventSource(withKey(`/v1/parks/${encodeURIComponent(this.parkId)}/stream`));
+    const source = new EventSource(`/v1/parks/${encodeURIComponent(this.parkId)}/stream`);
     this.source = source;
     const on = (name, handler) =>
       source.addEventListener(name, (ev) => {
@@ -538,6 +529,13 @@ class ParkView {
       this.tick();
       // The browser retries by itself unless the server refused the stream outright.
       if (source.readyState === EventSource.CLOSED) {
+        // Refused outright: an ended session shows the sign-in form, anything else retries.
+        loadSession().then(
+          (found) => {
+            if (!found && view === this) showSignIn();
+          },
+          () => {},
+        );
         clearTimeout(this.reconnectTimer);
         this.reconnectTimer = setTimeout(() => this.connect(), 5_000);
       }
@@ -996,6 +994,94 @@ class ParkView {
   }
 }
 
+// ---- sign-in -------------------------------------------------------------------------
+
+// Who the page is signed in as (GET /v1/session), or null when a key is needed.
+let session = null;
+
+async function loadSession() {
+  try {
+    session = await getJSON("/v1/session");
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    session = null;
+  }
+  signOutButton.hidden = session?.via !== "session";
+  return session;
+}
+
+function showSignIn(reason = "") {
+  if (view) view.destroy();
+  view = new SignInView(reason);
+  view.start();
+}
+
+class SignInView {
+  constructor(reason) {
+    this.reason = reason;
+  }
+
+  start() {
+    setCrumbs([{ label: t("signin.title") }]);
+    setConn("signedout");
+    signOutButton.hidden = true;
+    app.innerHTML = `<form class="signin" data-role="signin" autocomplete="off">
+      <h1>${esc(t("signin.title"))}</h1>
+      <p class="muted">${esc(t("signin.explain"))}</p>
+      <label for="signin-key">${esc(t("signin.key"))}</label>
+      <input id="signin-key" name="key" type="password" required maxlength="256" spellcheck="false" autocomplete="off">
+      <button type="submit">${esc(t("signin.submit"))}</button>
+      <p class="signin-error" data-role="signin-error" data-reason="${esc(this.reason)}" role="alert">${esc(this.reason ? t(this.reason) : "")}</p>
+    </form>`;
+    const form = app.querySelector("form");
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      this.submit(form);
+    });
+    form.querySelector("input").focus();
+  }
+
+  async submit(form) {
+    const input = form.querySelector("input");
+    const error = form.querySelector('[data-role="signin-error"]');
+    const button = form.querySelector("button");
+    button.disabled = true;
+    let response;
+    try {
+      response = await fetch("/v1/session", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        credentials: "same-origin",
+        body: JSON.stringify({ key: input.value.trim() }),
+      });
+    } catch {
+      response = null;
+    }
+    button.disabled = false;
+    if (response && response.status === 201) {
+      input.value = "";
+      await loadSession().catch(() => {});
+      route();
+      return;
+    }
+    this.reason = response && [401, 422].includes(response.status) ? "signin.bad" : "conn.error";
+    error.dataset.reason = this.reason;
+    error.textContent = t(this.reason);
+  }
+
+  destroy() {}
+
+  relabel() {
+    this.start();
+  }
+}
+
+async function signOut() {
+  await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
+  session = null;
+  showSignIn("signin.out");
+}
+
 // ---- start ---------------------------------------------------------------------------
 
 langButton.addEventListener("click", () => {
@@ -1004,6 +1090,10 @@ langButton.addEventListener("click", () => {
   if (view) view.relabel();
 });
 
+signOutButton.addEventListener("click", signOut);
 window.addEventListener("hashchange", route);
 renderChrome();
-route();
+loadSession().then(
+  (found) => (found ? route() : showSignIn()),
+  () => route(),
+);

@@ -1,0 +1,114 @@
+"""Fleet uploads parsed, validated and loaded in worker processes, away from the API's loop.
+
+Reading a 100,000-device YAML file (libyaml's composer) and validating it (pydantic-core)
+each hold the GIL for most of a second at a time, which a thread would not hide: every
+request and live stream of the API would stall. A process of its own holds its own GIL.
+The worker returns the counts or the problem to answer; the database's table lock
+(``fleet_store.load_fleet``) keeps two loads from interleaving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.fleet import parse_fleet
+from schemas.fleet_text import FleetLimits, FleetTextError, FleetTooLargeError
+from services.storage.fleet_store import FleetCounts, load_fleet
+
+logger = logging.getLogger(__name__)
+
+# Uploads handled at once; each worker holds at most one body (fleet_max_bytes) and its
+# parse, so this bounds memory, while a bad upload (a bomb) is still refused during a
+# long load in the other worker.
+WORKERS = 2
+# Smaller uploads hold the GIL for a few tens of milliseconds at most: a thread does, and
+# saves starting a process (about a second) for the common small fleet.
+INLINE_MAX_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOutcome:
+    """What a worker did: the load's counts, or the problem to answer with."""
+
+    counts: FleetCounts | None = None
+    status: int = 200
+    title: str = ""
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_and_load(body: bytes, limits: FleetLimits, conninfo: str) -> FleetOutcome:
+    """Parse, validate and load a fleet file (runs in a worker process)."""
+    try:
+        fleet = parse_fleet(body, limits)
+    except FleetTooLargeError as exc:
+        return FleetOutcome(status=413, title="Fleet too large", detail=str(exc))
+    except FleetTextError as exc:
+        return FleetOutcome(
+            status=422, title="Invalid fleet", detail=str(exc), extra={"reason": exc.reason}
+        )
+    except ValidationError as exc:
+        errors = [
+            {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        return FleetOutcome(
+            status=422, title="Invalid fleet", detail=detail, extra={"errors": errors}
+        )
+    except ValueError as exc:
+        return FleetOutcome(status=422, title="Invalid fleet", detail=str(exc))
+    return FleetOutcome(counts=load_fleet(conninfo, fleet))
+
+
+class FleetWorkers:
+    """A small pool of worker processes, started on first use and stopped with the app."""
+
+    def __init__(self, workers: int = WORKERS) -> None:
+        """Prepare the pool (no process starts yet)."""
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(workers)
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the API process has threads (the pool's, the loop's) that a
+            # forked child would inherit in an undefined state.
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
+        return self._pool
+
+    async def run(self, body: bytes, limits: FleetLimits, conninfo: str) -> FleetOutcome:
+        """Handle one upload in a worker process (a thread for a small one).
+
+        A crashed worker is replaced for the next upload.
+
+        Raises:
+            BrokenProcessPool: the worker died (for example killed for memory).
+        """
+        async with self._slots:
+            if len(body) <= INLINE_MAX_BYTES:
+                return await asyncio.to_thread(parse_and_load, body, limits, conninfo)
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    self._executor(), parse_and_load, body, limits, conninfo
+                )
+            except BrokenProcessPool:
+                logger.exception("A fleet worker died; starting new ones for the next upload")
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
