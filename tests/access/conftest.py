@@ -12,6 +12,7 @@ from services.access.sync import BrokerSync
 from services.api.app import create_app
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
+from tests.helpers import LOCAL_URL
 from tests.ingest.harness import IngestProcess
 
 
@@ -27,7 +28,8 @@ def api(
 ) -> Iterator[TestClient]:
     """The API over a freshly emptied test database, issuing credentials to the broker."""
     del clean_db  # Requested for the truncation.
-    with TestClient(create_app(ApiSettings(), db_settings, broker_sync=broker_sync)) as client:
+    app = create_app(ApiSettings(), db_settings, broker_sync=broker_sync)
+    with TestClient(app, base_url=LOCAL_URL) as client:
         yield client
 
 

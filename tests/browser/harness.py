@@ -379,6 +379,7 @@ def live_stack(
     *,
     admin_key: str | None = None,
     api_log_level: str = "warning",
+    api_env: dict[str, str] | None = None,
 ) -> Iterator[LiveStack]:
     """Load a fresh park, start ingest and the API, and publish a baseline where all report.
 
@@ -388,6 +389,7 @@ def live_stack(
     version = park.load(conninfo)
     worker = IngestProcess(db, mqtt_settings, log_dir)
     env = {"PARKSENSE_API_API_KEYS": admin_key} if admin_key else {}
+    env.update(api_env or {})
     api = ApiServer(db, log_dir, env, log_level=api_log_level)
     publisher = Publisher(mqtt_settings)
     auth = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from services.config import DatabaseSettings, MqttSettings
+from services.config import BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
+from tests.access.client import NOT_AUTHORIZED, Client
 from tests.browser.harness import LIVE_TIMEOUT_S, LiveStack, live_stack, sample, send
+from tests.helpers import PLATFORM_PASSWORDS
 
 pytestmark = pytest.mark.browser
 
@@ -21,13 +23,46 @@ BOOTSTRAP = "psk_bootstrap-admin-key-of-the-browser-test-0123456789"
 
 @pytest.fixture
 def keyed_stack(
-    clean_db: str, db_settings: DatabaseSettings, mqtt_settings: MqttSettings, tmp_path: Path
+    clean_db: str,
+    db_settings: DatabaseSettings,
+    mqtt_settings: MqttSettings,
+    broker_auth: BrokerAuthSettings,
+    tmp_path: Path,
 ) -> Iterator[LiveStack]:
-    """The live stack with keys on and the API's access log written."""
+    """The live stack with keys on, the API's access log written, issuing MQTT credentials."""
+    broker_env = {
+        "PARKSENSE_BROKER_AUTH_DIR": str(broker_auth.auth_dir),
+        "PARKSENSE_BROKER_PID_FILE": str(broker_auth.pid_file),
+        "PARKSENSE_MQTT_HOST": mqtt_settings.host,
+        "PARKSENSE_MQTT_PORT": str(mqtt_settings.port),
+    }
     with live_stack(
-        clean_db, db_settings, mqtt_settings, tmp_path, admin_key=BOOTSTRAP, api_log_level="info"
+        clean_db,
+        db_settings,
+        mqtt_settings,
+        tmp_path,
+        admin_key=BOOTSTRAP,
+        api_log_level="info",
+        api_env=broker_env,
     ) as running:
         yield running
+
+
+def device_credential(stack: LiveStack, device_id: str) -> dict[str, str]:
+    """Issue a device's MQTT credential over HTTP with the bootstrap key."""
+    import http.client  # noqa: PLC0415 - only this helper posts
+
+    import orjson  # noqa: PLC0415 - same
+
+    conn = http.client.HTTPConnection(stack.api.host, stack.api.port, timeout=30)
+    try:
+        conn.request("POST", f"/v1/devices/{device_id}/credentials", headers=stack.auth)
+        response = conn.getresponse()
+        body: dict[str, str] = orjson.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 201, body
+    return body
 
 
 def make_key(stack: LiveStack, name: str, scope: str) -> str:
@@ -112,13 +147,30 @@ def test_dashboard_signs_in_with_a_key_and_follows_live_data(
         context.close()
     assert errors == [], f"script errors on the page: {errors}"
 
-    # Every kind of credential, including a key wrongly put in a query string.
+    # Every kind of credential, including a key wrongly put in a query string, a device's
+    # MQTT credential (used, and refused once with a wrong password) and the platform's own.
     assert stack.api.get("/v1/parks", {"X-API-Key": read_key})[0] == 200
     assert stack.api.get(f"/v1/parks?api_key={read_key}")[0] == 401
-    secrets = [BOOTSTRAP, read_key, token]
+    secrets = [BOOTSTRAP, read_key, token, use_a_device_credential(stack, mosquitto)]
+    secrets += PLATFORM_PASSWORDS.values()
     assert not any(secret in url for secret in secrets for url in urls)
     logs = [stack.api.log_path, pg_cluster.log_file, mosquitto.log_file, *tmp_path.glob("*.log")]
     assert_no_secret_in_logs(stack.api.log_path, logs, secrets)
+
+
+def use_a_device_credential(stack: LiveStack, mosquitto: MosquittoBroker) -> str:
+    """Issue a device credential, refuse a wrong password, publish with it; its password."""
+    credential = device_credential(stack, stack.park.device("meter"))
+    wrong = Client(mosquitto.host, mosquitto.port, credential["username"], "x" * 43)
+    assert not wrong.connect()
+    wrong.close()
+    client = Client(mosquitto.host, mosquitto.port, credential["username"], credential["password"])
+    try:
+        assert client.connect()
+        assert client.publish(stack.park.topic("meter"), b"{}") < NOT_AUTHORIZED
+    finally:
+        client.close()
+    return credential["password"]
 
 
 def assert_no_secret_in_logs(api_log: Path, logs: list[Path], secrets: list[str]) -> None:

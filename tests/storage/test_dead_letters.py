@@ -23,6 +23,7 @@ from services.storage.migrate import apply_migrations, load_migrations
 from services.storage.retention import apply_retention
 from services.storage.writer import BatchWriter
 from tests.core.fleet_fixture import registry
+from tests.helpers import LOCAL_URL
 from tests.storage.test_rollups import load, rows
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -58,7 +59,7 @@ def test_api_lists_each_reason_of_a_message_with_its_payload(
         {"ts": NOW.isoformat(), "metrics": {"volts": 1, "amps": 2, "temp_c": 900}}
     )
     write_letters(clean_db, refused_letter(payload))
-    with TestClient(create_app(ApiSettings(), db_settings)) as api:
+    with TestClient(create_app(ApiSettings(), db_settings), base_url=LOCAL_URL) as api:
         body = api.get("/v1/dead-letters").json()
         unknown = api.get("/v1/dead-letters", params={"reason": "unknown_metric"}).json()
     assert body["count"] == 2
