@@ -146,6 +146,23 @@ class ApiSettings(BaseSettings):
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
+class MaintenanceSettings(BaseSettings):
+    """The maintenance process: roll-up folding and the availability job (``PARKSENSE_MAINTENANCE_*``).
+
+    Retention has its own settings (``RetentionSettings``, ``PARKSENSE_RETENTION_*``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_MAINTENANCE_", extra="ignore")
+
+    # How often committed dirty keys are folded into the roll-ups: the roll-ups' lag behind
+    # commit is about this plus one fold (readers stay exact meanwhile; see signals.md).
+    fold_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # The online rule's timeout for the availability job; the same as the API's.
+    online_timeout_s: int = Field(default=90, ge=1)
+    # Prometheus metrics (fold lag, keys folded) on 127.0.0.1; None: off.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+
 class StackSettings(BaseSettings):
     """The local stack started by ``parksense up`` (``PARKSENSE_*``)."""
 

@@ -17,7 +17,6 @@ from services.api.server import (
     log_config,
 )
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
-from services.retention import RetentionSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(
         settings,
         DatabaseSettings(),
-        maintenance=RetentionSettings(),
         broker_sync=BrokerSync(BrokerAuthSettings(), MqttSettings()),
     )
     config = uvicorn.Config(

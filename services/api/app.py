@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,7 +15,6 @@ from services.api.auth import API_KEY_HEADER, KeyRing, TrustedHostMiddleware
 from services.api.guards import InputGuardMiddleware
 from services.api.routes import ROUTERS
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
-from services.retention import RetentionSettings, run_maintenance
 
 _DESCRIPTION = """Industry state, sensed on one network.
 
@@ -28,18 +26,15 @@ Times are RFC 3339 UTC; errors are `application/problem+json`.
 def create_app(
     settings: ApiSettings,
     database: DatabaseSettings,
-    maintenance: RetentionSettings | None = None,
     broker_sync: BrokerSync | None = None,
 ) -> FastAPI:
-    """Build the API for one database.
+    """Build the API for one database; it runs no background jobs (``services.maintenance`` does).
 
     Args:
         settings: The API's own settings.
         database: Where the database is.
         broker_sync: Puts credential and registry changes in force at a broker that reads
             files (the local Mosquitto); None when the broker reads the database itself.
-        maintenance: When given, the app also runs the retention and availability job
-            beside the server (``parksense api`` does; tests usually do not).
     """
     conninfo = database.conninfo(application_name="parksense-api")
 
@@ -55,21 +50,9 @@ def create_app(
         # Not waiting: the API starts while the database is away, and /readyz says so.
         await pool.open(wait=False)
         app.state.pool = pool
-        stop = asyncio.Event()
-        job = None
-        if maintenance is not None:
-            job = asyncio.create_task(
-                run_maintenance(
-                    pool, maintenance, online_timeout_s=settings.online_timeout_s, stop=stop
-                ),
-                name="maintenance",
-            )
         try:
             yield
         finally:
-            stop.set()
-            if job is not None:
-                await job
             await pool.close()
 
     app = FastAPI(

@@ -1,25 +1,28 @@
-"""Per-minute roll-ups, maintained by ingest from the rows a batch actually inserted.
+"""Per-minute roll-ups: ingest records the keys it touched, the maintenance process folds them.
 
-Inside the writer's transaction, after the batch's new rows are in ``fresh_readings``:
+Inside the writer's transaction, ``record_dirty`` appends the (device, metric, minute) keys
+of the rows the batch actually inserted (``fresh_readings``) to ``rollup_dirty``, the
+invalidation log; no lock, and no row another writer could hold. About once a second
+``fold`` (run by ``services.maintenance``, one fold at a time) takes the committed keys:
 
 ```
-fresh_readings ─▶ fresh_1m (per device, metric, minute)
-   ├─ new minute, or all new readings after / before the stored ones ─▶ merge into readings_1m
-   └─ new readings in between stored ones (late data) ─▶ recompute the minute from readings
-readings_1m counters ─▶ re-stitch inc_from_prev of touched minutes and the next stored one
-touched minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
-touched hours ─▶ recompute park_1h from park_1m
+rollup_dirty ─DELETE…RETURNING─▶ fold_keys (distinct device, metric, minute)
+fold_keys ─▶ aggregate each minute again from every raw reading in it ─▶ replace readings_1m
+readings_1m counters ─▶ re-stitch inc_from_prev of folded minutes and the next stored one
+folded minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
+folded hours ─▶ recompute park_1h from park_1m
 ```
 
-Only inserted rows reach ``fresh_readings``, so a redelivered reading never counts twice.
-Writers serialise this section on one transaction-level advisory lock (``lock``): each
-statement then sees every earlier batch committed, which keeps the read-modify-write of
-shared rows (park minutes, counter stitching) exact without per-row lock ordering.
+Only inserted rows are recorded, and a minute is aggregated from the raw rows themselves,
+so a redelivered reading never counts twice and a fold that dies half-way (its transaction
+rolls back, the keys stay) and runs again doubles nothing. Readers needing minutes the fold
+has not reached yet read them raw (``rollup_dirty`` says which).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
@@ -36,10 +39,13 @@ CREATE TEMP TABLE IF NOT EXISTS fresh_1m (
     sum double precision, min double precision, max double precision,
     first_ts timestamptz, last_ts timestamptz, first_value double precision,
     last_value double precision, first_text text, last_text text,
-    inc_within double precision, state_counts jsonb, merged boolean NOT NULL DEFAULT false
+    inc_within double precision, state_counts jsonb
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS touched_minutes (
     device_id text, minute timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS fold_keys (
+    device_id text, metric text, minute timestamptz
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -93,74 +99,36 @@ _COLUMNS = (
     " last_value, first_text, last_text, inc_within, state_counts"
 )
 
-_AGGREGATE_FRESH = f"INSERT INTO fresh_1m ({_COLUMNS}) " + _AGGREGATE.format(
-    source="fresh_readings", where=""
+# The dirty keys' minutes, aggregated again from every raw reading they hold: exact
+# whatever order, duplicates or late data the batches brought, and idempotent, so a fold
+# that is interrupted and run again changes nothing twice.
+_AGGREGATE_DIRTY = f"INSERT INTO fresh_1m ({_COLUMNS}) " + _AGGREGATE.format(
+    source="""(
+        SELECT r.device_id, r.metric, r.ts, r.value, r.value_text
+        FROM fold_keys k
+        JOIN readings r ON r.device_id = k.device_id AND r.metric = k.metric
+            AND r.ts >= k.minute AND r.ts < k.minute + interval '1 minute'
+    )""",
+    where="",
 )
 
-# New minutes are inserted; new readings all after (or all before) a stored minute's are
-# merged into it. Anything else is late data in the middle of a minute, left to the
-# recompute below (the WHERE skips it, and RETURNING leaves it unmarked).
-_MERGE = """
-WITH up AS (
-    INSERT INTO readings_1m AS r (
-        device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
-        last_value, first_text, last_text, inc_within, inc_from_prev, state_counts
-    )
-    SELECT device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
-           last_value, first_text, last_text, inc_within, NULL, state_counts
-    FROM fresh_1m
-    ORDER BY device_id, metric, minute
-    ON CONFLICT (device_id, metric, minute) DO UPDATE SET
-        n = r.n + excluded.n,
-        sum = r.sum + excluded.sum,
-        min = least(r.min, excluded.min),
-        max = greatest(r.max, excluded.max),
-        first_ts = least(r.first_ts, excluded.first_ts),
-        last_ts = greatest(r.last_ts, excluded.last_ts),
-        first_value = CASE WHEN excluded.first_ts < r.first_ts
-                           THEN excluded.first_value ELSE r.first_value END,
-        first_text = CASE WHEN excluded.first_ts < r.first_ts
-                          THEN excluded.first_text ELSE r.first_text END,
-        last_value = CASE WHEN excluded.last_ts > r.last_ts
-                          THEN excluded.last_value ELSE r.last_value END,
-        last_text = CASE WHEN excluded.last_ts > r.last_ts
-                         THEN excluded.last_text ELSE r.last_text END,
-        inc_within = r.inc_within + excluded.inc_within
-            + CASE WHEN excluded.first_ts > r.last_ts
-                   THEN coalesce(counter_step(r.last_value, excluded.first_value), 0)
-                   ELSE coalesce(counter_step(excluded.last_value, r.first_value), 0) END,
-        state_counts = CASE WHEN r.state_counts IS NULL OR excluded.state_counts IS NULL
-                            THEN coalesce(r.state_counts, excluded.state_counts)
-                            ELSE merge_state_counts(r.state_counts, excluded.state_counts) END
-    WHERE excluded.first_ts > r.last_ts OR excluded.last_ts < r.first_ts
-    RETURNING r.device_id, r.metric, r.minute
+# Replaces each dirty minute; inc_from_prev is re-stitched below.
+_REPLACE = """
+INSERT INTO readings_1m AS r (
+    device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
+    last_value, first_text, last_text, inc_within, inc_from_prev, state_counts
 )
-UPDATE fresh_1m f SET merged = true
-FROM up
-WHERE f.device_id = up.device_id AND f.metric = up.metric AND f.minute = up.minute
+SELECT device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,
+       last_value, first_text, last_text, inc_within, NULL, state_counts
+FROM fresh_1m
+ORDER BY device_id, metric, minute
+ON CONFLICT (device_id, metric, minute) DO UPDATE SET
+    n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+    first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+    first_value = excluded.first_value, last_value = excluded.last_value,
+    first_text = excluded.first_text, last_text = excluded.last_text,
+    inc_within = excluded.inc_within, state_counts = excluded.state_counts
 """
-
-# Late data inside a stored minute: recompute the whole minute from the raw readings,
-# which already hold the batch's rows (same transaction).
-_RECOMPUTE = """
-WITH late AS (
-    SELECT device_id, metric, minute FROM fresh_1m WHERE NOT merged
-), raw AS (
-    SELECT r.device_id, r.metric, r.ts, r.value, r.value_text
-    FROM late l
-    JOIN readings r ON r.device_id = l.device_id AND r.metric = l.metric
-        AND r.ts >= l.minute AND r.ts < l.minute + interval '1 minute'
-), agg AS (
-    {aggregate}
-)
-UPDATE readings_1m t SET
-    n = a.n, sum = a.sum, min = a.min, max = a.max, first_ts = a.first_ts,
-    last_ts = a.last_ts, first_value = a.first_value, last_value = a.last_value,
-    first_text = a.first_text, last_text = a.last_text, inc_within = a.inc_within,
-    state_counts = a.state_counts
-FROM agg a
-WHERE t.device_id = a.device_id AND t.metric = a.metric AND t.minute = a.minute
-""".format(aggregate=_AGGREGATE.format(source="raw", where=""))
 
 # inc_from_prev of a counter minute is the step from the previous stored minute's last
 # value to its first value. A batch changes it for the minutes it touched and for the next
@@ -372,34 +340,69 @@ SET from_ts = least(a.from_ts, excluded.from_ts), marks = a.marks + 1
 """
 
 
-async def lock(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
-    """Take the roll-up lock for the rest of the transaction (re-entrant).
+_RECORD_DIRTY = """
+INSERT INTO rollup_dirty (device_id, metric, minute)
+SELECT DISTINCT device_id, metric, time_bucket(interval '1 minute', ts)
+FROM fresh_readings
+"""
 
-    The writer should call this right after inserting a batch's readings and before it
-    touches ``device_latest`` or ``device_status``: then every row lock a writer takes after
-    the raw insert is taken under this lock, and two writers cannot deadlock on a
-    ``device_status`` row one of them locked before waiting here.
+_TAKE_DIRTY = """
+WITH taken AS (
+    DELETE FROM rollup_dirty RETURNING device_id, metric, minute, committed_at
+), keys AS (
+    INSERT INTO fold_keys (device_id, metric, minute)
+    SELECT DISTINCT device_id, metric, minute FROM taken
+)
+SELECT count(*), min(committed_at) FROM taken
+"""
+
+
+async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
+    """Record what the batch in ``fresh_readings`` touched, inside the writer's transaction.
+
+    Appends the roll-up keys to ``rollup_dirty`` (plain inserts, no conflicts) and marks
+    devices whose readings land before the availability job's horizon.
     """
-    await cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
-
-
-async def update_from_fresh(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
-    """Fold the rows in ``fresh_readings`` into the roll-ups, inside the writer's transaction.
-
-    Exact under late and out-of-order data: a minute that gets readings in between its
-    stored ones is recomputed from ``readings``; counter minutes are re-stitched to their
-    neighbours; every park minute touched is recomputed from ``readings_1m``.
-    """
-    await cur.execute(_SETUP_SQL)
-    await lock(cur)
-    await cur.execute(_AGGREGATE_FRESH)
-    await cur.execute(_MERGE)
-    await cur.execute(_RECOMPUTE)
-    await cur.execute(_TOUCH_FRESH)
-    await cur.execute(_STITCH_FRESH)
-    await cur.execute(_PARK_MINUTES_TOUCHED)
-    await cur.execute(_PARK_HOURS_TOUCHED)
+    await cur.execute(_RECORD_DIRTY)
     await cur.execute(_MARK_AVAILABILITY)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """What one fold did."""
+
+    keys: int  # dirty entries taken (one per batch and key)
+    oldest_committed_at: datetime | None  # when the oldest of them was committed
+
+
+async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
+    """Fold every committed dirty key into the roll-ups, in one transaction.
+
+    Exact under late and out-of-order data: each dirty minute is aggregated again from its
+    raw readings; counter minutes are re-stitched to their neighbours; every park minute
+    touched is recomputed from ``readings_1m``. Keys committed while a fold runs stay for
+    the next. One fold at a time (a transaction-level advisory lock that only folds and
+    ``rebuild`` take; ingest never does).
+    """
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(_SETUP_SQL)
+        await cur.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+        await cur.execute(_TAKE_DIRTY)
+        row = await cur.fetchone()
+        taken, oldest = (int(row[0]), row[1]) if row else (0, None)
+        if taken:
+            await cur.execute(_AGGREGATE_DIRTY)
+            await cur.execute(_REPLACE)
+            await cur.execute(_TOUCH_FRESH)
+            await cur.execute(_STITCH_FRESH)
+            await cur.execute(_PARK_MINUTES_TOUCHED)
+            await cur.execute(_PARK_HOURS_TOUCHED)
+            await cur.execute(
+                "UPDATE rollup_fold_progress SET folded_at = now(), keys = keys + %s,"
+                " oldest_committed_at = %s WHERE id",
+                (taken, oldest),
+            )
+    return FoldResult(taken, oldest)
 
 
 # -- bulk rebuilds ---------------------------------------------------------------------

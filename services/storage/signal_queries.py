@@ -203,12 +203,27 @@ WHERE d.park_id = ANY(%(parks)s) AND s.status_ts > %(as_of)s
 # into the minute's first reading (from the last reading before the minute: the baseline)
 # is its inc_from_prev, counted when that reading is inside the window; the steps between
 # later readings come from the raw readings of the minute.
+#
+# The roll-ups are only as new as the last fold: a counter with a key in rollup_dirty at or
+# before L (committed, not folded yet; it may change its own minutes and the stitch of the
+# next one) is read raw over the window instead, baseline included. One statement, so one
+# snapshot: a fold commits its roll-ups and removes its keys together.
 _INCREASE_SQL = """
-WITH keys AS (
+WITH park_keys AS (
     SELECT d.device_id, m.metric
     FROM devices d
     JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = 'counter'
     WHERE d.park_id = ANY(%(parks)s)
+), unfolded AS (
+    SELECT DISTINCT x.device_id, x.metric
+    FROM rollup_dirty x
+    JOIN park_keys k ON k.device_id = x.device_id AND k.metric = x.metric
+    WHERE x.minute <= %(last)s
+), keys AS (
+    SELECT k.device_id, k.metric FROM park_keys k
+    WHERE NOT EXISTS (
+        SELECT 1 FROM unfolded u WHERE u.device_id = k.device_id AND u.metric = k.metric
+    )
 ), minutes AS (
     SELECT r.device_id, r.metric,
            sum(CASE
@@ -239,11 +254,31 @@ WITH keys AS (
     ) e
     WHERE ts > %(start)s AND ts <= %(end)s AND previous IS NOT NULL
     GROUP BY device_id, metric
+), raw AS (
+    SELECT device_id, metric, coalesce(sum(counter_step(previous, value)), 0) AS increase
+    FROM (
+        SELECT u.device_id, u.metric, r.ts, r.value,
+               lag(r.value) OVER (PARTITION BY u.device_id, u.metric ORDER BY r.ts) AS previous
+        FROM unfolded u
+        CROSS JOIN LATERAL (
+            (SELECT b.ts, b.value FROM readings b
+             WHERE b.device_id = u.device_id AND b.metric = u.metric AND b.ts <= %(start)s
+             ORDER BY b.ts DESC LIMIT 1)
+            UNION ALL
+            (SELECT w.ts, w.value FROM readings w
+             WHERE w.device_id = u.device_id AND w.metric = u.metric
+               AND w.ts > %(start)s AND w.ts <= %(end)s)
+        ) r
+    ) s
+    WHERE ts > %(start)s
+    GROUP BY device_id, metric
 )
 SELECT coalesce(a.device_id, b.device_id) AS device_id, coalesce(a.metric, b.metric) AS metric,
        coalesce(a.increase, 0) + coalesce(b.increase, 0) AS increase
 FROM minutes a
 FULL JOIN edges b ON a.device_id = b.device_id AND a.metric = b.metric
+UNION ALL
+SELECT device_id, metric, increase FROM raw
 """
 
 

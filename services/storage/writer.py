@@ -2,8 +2,9 @@
 
 Each batch is copied into a temporary staging table, then inserted with ``ON CONFLICT DO
 NOTHING``; the rows actually inserted (``fresh_readings``) are the only ones that move a
-device's latest value, its last-seen time and the roll-ups, so a redelivered reading never
-counts twice.
+device's latest value and its last-seen time, and the only ones whose roll-up keys are
+recorded as dirty (``rollups.record_dirty``; the maintenance process folds them), so a
+redelivered reading never counts twice. No statement here takes a global lock.
 """
 
 from __future__ import annotations
@@ -70,19 +71,18 @@ SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
 WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
 """
 
-# Sorted by key so that concurrent writers lock the same rows in the same order.
+# Appended, never upserted: a park's current minute would otherwise be a row every worker
+# locks until its commit. Readers sum the rows.
 _UPDATE_DELIVERY = """
 WITH seen AS (
     SELECT device_id, received_at, 1 AS accepted, 0 AS stored FROM staging_readings
     UNION ALL
     SELECT device_id, received_at, 0, 1 FROM fresh_readings
 )
-INSERT INTO delivery_1m AS d (park_id, minute, accepted, stored)
+INSERT INTO delivery_1m (park_id, minute, accepted, stored)
 SELECT dv.park_id, date_trunc('minute', seen.received_at), sum(seen.accepted), sum(seen.stored)
 FROM seen JOIN devices dv USING (device_id)
-GROUP BY 1, 2 ORDER BY 1, 2
-ON CONFLICT (park_id, minute) DO UPDATE
-SET accepted = d.accepted + excluded.accepted, stored = d.stored + excluded.stored
+GROUP BY 1, 2
 """
 
 _UPDATE_STATUS = """
@@ -193,12 +193,11 @@ class BatchWriter:
                 await cur.execute(_INSERT_FRESH)
                 inserted = max(cur.rowcount, 0)
                 if inserted:
-                    # Every row lock from here on is taken under the roll-up lock, so two
-                    # writers cannot deadlock on a device_status row (see rollups.lock).
-                    await rollups.lock(cur)
+                    # No global lock: each statement locks its rows in key order, and the
+                    # roll-ups are only recorded as dirty keys (folded by maintenance).
                     await cur.execute(_UPDATE_LATEST)
                     await cur.execute(_UPDATE_LAST_SEEN)
-                    await rollups.update_from_fresh(cur)
+                    await rollups.record_dirty(cur)
                 await cur.execute(_UPDATE_DELIVERY)
             if batch.statuses:
                 ordered = sorted(batch.statuses, key=lambda s: (s.device_id, s.ts))

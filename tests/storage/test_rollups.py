@@ -16,7 +16,7 @@ from services.core.batching import Batch
 from services.core.readings import Reading, StatusUpdate
 from services.storage import history_queries, queries
 from services.storage.fleet_store import load_fleet
-from services.storage.rollups import rebuild
+from services.storage.rollups import FoldResult, fold, rebuild
 from services.storage.writer import BatchWriter, WriteResult
 
 DAY = datetime(2026, 11, 26, tzinfo=UTC)
@@ -63,10 +63,20 @@ def status(device: str, ts: datetime, online: bool) -> StatusUpdate:
     return StatusUpdate(device, online, ts, ts)
 
 
+def fold_now(conninfo: str) -> FoldResult:
+    """Fold every committed dirty key, as the maintenance process does each second."""
+
+    async def run() -> FoldResult:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            return await fold(conn)
+
+    return asyncio.run(run())
+
+
 def write(
     conninfo: str, readings: Iterable[Reading], statuses: Sequence[StatusUpdate] = ()
 ) -> WriteResult:
-    """Write one batch with the production writer."""
+    """Write one batch with the production writer, then fold it into the roll-ups."""
 
     async def run() -> WriteResult:
         writer = BatchWriter(conninfo)
@@ -76,17 +86,37 @@ def write(
         finally:
             await writer.close()
 
-    return asyncio.run(run())
+    result = asyncio.run(run())
+    fold_now(conninfo)
+    return result
 
 
-def write_batches(conninfo: str, batches: Iterable[Iterable[Reading]]) -> list[WriteResult]:
-    """Write several batches over one connection, as an ingest worker does."""
+def write_batches(
+    conninfo: str,
+    batches: Iterable[Iterable[Reading]],
+    *,
+    fold_every: int = 1,
+    fold_at_end: bool = True,
+) -> list[WriteResult]:
+    """Write several batches over one connection, as an ingest worker does.
+
+    The maintenance fold runs after every ``fold_every`` batches and (``fold_at_end``) once
+    at the end, so roll-ups see batches folded one at a time and several together.
+    """
 
     async def run() -> list[WriteResult]:
         writer = BatchWriter(conninfo)
         await writer.connect()
+        results = []
         try:
-            return [await writer.write(Batch(readings=list(b))) for b in batches]
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                for i, b in enumerate(batches, start=1):
+                    results.append(await writer.write(Batch(readings=list(b))))
+                    if i % fold_every == 0:
+                        await fold(conn)
+                if fold_at_end:
+                    await fold(conn)
+            return results
         finally:
             await writer.close()
 
@@ -338,7 +368,7 @@ def test_rebuild_reproduces_what_ingest_maintained(db: str) -> None:
 
 
 def test_concurrent_writers_keep_rollups_exact(db: str) -> None:
-    """Two ingest workers writing the same minutes at once leave the rows a rebuild gives."""
+    """Two workers writing the same minutes while folds run leave the rows a rebuild gives."""
     readings = [
         reading(device, metric, t(10, m, s), (m * 60 + s) % 37)
         for device, metric in (("l1", "output_units"), ("m1", "energy_kwh"), ("m1", "power_kw"))
@@ -357,8 +387,18 @@ def test_concurrent_writers_keep_rollups_exact(db: str) -> None:
         finally:
             await writer.close()
 
+    async def folding(done: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            while not done.is_set():
+                await fold(conn)
+            await fold(conn)
+
     async def run() -> None:
+        done = asyncio.Event()
+        folder = asyncio.create_task(folding(done))
         await asyncio.gather(*(worker(share) for share in shares))
+        done.set()
+        await folder
 
     asyncio.run(run())
     query_1m = "SELECT * FROM readings_1m ORDER BY device_id, metric, minute"

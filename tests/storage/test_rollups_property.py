@@ -34,7 +34,7 @@ from services.core.registry import DeviceEntry, registry_from_fleet
 from services.core.signals import DeviceObservation, ParkSignals, park_signals
 from services.storage import history_queries, signal_queries
 from services.storage.fleet_store import load_fleet
-from tests.storage.test_rollups import write_batches
+from tests.storage.test_rollups import fold_now, write_batches
 
 D0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 # Readings fall in the first 10 minutes (crowded minutes, much late data) or the first
@@ -136,7 +136,8 @@ def truncate(conninfo: str) -> None:
     """Empty the data tables, keeping the registry."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE readings, readings_1m, park_1m, park_1h, park_metric_1m, device_latest,"
+            "TRUNCATE readings, readings_1m, park_1m, park_1h, park_metric_1m, rollup_dirty,"
+            " device_latest,"
             " device_status, device_status_events, device_availability, availability_dirty"
         )
 
@@ -406,14 +407,18 @@ def check_live(
 def test_rollups_and_history_equal_the_definitions_on_raw_readings(
     fleet_db: str, data: st.DataObject
 ) -> None:
-    """Roll-ups, history buckets, live increases and live signals match raw definitions."""
+    """Roll-ups, history, live increases and signals match raw definitions, folded or not."""
     truncate(fleet_db)
     span_min = data.draw(st.sampled_from(SPANS_MIN), label="span")
     readings = data.draw(raw_readings(span_min), label="readings")
-    batches = data.draw(deliveries(readings), label="batches")
-    results = write_batches(fleet_db, [[r.reading() for r in b] for b in batches])
+    batches = [[r.reading() for r in b] for b in data.draw(deliveries(readings), label="batches")]
+    fold_every = data.draw(st.integers(1, 3), label="fold every")
+    # The last batches are committed but not folded yet when live signals are first read.
+    held = data.draw(st.integers(0, len(batches)), label="unfolded batches")
+    folded, unfolded = batches[: len(batches) - held], batches[len(batches) - held :]
+    results = write_batches(fleet_db, folded, fold_every=fold_every)
+    results += write_batches(fleet_db, unfolded, fold_every=len(batches) + 1, fold_at_end=False)
     assert sum(r.inserted for r in results) == len(readings)  # duplicates never inserted
-    check_stored_rows(fleet_db, readings)
 
     buckets = list(Bucket)
     bucket = data.draw(st.sampled_from(buckets), label="bucket")
@@ -438,6 +443,11 @@ def test_rollups_and_history_equal_the_definitions_on_raw_readings(
             )
             return history, increases, live
 
+    # Before the fold has reached the last batches, live signals read them raw.
+    _, increases, live = asyncio.run(query())
+    check_live(increases, live, readings, as_of, window_s)
+    fold_now(fleet_db)
+    check_stored_rows(fleet_db, readings)
     history, increases, live = asyncio.run(query())
     check_history(history, readings)
     check_live(increases, live, readings, as_of, window_s)

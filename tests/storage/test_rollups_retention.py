@@ -10,7 +10,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from services.retention import RetentionSettings, run_maintenance
+from services.maintenance.jobs import RetentionSettings, run_maintenance
 from services.storage.retention import apply_retention
 from tests.storage.test_rollups import load, reading, rows, status, write
 

@@ -1,14 +1,17 @@
-"""The maintenance job: retention and availability, run on a schedule by a long-lived process.
+"""The maintenance jobs: roll-up folding, availability and retention, each on its schedule.
 
 ```
-every availability_interval_s ─▶ materialize device_availability up to now - timeout
+every fold_interval_s          ─▶ fold committed dirty keys into the roll-ups (rollups.fold)
+every availability_interval_s  ─▶ materialize device_availability up to now - timeout
 every interval_s               ─▶ drop raw chunks older than raw_days,
                                   roll-ups and availability older than rollup_days,
                                   dead letters older than dead_letter_days,
                                   delivery accounting older than delivery_days
 ```
-The API process runs it (one task beside the server); any number of processes may, since
-each step is one transaction that serialises on its own rows.
+``python -m services.maintenance`` runs them (the only process with background jobs). The
+fold runs in a task of its own, so a long availability or retention run never delays it.
+Any number of processes may run them: folds take turns on an advisory lock, availability
+runs one at a time, and each retention step is one transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Self
 
@@ -23,10 +27,14 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.storage import rollups
 from services.storage.availability import materialize
 from services.storage.retention import RetentionResult, apply_retention
 
 logger = logging.getLogger(__name__)
+
+# Called after each fold with its result and the time it committed.
+FoldHook = Callable[[rollups.FoldResult, datetime], None]
 
 
 class RetentionSettings(BaseSettings):
@@ -91,19 +99,31 @@ async def retention_once(
         )
 
 
-async def run_maintenance(
+async def _fold_loop(
+    pool: AsyncConnectionPool, interval_s: float, stop: asyncio.Event, on_fold: FoldHook | None
+) -> None:
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            async with pool.connection() as conn:
+                result = await rollups.fold(conn)
+            if on_fold is not None:
+                on_fold(result, datetime.now(UTC))
+        except Exception:  # atop a long-lived task: log, then try at the next turn
+            logger.exception("Roll-up fold failed; retrying at its next turn")
+        wait_s = max(0.0, interval_s - (time.monotonic() - started))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait_s)
+        except TimeoutError:
+            continue
+
+
+async def _slow_jobs(
     pool: AsyncConnectionPool,
     settings: RetentionSettings,
-    *,
-    online_timeout_s: float,
+    timeout: timedelta,
     stop: asyncio.Event,
 ) -> None:
-    """Run retention and the availability job until ``stop`` is set.
-
-    A failed step is logged and tried again at its next turn; the loop itself only ends
-    with ``stop`` (or cancellation).
-    """
-    timeout = timedelta(seconds=online_timeout_s)
     next_retention = 0.0
     next_availability = 0.0
     while not stop.is_set():
@@ -127,3 +147,24 @@ async def run_maintenance(
             await asyncio.wait_for(stop.wait(), timeout=wait_s)
         except TimeoutError:
             continue
+
+
+async def run_maintenance(
+    pool: AsyncConnectionPool,
+    settings: RetentionSettings,
+    *,
+    online_timeout_s: float,
+    stop: asyncio.Event,
+    fold_interval_s: float = 1.0,
+    on_fold: FoldHook | None = None,
+) -> None:
+    """Run the fold, retention and the availability job until ``stop`` is set.
+
+    A failed step is logged and tried again at its next turn; the loops themselves only end
+    with ``stop`` (or cancellation). ``on_fold`` sees each fold's result and the time it
+    committed (for the lag metric).
+    """
+    timeout = timedelta(seconds=online_timeout_s)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_fold_loop(pool, fold_interval_s, stop, on_fold), name="fold")
+        group.create_task(_slow_jobs(pool, settings, timeout, stop), name="availability")

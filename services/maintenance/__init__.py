@@ -1,0 +1,1 @@
+"""The maintenance process: roll-up folding, availability and retention."""

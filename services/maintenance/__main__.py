@@ -1,0 +1,85 @@
+"""Run the maintenance process: ``python -m services.maintenance`` or ``parksense maintenance``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge, start_http_server
+from psycopg_pool import AsyncConnectionPool
+
+from services.config import DatabaseSettings, MaintenanceSettings
+from services.maintenance.jobs import RetentionSettings, run_maintenance
+from services.storage.rollups import FoldResult
+
+logger = logging.getLogger("services.maintenance")
+
+_FOLD_LAG = Gauge(
+    "parksense_rollup_fold_lag_seconds",
+    "Seconds from the oldest commit a fold took to that fold's commit",
+)
+_FOLD_KEYS = Counter("parksense_rollup_fold_keys_total", "Dirty roll-up keys folded")
+
+
+def _observe(result: FoldResult, folded_at: datetime) -> None:
+    if result.oldest_committed_at is not None:
+        _FOLD_LAG.set((folded_at - result.oldest_committed_at).total_seconds())
+        _FOLD_KEYS.inc(result.keys)
+    else:
+        _FOLD_LAG.set(0.0)
+
+
+async def _serve(
+    settings: MaintenanceSettings, retention: RetentionSettings, database: DatabaseSettings
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = AsyncConnectionPool(
+        database.conninfo(application_name="parksense-maintenance"),
+        min_size=2,
+        max_size=3,
+        open=False,
+        kwargs={"autocommit": True},
+    )
+    # Not waiting: each job retries at its next turn while the database is away.
+    await pool.open(wait=False)
+    try:
+        await run_maintenance(
+            pool,
+            retention,
+            online_timeout_s=settings.online_timeout_s,
+            stop=stop,
+            fold_interval_s=settings.fold_interval_s,
+            on_fold=_observe,
+        )
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the maintenance jobs; settings come from ``PARKSENSE_*`` environment variables."""
+    parser = argparse.ArgumentParser(prog="parksense maintenance", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = MaintenanceSettings()
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        logger.info("Metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    logger.info("Folding roll-ups every %.1f s", settings.fold_interval_s)
+    asyncio.run(_serve(settings, RetentionSettings(), DatabaseSettings()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
