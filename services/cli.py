@@ -39,6 +39,10 @@ DEMO_SPEEDUP = 30
 PASSTHROUGH = {
     "ingest": ("services.ingest.__main__", "run one ingest worker in the foreground"),
     "api": ("services.api.__main__", "run the HTTP API in the foreground"),
+    "maintenance": (
+        "services.maintenance.__main__",
+        "run the maintenance process (roll-up folding, availability, retention) in the foreground",
+    ),
     "sim": ("simulators.__main__", "run the device simulator (see `parksense sim --help`)"),
     "bench": ("simulators.bench", "run the load benchmark (see `parksense bench --help`)"),
     "screenshot": (

@@ -147,7 +147,7 @@ class ApiSettings(BaseSettings):
 
 
 class MaintenanceSettings(BaseSettings):
-    """The maintenance process: roll-up folding and the availability job (``PARKSENSE_MAINTENANCE_*``).
+    """The maintenance process: roll-up folding, the availability job (``PARKSENSE_MAINTENANCE_*``).
 
     Retention has its own settings (``RetentionSettings``, ``PARKSENSE_RETENTION_*``).
     """

@@ -121,7 +121,7 @@ async def _fold_loop(
 async def _slow_jobs(
     pool: AsyncConnectionPool,
     settings: RetentionSettings,
-    timeout: timedelta,
+    online_timeout: timedelta,
     stop: asyncio.Event,
 ) -> None:
     next_retention = 0.0
@@ -133,7 +133,7 @@ async def _slow_jobs(
             next_availability = now_mono + settings.availability_interval_s
             try:
                 async with pool.connection() as conn:
-                    await materialize(conn, now=now, online_timeout=timeout)
+                    await materialize(conn, now=now, online_timeout=online_timeout)
             except Exception:  # atop a long-lived task: log, then try at the next turn
                 logger.exception("Availability job failed; retrying at its next turn")
         if now_mono >= next_retention:

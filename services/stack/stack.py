@@ -1,4 +1,4 @@
-"""The local stack under the state folder: database, broker, ingest workers, API, simulator."""
+"""The local stack under the state folder: database, broker, ingest, maintenance, API, simulator."""
 
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ READY_TIMEOUT_S = 60.0
 INGEST_MODULE = "services.ingest"
 SHARE_GROUP = "ingest"
 API_MODULE = "services.api"
+MAINTENANCE_MODULE = "services.maintenance"
 SIMULATOR_MODULE = "simulators"
-# Seconds the simulator must survive after its start to count as started.
+# Seconds the simulator (or the maintenance process, which has no port either) must survive
+# after its start to count as started.
 SIMULATOR_GRACE_S = 1.0
 # Ingest serves metrics on all or loopback addresses; either answers here.
 METRICS_PROBE_HOST = "127.0.0.1"
@@ -302,6 +304,24 @@ class Stack:
             {**self._role_env(PlatformRole.API), **settings_env(self.broker_auth)},
         )
 
+    def maintenance_process(self) -> ManagedProcess:
+        """Return the maintenance process (roll-up folding, availability, retention)."""
+        return self._service(
+            "maintenance",
+            ["-m", MAINTENANCE_MODULE],
+            {"PARKSENSE_MAINTENANCE_ONLINE_TIMEOUT_S": str(self.api.online_timeout_s)},
+        )
+
+    def _start_maintenance(self) -> bool:
+        """Start the maintenance process unless it runs; it must survive its first moments."""
+        process = self.maintenance_process()
+        if process.is_running():
+            return False
+        pid = process.start()
+        if wait_until(lambda: not pid_alive(pid), SIMULATOR_GRACE_S):
+            raise ServiceStartError("maintenance", "exited during start-up", process.log_file)
+        return True
+
     def simulator_process(self, fleet_file: Path, extra_args: Sequence[str] = ()) -> ManagedProcess:
         """Return the background simulator publishing for ``fleet_file``."""
         return self._service(
@@ -364,6 +384,8 @@ class Stack:
                     f"{self.ingest_metrics_base_port} + i - 1",
                 ):
                     started.append(process.name)
+            if self._start_maintenance():
+                started.append("maintenance")
             if self._start_service(
                 self.api_process(),
                 (self.api.host, self.api.port),
@@ -439,6 +461,7 @@ class Stack:
             services_ = [
                 self.simulator_process(Path("-")),
                 self.api_process(),
+                self.maintenance_process(),
                 *(self.ingest_worker(worker) for worker in self._known_workers()),
             ]
             stopped += [process.name for process in services_ if process.stop()]
@@ -470,6 +493,7 @@ class Stack:
             process = self.ingest_worker(worker)
             port = self.ingest_metrics_port(worker)
             rows.append(self._row(process, f"http://{METRICS_PROBE_HOST}:{port}/metrics"))
+        rows.append(self._row(self.maintenance_process(), "-"))
         rows.append(self._row(self.api_process(), f"http://{self.api.host}:{self.api.port}/"))
         rows.append(self._row(self.simulator_process(Path("-")), "-"))
         return rows

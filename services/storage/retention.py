@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from psycopg import AsyncConnection
 
+from services.storage.rollups import ROLLUP_LOCK_KEY
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +58,8 @@ async def apply_retention(
     raw_cutoff = now - raw_keep
     rollup_cutoff = now - rollup_keep
     async with conn.transaction():
+        # Never beside a fold: it aggregates raw minutes and writes the roll-ups dropped here.
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
         raw_chunks = await _drop_chunks(conn, "readings", raw_cutoff)
         rollup_chunks = await _drop_chunks(conn, "readings_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_1m", rollup_cutoff)

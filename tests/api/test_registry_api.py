@@ -7,10 +7,6 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from fastapi.testclient import TestClient
 
-from services.api.app import create_app
-from services.config import ApiSettings, DatabaseSettings
-from tests.helpers import LOCAL_URL, wait_until
-
 FLEET = """
 parks:
   - id: hebi-tech
@@ -213,26 +209,3 @@ def test_openapi_lists_the_contract_endpoints(api: TestClient) -> None:
         "/readyz",
     ):
         assert path in paths
-
-
-def test_api_runs_the_maintenance_job_when_asked(
-    db_settings: DatabaseSettings, clean_db: str
-) -> None:
-    """``parksense api`` runs retention and availability beside the server."""
-    from services.retention import RetentionSettings  # noqa: PLC0415 - only this test needs it
-
-    old = datetime.now(UTC) - timedelta(days=45)
-    with TestClient(create_app(ApiSettings(), db_settings), base_url=LOCAL_URL) as client:
-        load(client)
-    insert_readings(clean_db, [("f01-meter-1", "power_kw", old, 1.0, None)])
-    maintenance = RetentionSettings(availability_interval_s=0.1)
-    with TestClient(
-        create_app(ApiSettings(), db_settings, maintenance=maintenance), base_url=LOCAL_URL
-    ):
-
-        def dropped() -> bool:
-            with psycopg.connect(clean_db) as conn:
-                row = conn.execute("SELECT count(*) FROM readings").fetchone()
-            return row is not None and row[0] == 0
-
-        wait_until(dropped, 30, message="retention never dropped the 45-day-old chunk")

@@ -42,13 +42,14 @@ def running(stack: Stack) -> dict[str, bool]:
 
 
 def test_up_starts_everything_and_down_stops_it(stack: Stack) -> None:
-    """Up starts database, broker, ingest and API, ready; down stops them all."""
+    """Up starts database, broker, ingest, maintenance and API, ready; down stops them all."""
     started = stack.up()
-    assert started == ["postgres", "mosquitto", "ingest-1", "api"]
+    assert started == ["postgres", "mosquitto", "ingest-1", "maintenance", "api"]
     assert running(stack) == {
         "postgres": True,
         "mosquitto": True,
         "ingest-1": True,
+        "maintenance": True,
         "api": True,
         "simulator": False,
     }
@@ -57,7 +58,7 @@ def test_up_starts_everything_and_down_stops_it(stack: Stack) -> None:
         row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
         assert row.fetchone() is not None
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() != (0,)
-    for name in ("api", "ingest-1", "mosquitto"):
+    for name in ("api", "ingest-1", "maintenance", "mosquitto"):
         assert (stack.run_dir / f"{name}.pid").is_file()
         assert (stack.logs_dir / f"{name}.log").is_file()
     assert (stack.logs_dir / "postgres.log").is_file()
@@ -66,7 +67,7 @@ def test_up_starts_everything_and_down_stops_it(stack: Stack) -> None:
 
     pids = [row.pid for row in stack.status() if row.pid is not None]
     stopped = stack.down()
-    assert stopped == ["api", "ingest-1", "mosquitto", "postgres"]
+    assert stopped == ["api", "maintenance", "ingest-1", "mosquitto", "postgres"]
     assert not any(running(stack).values())
     assert not any(pid_alive(pid) for pid in pids)
     assert not port_open(stack.api.host, stack.api.port)

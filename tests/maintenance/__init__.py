@@ -1,0 +1,1 @@
+"""Tests of the maintenance process: roll-up folding, availability, retention."""
