@@ -1,0 +1,1 @@
+"""Benchmarks and measurement tools: may import anything; nothing imports them."""
