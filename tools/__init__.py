@@ -1,0 +1,1 @@
+"""Benchmarks and other tools: they may import anything; nothing imports them."""
