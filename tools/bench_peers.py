@@ -210,7 +210,7 @@ def publish(
 ) -> PublishOutcome:
     """Write ``packets`` as fast as the broker acknowledges, at most ``max_unacked`` pending."""
     sock = _open(host, port, connect)
-    sock.setblocking(False)
+    sock.settimeout(0.0)  # non-blocking
     reader = PacketReader()
     out = bytearray()
     queued = 0
@@ -235,11 +235,11 @@ def publish(
                     outcome.errors.append("the broker closed the publisher's connection")
                     break
                 outcome.acked += sum(p.kind == PUBACK for p in reader.feed(data))
-        outcome.sent = queued - 0
+        outcome.sent = queued
         outcome.finished = time.monotonic()
         outcome.cpu_s = time.thread_time() - cpu_started
         with contextlib.suppress(OSError):
-            sock.setblocking(True)
+            sock.settimeout(CONNECT_TIMEOUT_S)
             sock.sendall(DISCONNECT)
     finally:
         sock.close()
@@ -263,7 +263,7 @@ class Sampler(threading.Thread):
 
     def count(self) -> int:
         """Return the messages landed now."""
-        row = self.conn.execute(self.query, self.params).fetchone()  # type: ignore[arg-type]  # fixed SQL text
+        row = self.conn.execute(self.query, self.params).fetchone()
         return int(row[0]) if row else 0
 
     def run(self) -> None:
@@ -300,8 +300,11 @@ def _final_counts(
             " WHERE ts >= %s AND ts < %s AND device_id LIKE %s"
         )
     else:
-        sql = f"SELECT count(DISTINCT (topic, seq)), count(*) FROM {PEER_TABLE} WHERE ts >= %s AND ts < %s"
-    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]  # fixed SQL text
+        sql = (
+            f"SELECT count(DISTINCT (topic, seq)), count(*) FROM {PEER_TABLE}"
+            " WHERE ts >= %s AND ts < %s"
+        )
+    row = conn.execute(sql, params).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
@@ -324,13 +327,16 @@ class Bench:
 
     @property
     def host(self) -> str:
+        """The broker's address."""
         return str(self.stack.mqtt.host)
 
     @property
     def port(self) -> int:
+        """The broker's port."""
         return int(self.stack.mqtt.port)
 
     def ingest_pid(self) -> int | None:
+        """Return the pid of ingest worker 1, while it runs."""
         return self.stack.ingest_worker(1).pid
 
     def use_parksense(self) -> None:
@@ -394,7 +400,7 @@ class Bench:
                 )
                 until = min(time.monotonic() + PROBE_REPEAT_S, deadline)
                 while time.monotonic() < until:
-                    row = conn.execute(_landed_query(design), params).fetchone()  # type: ignore[arg-type]  # fixed SQL text
+                    row = conn.execute(_landed_query(design), params).fetchone()
                     if row and row[0]:
                         return
                     time.sleep(0.2)
@@ -403,6 +409,7 @@ class Bench:
         )
 
     def consumer_pid(self, design: str) -> int | None:
+        """Return the pid of the process that consumes for ``design``."""
         return self.ingest_pid() if design == "parksense" else self.peer_pid
 
 
@@ -624,14 +631,18 @@ def run(args: argparse.Namespace) -> str:
 
 def _report(args: argparse.Namespace, results: list[RunResult], facts: dict[str, str]) -> str:
     lines = [
-        f"# bench-peers: {args.messages:,} messages x {args.runs} runs each, "
-        f"{DEVICES} devices, 5 readings a message, <= {args.max_unacked:,} unacknowledged",
+        (
+            f"# bench-peers: {args.messages:,} messages x {args.runs} runs each, "
+            f"{DEVICES} devices, 5 readings a message, <= {args.max_unacked:,} unacknowledged"
+        ),
         "",
         render_summary(summarise(results, "parksense"), summarise(results, "peer")),
         render_runs(results),
-        "CPU: broker + consumer (ingest or mq-bridge) + PostgreSQL, from /proc, during the run"
-        " (the sampler's own backend left out). The machine's cores are shared with whatever"
-        " else runs (see the load average).",
+        (
+            "CPU: broker + consumer (ingest or mq-bridge) + PostgreSQL, from /proc, during the"
+            " run (the sampler's own backend left out). The machine's cores are shared with"
+            " whatever else runs (see the load average)."
+        ),
         "",
         "| machine | |",
         "|---|---|",

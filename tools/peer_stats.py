@@ -119,8 +119,10 @@ def _num(value: float | None, spec: str) -> str:
 def render_runs(results: list[RunResult]) -> str:
     """Return every run as a markdown table, in the order they ran."""
     lines = [
-        "| run | design | acked | landed | span s | landed msg/s | lost | doubled "
-        "| CPU µs/reading | peak RSS MiB | publisher busy |",
+        (
+            "| run | design | acked | landed | span s | landed msg/s | lost | doubled "
+            "| CPU µs/reading | peak RSS MiB | publisher busy |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
