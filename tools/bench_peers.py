@@ -81,8 +81,10 @@ MAX_RUNS = 9
 MAX_UNACKED = 2000
 SEND_CHUNK_BYTES = 256 * 1024
 SAMPLE_INTERVAL_S = 1.0
-# A run has landed when the count reaches what was acked, or stays still this long.
-STILL_S = 10.0
+# A run has landed when the count reaches what was acked, or stays still this long. Long
+# enough to ride out a consumer's reconnect (mq-bridge waits 5 s, then redelivers): a run
+# cut short by a stall would count what was still queued at the broker as lost.
+STILL_S = 60.0
 RUN_TIMEOUT_S = 900.0
 PROBE_TIMEOUT_S = 60.0
 PROBE_REPEAT_S = 2.0
@@ -355,7 +357,8 @@ class Bench:
             self.peer_pid = spawn(
                 [str(peer_python(self.args.peer_venv)), *self.peer_argv],
                 log_file=log,
-                env=dict(os.environ),
+                # mq-bridge logs nothing by default; its reconnects are worth seeing.
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
                 cwd=self.stack.state_dir,
             )
             logger.info("Started the peer (pid %d), log %s", self.peer_pid, log)
@@ -494,6 +497,11 @@ def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms
         peak_rss_mib=peak_rss_mib(pid) if pid else None,
         notes=outcome.errors,
     )
+    if landed < outcome.acked:
+        result.notes.append(
+            f"ended after {STILL_S:g} s without a new row, {outcome.acked - landed:,} short"
+            " (stalled or lost: what the broker still held for the session is discarded next)"
+        )
     logger.warning(
         "Run %d %s: %d acked, %d landed in %.1f s", number, design, result.acked, landed, grown or 0
     )
