@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 INSTALL_SYSTEM := bash deploy/install-system.sh
 INSTALL_FLAGS :=
 
-.PHONY: help system venv test lint up down demo bench status
+.PHONY: help system venv test lint up down demo bench bench-peers status
 
 help:
 	@echo "make demo    everything: system packages, virtualenv, stack, simulator; prints the dashboard URL"
@@ -21,6 +21,7 @@ help:
 	@echo "make down    stop the local stack"
 	@echo "make status  show what runs"
 	@echo "make bench   run the load benchmark"
+	@echo "make bench-peers  issue 10's load against parksense and a tuned mq-bridge, with the ratio"
 	@echo "make lint    format check, lint and type check only"
 	@echo "make venv    install system packages and the virtualenv"
 
@@ -63,3 +64,6 @@ demo: venv
 
 bench: venv
 	$(PARKSENSE) bench $(BENCH_ARGS)
+
+bench-peers: venv
+	$(PARKSENSE) bench-peers $(BENCH_ARGS)

@@ -45,6 +45,10 @@ PASSTHROUGH = {
     ),
     "sim": ("simulators.__main__", "run the device simulator (see `parksense sim --help`)"),
     "bench": ("simulators.bench", "run the load benchmark (see `parksense bench --help`)"),
+    "bench-peers": (
+        "tools.bench_peers",
+        "issue 10's load against parksense and a tuned peer (see `parksense bench-peers --help`)",
+    ),
     "screenshot": (
         "services.api.screenshot",
         "save a screenshot of the dashboard (see `parksense screenshot --help`)",

@@ -1,1 +1,1 @@
-"""Benchmarks and measurement tools: may import anything; nothing imports them."""
+"""Benchmarks and measurement tools: they may import anything; nothing imports them."""

@@ -1,0 +1,1 @@
+"""Tests of the tools: the bench-peers packets, load and figures."""

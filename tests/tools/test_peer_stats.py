@@ -1,0 +1,96 @@
+"""Tests of the figures of bench-peers: landed rate, medians, lost and doubled, the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from tools.peer_stats import (
+    RunResult,
+    Sample,
+    last_growth_s,
+    median,
+    render_runs,
+    render_summary,
+    summarise,
+)
+
+
+def _result(design: str, run: int, landed: int, span_s: float, **kwargs: object) -> RunResult:
+    defaults: dict[str, object] = {
+        "published": 1000,
+        "acked": 1000,
+        "stored_rows": landed * (5 if design == "parksense" else 1),
+        "cpu_s": {"broker": 0.1, "consumer": 0.2, "postgres": 0.2},
+    }
+    defaults.update(kwargs)
+    return RunResult(design=design, run=run, landed=landed, span_s=span_s, **defaults)  # type: ignore[arg-type]
+
+
+def test_last_growth_is_the_first_sample_that_saw_the_final_count():
+    """The span ends at the first poll that saw the final count, not at the last poll."""
+    samples = [Sample(0.0, 0), Sample(1.0, 400), Sample(2.0, 1000), Sample(3.0, 1000)]
+    assert last_growth_s(samples) == 2.0
+
+
+def test_last_growth_is_unknown_when_nothing_landed():
+    """Without a landed message there is no span."""
+    assert last_growth_s([]) is None
+    assert last_growth_s([Sample(0.0, 0), Sample(1.0, 0)]) is None
+
+
+def test_landed_rate_is_landed_over_span():
+    """The figure is distinct messages landed over seconds to the last landed row."""
+    assert _result("peer", 1, 1000, 4.0).landed_msg_s == 250.0
+    assert _result("peer", 1, 1000, 0.0).landed_msg_s is None
+
+
+def test_lost_is_acked_minus_landed():
+    """Acknowledged messages that never landed are lost."""
+    assert _result("parksense", 1, 990, 1.0).lost == 10
+    assert _result("parksense", 1, 1000, 1.0).lost == 0
+
+
+@pytest.mark.parametrize(("design", "rows", "doubled"), [("parksense", 5005, 5), ("peer", 1003, 3)])
+def test_doubled_counts_rows_beyond_one_per_reading_or_message(design, rows, doubled):
+    """A parksense message is five rows, a peer message one; anything more is doubled."""
+    assert _result(design, 1, 1000, 1.0, stored_rows=rows).doubled == doubled
+
+
+def test_cpu_per_reading_divides_by_five_readings_a_message():
+    """CPU per stored reading counts five readings in every landed message."""
+    result = _result("peer", 1, 1000, 1.0, cpu_s={"broker": 0.01, "postgres": 0.04})
+    assert result.cpu_us_per_reading == pytest.approx(10.0)
+
+
+def test_median_ignores_unknown_values():
+    """Unknown figures do not count towards the median."""
+    assert median([3.0, None, 1.0, 2.0]) == 2.0
+    assert median([None]) is None
+
+
+def test_summary_takes_medians_and_totals_lost_and_doubled():
+    """Each design's summary holds its median rate and its total lost and doubled."""
+    results = [
+        _result("parksense", 1, 1000, 2.0),
+        _result("peer", 1, 1000, 1.0),
+        _result("parksense", 2, 999, 1.0, stored_rows=5000),
+        _result("peer", 2, 1000, 4.0),
+        _result("parksense", 3, 1000, 4.0),
+        _result("peer", 3, 1000, 2.0),
+    ]
+    ours, peer = summarise(results, "parksense"), summarise(results, "peer")
+    assert ours.landed_msg_s == 500.0
+    assert peer.landed_msg_s == 500.0
+    assert ours.lost == 1
+    assert ours.doubled == 5
+    assert peer.runs == 3
+    assert "ratio parksense / peer: 1.00x" in render_summary(ours, peer)
+
+
+def test_run_table_lists_every_run_in_order():
+    """The run table has a header, a separator and one row per run."""
+    table = render_runs([_result("parksense", 1, 1000, 2.0), _result("peer", 1, 1000, 1.0)])
+    lines = table.strip().splitlines()
+    assert len(lines) == 4
+    assert "| 1 | parksense |" in lines[2]
+    assert "| 1 | peer |" in lines[3]

@@ -1,0 +1,678 @@
+"""``parksense bench-peers``: issue 10's load against parksense and a tuned mq-bridge, side by side.
+
+One invocation starts a stack of its own (own state folder, own ports), loads the bench
+fleet, installs the peer in its own venv, and runs the designs interleaved (parksense,
+peer, parksense, …) on the same broker, PostgreSQL cluster and publisher. Each run
+publishes pre-built QoS 1 PUBLISH packets over a plain socket (at most 2,000
+unacknowledged), samples the database once a second, and measures CPU from /proc. Only
+one design consumes at a time: ingest is stopped (and its session cleared) while the peer
+runs, and the peer connects with the ingest credential under ``parksense.ingest.peer``.
+Everything it started is stopped by pid at the end; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import select
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from services.access.fleet import load_fleet_in_force
+from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
+from services.core.access import CredentialKind, PlatformRole, client_id, username
+from services.stack.processes import pid_alive, spawn, terminate
+from services.stack.stack import (
+    Stack,
+    check_installed,
+    ingest_client_id,
+    platform_mqtt_settings,
+)
+from simulators.bench import machine_facts
+from tools.mqtt_packets import (
+    DISCONNECT,
+    PUBACK,
+    PacketReader,
+    connack_code,
+    connect_packet,
+)
+from tools.peer_bridge import (
+    PEER_TABLE,
+    create_table,
+    ensure_installed,
+    peer_python,
+    route_config,
+    write_runner,
+)
+from tools.peer_load import (
+    DEVICE_PREFIX,
+    DEVICES,
+    MESSAGES,
+    LoadWindow,
+    bench_fleet,
+    device_topics,
+    message_packets,
+)
+from tools.peer_stats import (
+    RunResult,
+    Sample,
+    last_growth_s,
+    render_runs,
+    render_summary,
+    summarise,
+)
+
+logger = logging.getLogger(__name__)
+
+DESIGNS = ("parksense", "peer")
+QUICK_MESSAGES = 20_000
+MAX_MESSAGES = 2_000_000
+MAX_RUNS = 9
+# The issue's bound on unacknowledged messages, and how much is written per send.
+MAX_UNACKED = 2000
+SEND_CHUNK_BYTES = 256 * 1024
+SAMPLE_INTERVAL_S = 1.0
+# A run has landed when the count reaches what was acked, or stays still this long. Long
+# enough to ride out a consumer's reconnect (mq-bridge waits 5 s, then redelivers): a run
+# cut short by a stall would count what was still queued at the broker as lost.
+STILL_S = 60.0
+RUN_TIMEOUT_S = 900.0
+PROBE_TIMEOUT_S = 60.0
+PROBE_REPEAT_S = 2.0
+CONNECT_TIMEOUT_S = 10.0
+PEER_CLIENT_NAME = "peer"
+PUBLISHER_CLIENT_NAME = "benchpeers"
+# Timestamps lie this far before the bench starts, so nothing is in the future.
+PAST_MARGIN_MS = 3_600_000
+
+
+class BenchPeersError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+# -- /proc ----------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    # The command name may hold spaces; the fields after its closing parenthesis do not.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_s(pid: int, *, with_reaped_children: bool = False) -> float:
+    """Return the CPU seconds of ``pid`` (user + system), plus its reaped children's."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # Fields 14-17 of proc(5): utime, stime, cutime, cstime; this list starts at field 3.
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def children_of(parent: int) -> list[int]:
+    """Return the pids whose parent is ``parent``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[1]) == parent:
+                pids.append(int(entry.name))
+    return pids
+
+
+def postgres_cpu_s(postmaster: int, exclude: set[int]) -> float:
+    """CPU of the cluster: postmaster (with exited backends) and live backends but ``exclude``."""
+    total = process_cpu_s(postmaster, with_reaped_children=True)
+    return total + sum(process_cpu_s(p) for p in children_of(postmaster) if p not in exclude)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """Return the peak resident memory (VmHWM) of ``pid``."""
+    with contextlib.suppress(OSError):
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+        if match := re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.MULTILINE):
+            return int(match.group(1)) / 1024
+    return None
+
+
+def load_average() -> str:
+    """Return the 1, 5 and 15 minute load averages."""
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
+    return "n/a"
+
+
+# -- MQTT -----------------------------------------------------------------------------
+
+
+def _open(host: str, port: int, packet: bytes) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(packet)
+    reader = PacketReader()
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        data = sock.recv(4096)
+        if not data:
+            break
+        packets = reader.feed(data)
+        if packets:
+            code = connack_code(packets[0])
+            if code:
+                sock.close()
+                raise BenchPeersError(f"the broker refused the connection (CONNACK {code})")
+            return sock
+    sock.close()
+    raise BenchPeersError(f"no CONNACK from {host}:{port}")
+
+
+def clear_session(host: str, port: int, user: str, password: str, client: str) -> None:
+    """Discard the broker's session of ``client`` (MQTT 3.1.1 clean session, section 3.1.2.4)."""
+    packet = connect_packet(client, username=user, password=password, clean_session=True)
+    with _open(host, port, packet) as sock:
+        sock.sendall(DISCONNECT)
+
+
+@dataclass(slots=True)
+class PublishOutcome:
+    """What the publisher did: when it started and how many messages were acknowledged."""
+
+    started: float
+    sent: int = 0
+    acked: int = 0
+    finished: float | None = None
+    cpu_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def publish(
+    host: str,
+    port: int,
+    connect: bytes,
+    packets: list[bytes],
+    *,
+    max_unacked: int,
+    deadline: float,
+) -> PublishOutcome:
+    """Write ``packets`` as fast as the broker acknowledges, at most ``max_unacked`` pending."""
+    sock = _open(host, port, connect)
+    sock.settimeout(0.0)  # non-blocking
+    reader = PacketReader()
+    out = bytearray()
+    queued = 0
+    outcome = PublishOutcome(started=time.monotonic())
+    cpu_started = time.thread_time()
+    total = len(packets)
+    try:
+        while outcome.acked < total and time.monotonic() < deadline:
+            while queued < total and queued - outcome.acked < max_unacked:
+                if len(out) >= SEND_CHUNK_BYTES:
+                    break
+                out += packets[queued]
+                queued += 1
+            writable = [sock] if out else []
+            readable, ready, _ = select.select([sock], writable, [], 0.5)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    del out[: sock.send(out)]
+            if readable:
+                data = sock.recv(1 << 16)
+                if not data:
+                    outcome.errors.append("the broker closed the publisher's connection")
+                    break
+                outcome.acked += sum(p.kind == PUBACK for p in reader.feed(data))
+        outcome.sent = queued
+        outcome.finished = time.monotonic()
+        outcome.cpu_s = time.thread_time() - cpu_started
+        with contextlib.suppress(OSError):
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.sendall(DISCONNECT)
+    finally:
+        sock.close()
+    return outcome
+
+
+# -- database sampling ----------------------------------------------------------------
+
+
+class Sampler(threading.Thread):
+    """Counts the run's messages in the database once a second until told to stop."""
+
+    def __init__(self, conninfo: str, query: str, params: tuple[object, ...], t0: float) -> None:
+        """Open its own connection (its backend's CPU is left out of the figures)."""
+        super().__init__(name="bench-peers-sampler", daemon=True)
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.backend_pid = self.conn.info.backend_pid
+        self.query, self.params, self.t0 = query, params, t0
+        self.samples: list[Sample] = []
+        self.stop_event = threading.Event()
+
+    def count(self) -> int:
+        """Return the messages landed now."""
+        row = self.conn.execute(self.query, self.params).fetchone()
+        return int(row[0]) if row else 0
+
+    def run(self) -> None:
+        """Sample until stopped."""
+        while not self.stop_event.is_set():
+            at = time.monotonic() - self.t0
+            self.samples.append(Sample(at, self.count()))
+            self.stop_event.wait(SAMPLE_INTERVAL_S)
+
+    def close(self) -> None:
+        """Stop sampling and close the connection."""
+        self.stop_event.set()
+        self.join(10)
+        self.conn.close()
+
+
+def _landed_query(design: str) -> str:
+    if design == "parksense":
+        # One power_kw reading per message; (device, metric, ts) is unique.
+        return (
+            "SELECT count(*) FROM readings WHERE ts >= %s AND ts < %s"
+            " AND metric = 'power_kw' AND device_id LIKE %s"
+        )
+    return f"SELECT count(*) FROM {PEER_TABLE} WHERE ts >= %s AND ts < %s"
+
+
+def _final_counts(
+    conn: psycopg.Connection, design: str, params: tuple[object, ...]
+) -> tuple[int, int]:
+    """Return (distinct messages, stored rows) of a run."""
+    if design == "parksense":
+        sql = (
+            "SELECT count(DISTINCT (device_id, ts)), count(*) FROM readings"
+            " WHERE ts >= %s AND ts < %s AND device_id LIKE %s"
+        )
+    else:
+        sql = (
+            f"SELECT count(DISTINCT (topic, seq)), count(*) FROM {PEER_TABLE}"
+            " WHERE ts >= %s AND ts < %s"
+        )
+    row = conn.execute(sql, params).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+# -- the bench ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Bench:
+    """Everything one invocation holds: the stack, credentials, the peer and its process."""
+
+    args: argparse.Namespace
+    stack: Stack
+    conninfo: str
+    topics: list[str]
+    publisher_connect: bytes
+    ingest_password: str
+    peer_argv: list[str]
+    peer_pid: int | None = None
+    probes: int = 0
+
+    @property
+    def host(self) -> str:
+        """The broker's address."""
+        return str(self.stack.mqtt.host)
+
+    @property
+    def port(self) -> int:
+        """The broker's port."""
+        return int(self.stack.mqtt.port)
+
+    def ingest_pid(self) -> int | None:
+        """Return the pid of ingest worker 1, while it runs."""
+        return self.stack.ingest_worker(1).pid
+
+    def use_parksense(self) -> None:
+        """Stop the peer and drop its session; start ingest."""
+        self.stop_peer()
+        self.stack.up()
+
+    def use_peer(self) -> None:
+        """Stop ingest and drop its session (so the peer's load never queues for it)."""
+        self.stack.ingest_worker(1).stop()
+        clear_session(
+            self.host, self.port, _ingest_user(), self.ingest_password, ingest_client_id(1)
+        )
+        if self.peer_pid is None or not pid_alive(self.peer_pid):
+            log = self.stack.logs_dir / "peer.log"
+            self.peer_pid = spawn(
+                [str(peer_python(self.args.peer_venv)), *self.peer_argv],
+                log_file=log,
+                # mq-bridge logs nothing by default; its reconnects are worth seeing.
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+                cwd=self.stack.state_dir,
+            )
+            logger.info("Started the peer (pid %d), log %s", self.peer_pid, log)
+
+    def stop_peer(self) -> None:
+        """Stop the peer (by its pid) and drop its persistent session."""
+        if self.peer_pid is not None:
+            terminate(self.peer_pid, 10.0)
+            self.peer_pid = None
+        clear_session(
+            self.host,
+            self.port,
+            _ingest_user(),
+            self.ingest_password,
+            client_id(_ingest_user(), PEER_CLIENT_NAME),
+        )
+
+    def probe(self, design: str, base_ms: int) -> None:
+        """Publish one message before the run's window and wait until it lands.
+
+        Proves the consumer is subscribed: what is published before that would be lost.
+
+        Raises:
+            BenchPeersError: It did not land in time.
+        """
+        self.probes += 1
+        start = base_ms - PAST_MARGIN_MS + self.probes * 1000
+        window = LoadWindow(start_ms=start, count=1, devices=len(self.topics))
+        packets = message_packets(self.topics, window, with_topic=design == "peer")
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        params = _params(design, window)
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                # Again and again: what is published before the consumer subscribes is lost.
+                publish(
+                    self.host,
+                    self.port,
+                    self.publisher_connect,
+                    packets,
+                    max_unacked=1,
+                    deadline=deadline,
+                )
+                until = min(time.monotonic() + PROBE_REPEAT_S, deadline)
+                while time.monotonic() < until:
+                    row = conn.execute(_landed_query(design), params).fetchone()
+                    if row and row[0]:
+                        return
+                    time.sleep(0.2)
+        raise BenchPeersError(
+            f"{design} did not store a probe message within {PROBE_TIMEOUT_S:g} s"
+        )
+
+    def consumer_pid(self, design: str) -> int | None:
+        """Return the pid of the process that consumes for ``design``."""
+        return self.ingest_pid() if design == "parksense" else self.peer_pid
+
+
+def _ingest_user() -> str:
+    return username(CredentialKind.PLATFORM, PlatformRole.INGEST.value)
+
+
+def _params(design: str, window: LoadWindow) -> tuple[object, ...]:
+    start = _ts(window.start_ms)
+    end = _ts(window.end_ms)
+    if design == "parksense":
+        return (start, end, f"{DEVICE_PREFIX}%")
+    return (start, end)
+
+
+def _ts(ms: int) -> object:
+    from datetime import UTC, datetime  # noqa: PLC0415 - only here
+
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _cpu(bench: Bench, design: str, exclude: set[int]) -> dict[str, float]:
+    broker = bench.stack.broker.pid
+    postmaster = bench.stack.postgres.pid
+    consumer = bench.consumer_pid(design)
+    return {
+        "broker": process_cpu_s(broker) if broker else 0.0,
+        "consumer": process_cpu_s(consumer) if consumer else 0.0,
+        "postgres": postgres_cpu_s(postmaster, exclude) if postmaster else 0.0,
+    }
+
+
+def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms: int) -> RunResult:
+    """Run one design once on ``window``'s messages; return what it measured."""
+    if design == "parksense":
+        bench.use_parksense()
+    else:
+        bench.use_peer()
+    bench.probe(design, base_ms)
+    packets = message_packets(bench.topics, window, with_topic=design == "peer")
+    params = _params(design, window)
+    t0 = time.monotonic()
+    sampler = Sampler(bench.conninfo, _landed_query(design), params, t0)
+    exclude = {sampler.backend_pid}
+    before = _cpu(bench, design, exclude)
+    deadline = t0 + bench.args.run_timeout_s
+    sampler.start()
+    outcome = publish(
+        bench.host,
+        bench.port,
+        bench.publisher_connect,
+        packets,
+        max_unacked=bench.args.max_unacked,
+        deadline=deadline,
+    )
+    # Wait until everything acked has landed, or nothing moved for STILL_S (bounded).
+    while time.monotonic() < deadline:
+        samples = list(sampler.samples)
+        if samples and samples[-1].messages >= outcome.acked:
+            break
+        grown = last_growth_s(samples)
+        if samples and grown is not None and samples[-1].at_s - grown >= STILL_S:
+            break
+        time.sleep(SAMPLE_INTERVAL_S / 2)
+    after = _cpu(bench, design, exclude)
+    sampler.close()
+    pid = bench.consumer_pid(design)
+    with psycopg.connect(bench.conninfo, autocommit=True) as conn:
+        landed, rows = _final_counts(conn, design, params)
+    grown = last_growth_s(sampler.samples)
+    result = RunResult(
+        design=design,
+        run=number,
+        published=outcome.sent,
+        acked=outcome.acked,
+        landed=landed,
+        stored_rows=rows,
+        span_s=grown,
+        cpu_s={k: after[k] - before[k] for k in after},
+        publisher_cpu_s=outcome.cpu_s,
+        publish_s=(outcome.finished or t0) - outcome.started,
+        peak_rss_mib=peak_rss_mib(pid) if pid else None,
+        notes=outcome.errors,
+    )
+    if landed < outcome.acked:
+        result.notes.append(
+            f"ended after {STILL_S:g} s without a new row, {outcome.acked - landed:,} short"
+            " (stalled or lost: what the broker still held for the session is discarded next)"
+        )
+    logger.warning(
+        "Run %d %s: %d acked, %d landed in %.1f s", number, design, result.acked, landed, grown or 0
+    )
+    return result
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
+    check_installed()
+    state_dir = args.state_dir.absolute()
+    stack = Stack(
+        StackSettings(
+            state_dir=state_dir, ingest_workers=1, ingest_metrics_base_port=args.metrics_port
+        ),
+        DatabaseSettings(port=args.db_port),
+        MqttSettings(port=args.mqtt_port),
+        ApiSettings(port=args.api_port),
+    )
+    started = stack.up()
+    conninfo = stack.db.conninfo(application_name="parksense-bench-peers")
+    fleet = bench_fleet()
+    load_fleet_in_force(conninfo, fleet, stack.broker_sync())
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        create_table(conn)
+        # Readings of an earlier invocation could overlap this one's windows.
+        conn.execute("DELETE FROM readings WHERE device_id LIKE %s", (f"{DEVICE_PREFIX}%",))
+    simulator = platform_mqtt_settings(state_dir, PlatformRole.SIMULATOR, MqttSettings())
+    ingest = platform_mqtt_settings(state_dir, PlatformRole.INGEST, MqttSettings())
+    if simulator.password is None or ingest.password is None or simulator.username is None:
+        raise BenchPeersError(f"no platform credentials under {state_dir}/secrets")
+    ingest_password = ingest.password.get_secret_value()
+    connect = connect_packet(
+        client_id(simulator.username, PUBLISHER_CLIENT_NAME),
+        username=simulator.username,
+        password=simulator.password.get_secret_value(),
+        keep_alive_s=120,
+    )
+    db = stack.db
+    config = route_config(
+        mqtt_url=f"tcp://{stack.mqtt.host}:{stack.mqtt.port}",
+        topic="parksense/v1/+/+/+/telemetry",
+        username=_ingest_user(),
+        password=ingest_password,
+        client_id=client_id(_ingest_user(), PEER_CLIENT_NAME),
+        db_url=(
+            f"postgres://{db.user}:{db.password.get_secret_value()}@{db.host}:{db.port}/{db.name}"
+        ),
+    )
+    argv = write_runner(state_dir / "peer", config)
+    bench = Bench(
+        args=args,
+        stack=stack,
+        conninfo=conninfo,
+        topics=device_topics(fleet),
+        publisher_connect=connect,
+        ingest_password=ingest_password,
+        peer_argv=argv,
+    )
+    return bench, started
+
+
+def _stop_started(bench: Bench, started: list[str]) -> None:
+    """Stop the peer and whatever of the stack this invocation started, by pid."""
+    with contextlib.suppress(Exception):
+        bench.stop_peer()
+    if "postgres" in started and "mosquitto" in started:
+        bench.stack.down()
+        return
+    for process in (bench.stack.api_process(), bench.stack.ingest_worker(1)):
+        if process.name in started:
+            process.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``parksense bench-peers``."""
+    parser = argparse.ArgumentParser(
+        prog="parksense bench-peers",
+        description="Issue 10's load against parksense and a tuned mq-bridge, in one run.",
+    )
+    parser.add_argument("--messages", type=int, default=MESSAGES, help=f"per run ({MESSAGES:,})")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each design (3)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_MESSAGES:,} messages, 1 run each"
+    )
+    parser.add_argument("--max-unacked", type=int, default=MAX_UNACKED)
+    parser.add_argument("--run-timeout-s", type=float, default=RUN_TIMEOUT_S)
+    parser.add_argument("--state-dir", type=Path, default=Path(".state/bench-peers"))
+    parser.add_argument("--peer-venv", type=Path, default=None, help="default: STATE/peer-venv")
+    parser.add_argument("--mqtt-port", type=int, default=18883)
+    parser.add_argument("--db-port", type=int, default=15443)
+    parser.add_argument("--api-port", type=int, default=18088)
+    parser.add_argument("--metrics-port", type=int, default=19118)
+    parser.add_argument("--keep-stack", action="store_true", help="leave the bench stack up")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.quick:
+        args.messages, args.runs = QUICK_MESSAGES, 1
+    if not 1 <= args.messages <= MAX_MESSAGES:
+        raise BenchPeersError(f"--messages must be within [1, {MAX_MESSAGES:,}]")
+    if not 1 <= args.runs <= MAX_RUNS:
+        raise BenchPeersError(f"--runs must be within [1, {MAX_RUNS}]")
+    if not 1 <= args.max_unacked <= 60_000:  # noqa: PLR2004 - below the 65,535 packet ids
+        raise BenchPeersError("--max-unacked must be within [1, 60000]")
+    if args.peer_venv is None:
+        args.peer_venv = args.state_dir.absolute() / "peer-venv"
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run the comparison; return the report (markdown)."""
+    _check(args)
+    peer_version = ensure_installed(args.peer_venv)
+    bench, started = _prepare(args)
+    results: list[RunResult] = []
+    loads = [load_average()]
+    try:
+        span_ms = LoadWindow(0, args.messages, DEVICES).end_ms
+        windows = args.runs * len(DESIGNS)
+        base_ms = (time.time_ns() // 1_000_000 // 1000) * 1000 - PAST_MARGIN_MS - windows * span_ms
+        for number in range(1, args.runs + 1):
+            for d, design in enumerate(DESIGNS):
+                w = (number - 1) * len(DESIGNS) + d
+                window = LoadWindow(base_ms + w * span_ms, args.messages, DEVICES)
+                results.append(run_once(bench, design, number, window, base_ms))
+                loads.append(load_average())
+        with psycopg.connect(bench.conninfo) as conn:
+            facts = machine_facts(conn)
+    finally:
+        if not args.keep_stack:
+            _stop_started(bench, started)
+    facts["mq-bridge"] = peer_version
+    facts["load average during the runs"] = ", ".join(loads)
+    return _report(args, results, facts)
+
+
+def _report(args: argparse.Namespace, results: list[RunResult], facts: dict[str, str]) -> str:
+    lines = [
+        (
+            f"# bench-peers: {args.messages:,} messages x {args.runs} runs each, "
+            f"{DEVICES} devices, 5 readings a message, <= {args.max_unacked:,} unacknowledged"
+        ),
+        "",
+        render_summary(summarise(results, "parksense"), summarise(results, "peer")),
+        render_runs(results),
+        (
+            "CPU: broker + consumer (ingest or mq-bridge) + PostgreSQL, from /proc, during the"
+            " run (the sampler's own backend left out). The machine's cores are shared with"
+            " whatever else runs (see the load average)."
+        ),
+        "",
+        "| machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in facts.items()),
+    ]
+    notes = [f"run {r.run} {r.design}: {n}" for r in results for n in r.notes]
+    lines += ["", *(f"- {n}" for n in notes)] if notes else []
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        report = run(args)
+    except (BenchPeersError, OSError, psycopg.Error) as exc:
+        print(f"bench-peers: {exc}", file=sys.stderr)  # noqa: T201 - command line output
+        return 1
+    sys.stdout.write(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
