@@ -197,7 +197,7 @@ async def _measure(
     requests: int,
     warmup: int,
 ) -> list[Timing]:
-    app = create_app(ApiSettings(pool_min_size=2, pool_max_size=4), database)
+    app = create_app(ApiSettings(pool_min_size=2, pool_max_size=4, trusted_hosts="bench"), database)
     timings = []
     async with (
         app.router.lifespan_context(app),
