@@ -29,7 +29,7 @@ from psycopg import sql
 from schemas.fleet import Fleet
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
-from services.storage import history_queries, rollups
+from services.storage import device_readings, rollups
 from services.storage.fleet_store import load_fleet
 from services.storage.migrate import apply_migrations
 from simulators.fleet import generate_demo_fleet
@@ -197,7 +197,7 @@ async def _measure(
     requests: int,
     warmup: int,
 ) -> list[Timing]:
-    app = create_app(ApiSettings(pool_min_size=2, pool_max_size=4), database)
+    app = create_app(ApiSettings(pool_min_size=2, pool_max_size=4, trusted_hosts="bench"), database)
     timings = []
     async with (
         app.router.lifespan_context(app),
@@ -221,7 +221,7 @@ async def _measure(
     return timings
 
 
-async def _measure_rollup_device_query(
+async def _measure_device_query_without_http(
     conninfo: str,
     device_id: str,
     start: datetime,
@@ -230,24 +230,24 @@ async def _measure_rollup_device_query(
     requests: int,
     warmup: int,
 ) -> Timing:
-    """The device query answered from readings_1m (a storage function; no endpoint yet)."""
+    """The device readings query without HTTP: the storage function the endpoint calls."""
     samples = []
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         for i in range(warmup + requests):
             began = time.perf_counter()
-            await history_queries.device_buckets(
+            await device_readings.bucketed_readings(
                 conn,
                 device_id=device_id,
                 metric="power_kw",
                 start=start,
                 end=end,
-                width=timedelta(minutes=15),
-                agg="avg",
+                bucket=timedelta(minutes=15),
+                agg=device_readings.Agg.AVG,
                 state_metric=False,
             )
             if i >= warmup:
                 samples.append((time.perf_counter() - began) * 1000)
-    return Timing("device 30 d, 15 min from readings_1m (SQL only)", "", samples)
+    return Timing("device readings 30 d, 15 min (storage function, no HTTP)", "", samples)
 
 
 def _queries(
@@ -315,7 +315,7 @@ async def _run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
     )
     timings.append(
-        await _measure_rollup_device_query(
+        await _measure_device_query_without_http(
             conninfo, meter, start, end, requests=args.requests, warmup=args.warmup
         )
     )

@@ -1,11 +1,13 @@
-"""Read queries behind the API (registry, latest values, readings, dead letters)."""
+"""Read queries behind the API (registry, latest values, dead letters, delivery).
+
+A device's readings are in ``device_readings.py``.
+"""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import StrEnum
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -18,37 +20,7 @@ from schemas.api import (
     LatestValue,
     ParkDetail,
     ParkSummary,
-    Point,
 )
-
-
-class Agg(StrEnum):
-    """Aggregates of a time bucket."""
-
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-    SUM = "sum"
-    COUNT = "count"
-    FIRST = "first"
-    LAST = "last"
-
-
-# Fixed SQL fragments per aggregate; never built from user text.
-_NUMERIC_AGG_SQL = {
-    Agg.AVG: "avg(value)",
-    Agg.MIN: "min(value)",
-    Agg.MAX: "max(value)",
-    Agg.SUM: "sum(value)",
-    Agg.COUNT: "count(*)::double precision",
-    Agg.FIRST: "first(value, ts)",
-    Agg.LAST: "last(value, ts)",
-}
-_STATE_AGG_SQL = {
-    Agg.COUNT: "count(*)::text",
-    Agg.FIRST: "first(value_text, ts)",
-    Agg.LAST: "last(value_text, ts)",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,81 +146,6 @@ async def device_state(conn: AsyncConnection, device_id: str) -> DeviceState:
     if status is None:
         return DeviceState(metrics, None, None, None)
     return DeviceState(metrics, status["last_seen_ts"], status["online"], status["status_ts"])
-
-
-async def raw_readings(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    limit: int,
-) -> list[Point]:
-    """Raw points in [start, end), oldest first."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """
-            SELECT ts, coalesce(value_text, value::text) AS text, value
-            FROM readings
-            WHERE device_id = %s AND metric = %s AND ts >= %s AND ts < %s
-            ORDER BY ts LIMIT %s
-            """,
-            (device_id, metric, start, end, limit),
-        )
-        return [
-            Point(ts=row["ts"], value=row["value"] if row["value"] is not None else row["text"])
-            for row in await cur.fetchall()
-        ]
-
-
-async def bucketed_readings(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: timedelta,
-    agg: Agg,
-    state_metric: bool,
-) -> list[Point]:
-    """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
-
-    Raises:
-        ValueError: the aggregate does not apply to a state metric.
-    """
-    table = _STATE_AGG_SQL if state_metric else _NUMERIC_AGG_SQL
-    expr = table.get(agg)
-    if expr is None:
-        raise ValueError(f"agg {agg} does not apply to a state metric; use count, first or last")
-    sql = f"""
-        WITH buckets AS (
-            SELECT time_bucket(%(bucket)s, ts, %(origin)s) AS bucket, {expr} AS value
-            FROM readings
-            WHERE device_id = %(device)s AND metric = %(metric)s
-              AND ts >= %(start)s AND ts < %(end)s
-            GROUP BY 1
-        ), grid AS (
-            SELECT generate_series(
-                time_bucket(%(bucket)s, %(start)s::timestamptz, %(origin)s),
-                %(end)s::timestamptz - interval '1 microsecond', %(bucket)s) AS bucket
-        )
-        SELECT grid.bucket AS ts, buckets.value
-        FROM grid LEFT JOIN buckets USING (bucket)
-        ORDER BY grid.bucket
-    """  # expr comes from the fixed table above, never from user text
-    params = {
-        "bucket": bucket,
-        "origin": datetime(2000, 1, 3, tzinfo=start.tzinfo),  # a Monday, as TimescaleDB's
-        "device": device_id,
-        "metric": metric,
-        "start": start,
-        "end": end,
-    }
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql.encode(), params)
-        return [Point(ts=row["ts"], value=row["value"]) for row in await cur.fetchall()]
 
 
 async def dead_letters(

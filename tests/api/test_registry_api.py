@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 from fastapi.testclient import TestClient
+
+from services.core.batching import Batch
+from services.core.readings import Reading
+from services.storage.writer import BatchWriter
 
 FLEET = """
 parks:
@@ -34,12 +39,19 @@ def load(api: TestClient) -> None:
 def insert_readings(
     conninfo: str, rows: list[tuple[str, str, datetime, float | None, str | None]]
 ) -> None:
-    with psycopg.connect(conninfo) as conn:
-        conn.cursor().executemany(
-            "INSERT INTO readings (device_id, metric, ts, value, value_text, received_at)"
-            " VALUES (%s, %s, %s, %s, %s, now())",
-            rows,
-        )
+    """Store readings with the production writer, which keeps the roll-ups with them."""
+
+    async def run() -> None:
+        writer = BatchWriter(conninfo)
+        await writer.connect()
+        try:
+            await writer.write(
+                Batch(readings=[Reading(d, m, ts, v, text, ts) for d, m, ts, v, text in rows])
+            )
+        finally:
+            await writer.close()
+
+    asyncio.run(run())
 
 
 def test_fleet_put_then_parks_are_listed(api: TestClient) -> None:

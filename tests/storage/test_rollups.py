@@ -14,7 +14,6 @@ from psycopg.rows import dict_row
 from schemas.fleet import parse_fleet
 from services.core.batching import Batch
 from services.core.readings import Reading, StatusUpdate
-from services.storage import history_queries, queries
 from services.storage.fleet_store import load_fleet
 from services.storage.rollups import FoldResult, fold, rebuild
 from services.storage.writer import BatchWriter, WriteResult
@@ -412,48 +411,3 @@ def test_concurrent_writers_keep_rollups_exact(db: str) -> None:
     asyncio.run(rebuild_all())
     assert rows(db, query_1m) == maintained[0]
     assert rows(db, query_park) == maintained[1]
-
-
-@pytest.mark.parametrize("agg", ["avg", "min", "max", "sum", "count", "first", "last"])
-def test_device_buckets_from_rollups_equal_the_raw_computation(db: str, agg: str) -> None:
-    """A device metric per bucket from readings_1m equals the same aggregate over raw rows."""
-    write_batches(
-        db,
-        [
-            [
-                reading("m1", "power_kw", t(10, m, s), (m * 7 + s) % 23)
-                for m in range(40)
-                for s in (3, 31)
-            ],
-            [reading("m1", "power_kw", t(10, 5, 45), 99)],  # late, inside a stored minute
-        ],
-    )
-
-    async def run() -> tuple[list[Any], list[Any]]:
-        async with await psycopg.AsyncConnection.connect(db) as conn:
-            rolled = await history_queries.device_buckets(
-                conn,
-                device_id="m1",
-                metric="power_kw",
-                start=t(9, 50),
-                end=t(10, 50),
-                width=timedelta(minutes=15),
-                agg=agg,
-                state_metric=False,
-            )
-            raw = await queries.bucketed_readings(
-                conn,
-                device_id="m1",
-                metric="power_kw",
-                start=t(9, 50),
-                end=t(10, 50),
-                bucket=timedelta(minutes=15),
-                agg=queries.Agg(agg),
-                state_metric=False,
-            )
-            return rolled, raw
-
-    rolled, raw = asyncio.run(run())
-    assert [ts for ts, _ in rolled] == [p.ts for p in raw]
-    assert [v for _, v in rolled] == pytest.approx([p.value for p in raw])
-    assert rolled[0][1] is None  # 09:45-10:00 holds no reading

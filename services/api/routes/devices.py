@@ -13,8 +13,8 @@ from services.api.deps import DeviceId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import aware, bad_request, not_found
 from services.core.api_keys import Scope
 from services.core.timeparams import DURATION_PATTERN, parse_duration
-from services.storage import queries
-from services.storage.queries import Agg
+from services.storage import device_readings, queries
+from services.storage.device_readings import Agg
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[require_scope(Scope.READ)])
 
@@ -96,7 +96,7 @@ async def readings(
         if bucket is None:
             if agg is not None:
                 raise bad_request("agg needs a bucket")
-            points = await queries.raw_readings(
+            points = await device_readings.raw_readings(
                 conn, device_id=device_id, metric=metric, start=start_ts, end=end_ts, limit=limit
             )
             return Readings(
@@ -116,7 +116,7 @@ async def readings(
             raise bad_request(f"more than {_MAX_BUCKETS} buckets; widen the bucket")
         chosen = agg or (Agg.LAST if kind == "state" else Agg.AVG)
         try:
-            points = await queries.bucketed_readings(
+            points = await device_readings.bucketed_readings(
                 conn,
                 device_id=device_id,
                 metric=metric,

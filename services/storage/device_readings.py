@@ -1,0 +1,219 @@
+"""A device's readings of one metric: raw points, or buckets from roll-ups and raw rows.
+
+```
+GET …/readings?bucket&agg ─▶ rollup_unfolded()  (the fold's seam: what is not folded yet)
+        └─▶ plan_read (services/core/read_plan.py)
+              ├─ whole minutes, folded, agg the roll-up holds ─▶ readings_1m rows
+              └─ partial edge minutes, unfolded minutes, else ─▶ readings rows
+                       └──── one row shape, one aggregate per bucket ────┘
+```
+Every part is brought to the roll-up's row shape (a raw reading is a minute of one
+reading), so one aggregate per bucket combines them; the answer equals the aggregate over
+raw rows (``tests/storage/test_device_readings.py``). Over 30 days at 15 min that reads
+43,200 rows of readings_1m instead of 43,200 raw rows for a device sampled once a minute,
+and a sixtieth of the raw rows for one sampled every second.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.multirange import Multirange
+from psycopg.types.range import Range
+
+from schemas.api import Point
+from services.core.read_plan import ReadPlan, Span, plan_read
+
+
+class Agg(StrEnum):
+    """Aggregates of a time bucket."""
+
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    FIRST = "first"
+    LAST = "last"
+
+
+# Fixed SQL per aggregate over the parts' columns (a raw reading is a part with n = 1 and
+# sum = min = max = first_value = last_value = value); never built from user text. avg is
+# sum over count, as PostgreSQL's avg(float8) computes it. An aggregate a kind has no entry
+# for is refused; every entry here is exact from the roll-up's columns, so no kind and
+# aggregate falls back to raw rows today — ``plan_read`` takes ``rollup_exact`` for the
+# day one does.
+_NUMERIC_AGG_SQL = {
+    Agg.AVG: "sum(sum) / sum(n)",
+    Agg.MIN: "min(min)",
+    Agg.MAX: "max(max)",
+    Agg.SUM: "sum(sum)",
+    Agg.COUNT: "sum(n)::double precision",
+    Agg.FIRST: "first(first_value, first_ts)",
+    Agg.LAST: "last(last_value, last_ts)",
+}
+_STATE_AGG_SQL = {
+    Agg.COUNT: "sum(n)::text",
+    Agg.FIRST: "first(first_text, first_ts)",
+    Agg.LAST: "last(last_text, last_ts)",
+}
+
+# Bucket origin: a Monday, as TimescaleDB's default; in the request's time zone.
+_ORIGIN = datetime(2000, 1, 3)  # noqa: DTZ001 - given the request's tzinfo below
+
+_RAW_PART = """
+    SELECT ts, 1 AS n, value AS sum, value AS min, value AS max, ts AS first_ts,
+           value AS first_value, value_text AS first_text, ts AS last_ts,
+           value AS last_value, value_text AS last_text
+    FROM readings
+    WHERE device_id = %(device)s AND metric = %(metric)s
+"""
+
+# Three raw branches (head, unfolded minutes inside, tail) rather than one OR, so each is
+# a plain index range scan with chunk exclusion.
+_BUCKETS_SQL = f"""
+WITH parts AS (
+    SELECT minute AS ts, n, sum, min, max, first_ts, first_value, first_text, last_ts,
+           last_value, last_text
+    FROM readings_1m
+    WHERE device_id = %(device)s AND metric = %(metric)s
+      AND minute >= %(r0)s AND minute < %(r1)s
+      AND NOT (minute <@ %(inside)s::tstzmultirange)
+    UNION ALL
+    {_RAW_PART} AND ts >= %(start)s AND ts < %(r0)s
+    UNION ALL
+    {_RAW_PART} AND ts >= %(i0)s AND ts < %(i1)s AND ts <@ %(inside)s::tstzmultirange
+    UNION ALL
+    {_RAW_PART} AND ts >= %(r1)s AND ts < %(end)s
+), buckets AS (
+    SELECT time_bucket(%(bucket)s, ts, %(origin)s) AS bucket, {{expr}} AS value
+    FROM parts
+    GROUP BY 1
+), grid AS (
+    SELECT generate_series(
+        time_bucket(%(bucket)s, %(start)s::timestamptz, %(origin)s),
+        %(end)s::timestamptz - interval '1 microsecond', %(bucket)s) AS bucket
+)
+SELECT grid.bucket AS ts, buckets.value
+FROM grid LEFT JOIN buckets USING (bucket)
+ORDER BY grid.bucket
+"""
+
+# The seam between roll-up maintenance and these reads (migration 0022): the spans of a
+# device metric whose readings may not all be folded into readings_1m yet, clipped to the
+# request here (a watermark's open end may be 'infinity' or null, which Python cannot hold).
+_UNFOLDED_SQL = """
+SELECT greatest(lo, %(start)s), least(coalesce(hi, 'infinity'), %(end)s)
+FROM rollup_unfolded(%(device)s, %(metric)s, %(start)s, %(end)s)
+WHERE lo < %(end)s AND coalesce(hi, 'infinity') > %(start)s
+ORDER BY 1
+"""
+
+
+async def raw_readings(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> list[Point]:
+    """Raw points in [start, end), oldest first."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            """
+            SELECT ts, coalesce(value_text, value::text) AS text, value
+            FROM readings
+            WHERE device_id = %s AND metric = %s AND ts >= %s AND ts < %s
+            ORDER BY ts LIMIT %s
+            """,
+            (device_id, metric, start, end, limit),
+        )
+        return [
+            Point(ts=row["ts"], value=row["value"] if row["value"] is not None else row["text"])
+            for row in await cur.fetchall()
+        ]
+
+
+async def unfolded_spans(
+    conn: AsyncConnection, device_id: str, metric: str, start: datetime, end: datetime
+) -> list[Span]:
+    """The spans of ``[start, end)`` whose readings readings_1m may not hold yet."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            _UNFOLDED_SQL, {"device": device_id, "metric": metric, "start": start, "end": end}
+        )
+        return [Span(lo, hi) for lo, hi in await cur.fetchall()]
+
+
+async def plan_buckets(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    rollup_exact: bool = True,
+) -> ReadPlan:
+    """Decide which minutes of the request come from readings_1m (see ``plan_read``)."""
+    origin = _ORIGIN.replace(tzinfo=start.tzinfo)
+    plan = plan_read(start, end, width=bucket, origin=origin, rollup_exact=rollup_exact)
+    if not plan.uses_rollup:
+        return plan
+    unfolded = await unfolded_spans(conn, device_id, metric, plan.r0, plan.r1)
+    if not unfolded:
+        return plan
+    return plan_read(
+        start, end, width=bucket, origin=origin, rollup_exact=rollup_exact, unfolded=unfolded
+    )
+
+
+async def bucketed_readings(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    agg: Agg,
+    state_metric: bool,
+) -> list[Point]:
+    """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
+
+    Whole minutes come from readings_1m where it is exact, the rest from raw readings; the
+    answer is the aggregate over the raw readings either way.
+
+    Raises:
+        ValueError: the aggregate does not apply to a state metric.
+    """
+    table = _STATE_AGG_SQL if state_metric else _NUMERIC_AGG_SQL
+    expr = table.get(agg)
+    if expr is None:
+        raise ValueError(f"agg {agg} does not apply to a state metric; use count, first or last")
+    plan = await plan_buckets(
+        conn, device_id=device_id, metric=metric, start=start, end=end, bucket=bucket
+    )
+    inside = plan.raw_inside
+    params = {
+        "bucket": bucket,
+        "origin": _ORIGIN.replace(tzinfo=start.tzinfo),
+        "device": device_id,
+        "metric": metric,
+        "start": start,
+        "end": end,
+        "r0": plan.r0,
+        "r1": plan.r1,
+        "i0": inside[0].lo if inside else plan.r0,
+        "i1": inside[-1].hi if inside else plan.r0,
+        "inside": Multirange([Range(s.lo, s.hi, "[)") for s in inside]),
+    }
+    sql = _BUCKETS_SQL.format(expr=expr)  # expr comes from the fixed tables above
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql.encode(), params)
+        return [Point(ts=row["ts"], value=row["value"]) for row in await cur.fetchall()]
