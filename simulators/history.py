@@ -15,6 +15,11 @@ simulated twice: a first pass finds each counter's value at the first live tick,
 second pass publishes every counter shifted by the difference to the live value, so the
 history's counters run up to the live ones. The history simulator has no counter
 restarts (they would be shifted too) and no deliberate bad data.
+
+The first pass keeps the last ``RECENT_S`` of its samples and publishes them at once, each
+factory as soon as its pass is done: the live signals' window (5 min by default) and the
+counter reading before it are then whole within seconds, and the second pass fills the
+older history, oldest first.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ MAX_UNACKED = 10
 # hours of the demo fleet take about 4 minutes, well inside what ingest sustains on two
 # shared cores (docs/benchmarks.md), leaving room for the live samples.
 DEFAULT_SAMPLES_PER_S = 3000.0
+# History published first, newest part: the signal window (300 s by default) and the
+# counter readings just before it, so live rates are whole before the rest arrives.
+RECENT_S = 600.0
 # How often a waiting history thread looks again at a gateway that has no room.
 _POLL_S = 0.05
 
@@ -92,23 +100,38 @@ class HistoryProgress:
 
 
 Offsets = dict[tuple[str, str], float]
+Ticks = list[tuple[datetime, list[DeviceSample]]]
 
 
-def counter_offsets(
+@dataclass(frozen=True, slots=True)
+class FirstPass:
+    """Each counter's shift, and the last ticks of the history as simulated (unshifted)."""
+
+    offsets: Offsets
+    recent: Ticks
+
+
+def first_pass(
     simulator: FactorySimulator,
     rng: random.Random,
     span: HistorySpan,
     live_first: Mapping[str, Metrics],
     device_types: Mapping[str, DeviceType],
-) -> Offsets:
+    keep_ticks: int = 0,
+) -> FirstPass:
     """Simulate the history through the first live tick; return each counter's shift.
 
     The shift of a device's counter is its live value at ``span.live_ts`` minus the history
     simulator's value there, so that shifted history counters end one step below live.
+    The samples of the last ``keep_ticks`` history ticks are kept.
     """
-    last: list[DeviceSample] = []
-    for ts in [*span.timestamps(), span.live_ts]:
-        last = simulator.step(ts, rng)
+    recent: Ticks = []
+    keep_from = span.ticks - keep_ticks
+    for index, ts in enumerate(span.timestamps()):
+        samples = simulator.step(ts, rng)
+        if index >= keep_from:
+            recent.append((ts, samples))
+    last = simulator.step(span.live_ts, rng)
     offsets: Offsets = {}
     for sample in last:
         live = live_first.get(sample.device_id, {})
@@ -116,7 +139,7 @@ def counter_offsets(
             here, there = sample.metrics.get(metric), live.get(metric)
             if isinstance(here, int | float) and isinstance(there, int | float):
                 offsets[(sample.device_id, metric)] = float(there) - float(here)
-    return offsets
+    return FirstPass(offsets, recent)
 
 
 def shift_counters(
@@ -175,6 +198,8 @@ class Backfill:
         self._thread: threading.Thread | None = None
         self._sent = 0
         self._finished = False
+        # When the pace lets the next history batch leave (monotonic seconds).
+        self._next_s = 0.0
         ticks = HistorySpan.count(interval, history_s)
         self._total = ticks * sum(len(s.gateway.device_ids) for s in self._sites)
 
@@ -207,44 +232,50 @@ class Backfill:
             logger.info("History published: %d samples", self._sent)
 
     def _publish(self, span: HistorySpan, live_first: dict[str, Metrics]) -> None:
+        keep = min(span.ticks, HistorySpan.count(span.interval, RECENT_S))
+        logger.info(
+            "History of %d ticks before %s, the last %d first", span.ticks, span.live_ts, keep
+        )
         plans = []
         for site in self._sites:
-            offsets = counter_offsets(
-                site.make_simulator(), site.make_rng(), span, live_first, site.device_types
+            first = first_pass(
+                site.make_simulator(), site.make_rng(), span, live_first, site.device_types, keep
             )
-            plans.append((site, site.make_simulator(), site.make_rng(), offsets))
-            if self._stop.is_set():
+            if not self._send(site.gateway, self._batch(site, first.offsets, first.recent)):
                 return
+            plans.append((site, site.make_simulator(), site.make_rng(), first.offsets))
         logger.info(
-            "Publishing %d history samples (%d ticks before %s) at most %g samples/s",
-            self._total,
-            span.ticks,
-            span.live_ts.isoformat(),
+            "Publishing the other %d history samples (%d ticks before %s) at most %g samples/s",
+            self._total - self._sent,
+            span.ticks - keep,
+            (span.live_ts - keep * span.interval).isoformat(),
             self._samples_per_s,
         )
-        started = self._clock()
-        for chunk in _chunks(span.timestamps()):
+        for chunk in _chunks(span.timestamps()[: span.ticks - keep]):
             for site, simulator, rng, offsets in plans:
-                batch = self._batch(site, simulator, rng, offsets, chunk)
-                if not self._forward(site.gateway, batch):
+                ticks = [(ts, simulator.step(ts, rng)) for ts in chunk]
+                if not self._send(site.gateway, self._batch(site, offsets, ticks)):
                     return
-                self._sent += sum(len(samples) for samples in batch.values())
-                # Pace: the n-th sample leaves no earlier than n / rate after the start.
-                ahead_s = started + self._sent / self._samples_per_s - self._clock()
-                if ahead_s > 0 and self._stop.wait(ahead_s):
-                    return
+
+    def _send(self, gateway: Gateway, batch: dict[str, list[TelemetrySample]]) -> bool:
+        """Forward ``batch``, then wait out its share of the rate; return False when stopped."""
+        if not self._forward(gateway, batch):
+            return False
+        samples = sum(len(s) for s in batch.values())
+        self._sent += samples
+        # No credit is saved up while simulating or waiting for room: a burst never exceeds
+        # one batch, so live samples never queue behind history in ingest.
+        now = self._clock()
+        self._next_s = max(self._next_s, now) + samples / self._samples_per_s
+        return not self._stop.wait(self._next_s - now)
 
     @staticmethod
     def _batch(
-        site: HistorySite,
-        simulator: FactorySimulator,
-        rng: random.Random,
-        offsets: Offsets,
-        chunk: Sequence[datetime],
+        site: HistorySite, offsets: Offsets, ticks: Ticks
     ) -> dict[str, list[TelemetrySample]]:
         batch: dict[str, list[TelemetrySample]] = {}
-        for ts in chunk:
-            for sample in simulator.step(ts, rng):
+        for ts, samples in ticks:
+            for sample in samples:
                 device_type = site.device_types.get(sample.device_id)
                 metrics = shift_counters(sample.metrics, sample.device_id, offsets, device_type)
                 batch.setdefault(sample.device_id, []).append(

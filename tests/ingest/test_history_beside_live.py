@@ -21,10 +21,11 @@ from simulators.fleet import dump_fleet_yaml
 from tests.helpers import wait_until
 from tests.ingest.harness import REPO, IngestProcess, unique_prefix
 
-HISTORY_TICKS = 120  # --history-s 120 at --interval-s 1
-# Two chunks of 60 ticks for 4 devices (480 samples) at 20 samples/s: the second chunk
-# leaves 12 s after the first, while live samples go on every second.
-HISTORY_RATE = 20
+HISTORY_TICKS = 720  # --history-s 720 at --interval-s 1
+# The newest 600 ticks (RECENT_S) of 4 devices leave first, 2,400 samples; at 200 samples/s
+# the two older chunks of 60 ticks follow 12 s later, while live samples go on every second.
+HISTORY_RATE = 200
+RECENT_TICKS = 600
 
 
 def fleet(prefix: str) -> Fleet:
@@ -42,8 +43,35 @@ def fleet(prefix: str) -> Fleet:
 
 def live_start(log: Path) -> datetime | None:
     """Return the first live tick's time, as the simulator logs it when the history starts."""
-    found = re.search(r"ticks before (\S+)\)", log.read_text(encoding="utf-8"))
+    found = re.search(r"ticks before (\S+ \S+), the last", log.read_text(encoding="utf-8"))
     return datetime.fromisoformat(found.group(1)) if found else None
+
+
+def start_simulator(path: Path, mqtt_settings: MqttSettings, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m simulators run`` with live data every second and history beside it."""
+    assert mqtt_settings.username is not None
+    assert mqtt_settings.password is not None
+    env = {
+        **os.environ,
+        "PARKSENSE_MQTT_USERNAME": mqtt_settings.username,
+        "PARKSENSE_MQTT_PASSWORD": mqtt_settings.password.get_secret_value(),
+    }
+    argv = [sys.executable, "-m", "simulators", "run", "--fleet", str(path)]
+    argv += ["--port", str(mqtt_settings.port), "--interval-s", "1"]
+    argv += ["--history-s", str(HISTORY_TICKS), "--history-rate", str(HISTORY_RATE)]
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def history_stored(conninfo: str, devices: list[str], first_ts: datetime, end: datetime) -> int:
+    """Return how many (device, tick) pairs of the history are stored."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(DISTINCT (device_id, ts)) FROM readings"
+            " WHERE device_id = ANY(%s) AND ts >= %s AND ts < %s",
+            (devices, first_ts, end),
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_live_readings_arrive_while_the_history_is_still_being_flushed(
@@ -63,38 +91,29 @@ def test_live_readings_arrive_while_the_history_is_still_being_flushed(
     path = tmp_path / "fleet.yaml"
     path.write_text(dump_fleet_yaml(test_fleet), encoding="utf-8")
     log = tmp_path / "sim.log"
-    assert mqtt_settings.username is not None
-    assert mqtt_settings.password is not None
-    env = {
-        **os.environ,
-        "PARKSENSE_MQTT_USERNAME": mqtt_settings.username,
-        "PARKSENSE_MQTT_PASSWORD": mqtt_settings.password.get_secret_value(),
-    }
-    argv = [sys.executable, "-m", "simulators", "run", "--fleet", str(path)]
-    argv += ["--port", str(mqtt_settings.port), "--interval-s", "1"]
-    argv += ["--history-s", str(HISTORY_TICKS), "--history-rate", str(HISTORY_RATE)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    process = start_simulator(path, mqtt_settings, log)
     try:
         wait_until(lambda: live_start(log), 60, message=log.read_text(encoding="utf-8"))
         start = live_start(log)
         assert start is not None
         first_ts = start - HISTORY_TICKS * timedelta(seconds=1)
-
-        def history_stored() -> int:
-            with psycopg.connect(clean_db) as conn:
-                row = conn.execute(
-                    "SELECT count(DISTINCT (device_id, ts)) FROM readings"
-                    " WHERE device_id = ANY(%s) AND ts >= %s AND ts < %s",
-                    (devices, first_ts, start),
-                ).fetchone()
-            return int(row[0]) if row else 0
-
-        wait_until(lambda: history_stored() == HISTORY_TICKS * len(devices), 120)
+        wait_until(
+            lambda: (
+                history_stored(clean_db, devices, first_ts, start) == HISTORY_TICKS * len(devices)
+            ),
+            120,
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0, log.read_text(encoding="utf-8")
+    recent_from = start - RECENT_TICKS * timedelta(seconds=1)
     with psycopg.connect(clean_db) as conn:
+        recent_last_received, older_first_received = conn.execute(
+            "SELECT max(received_at) FILTER (WHERE ts >= %(recent)s),"
+            " min(received_at) FILTER (WHERE ts < %(recent)s)"
+            " FROM readings WHERE device_id = ANY(%(devices)s) AND ts < %(start)s",
+            {"recent": recent_from, "start": start, "devices": devices},
+        ).fetchone() or (None, None)
         live_first_received, history_first_received, history_last_received = conn.execute(
             "SELECT min(received_at) FILTER (WHERE ts >= %(start)s),"
             " min(received_at) FILTER (WHERE ts < %(start)s),"
@@ -126,6 +145,9 @@ def test_live_readings_arrive_while_the_history_is_still_being_flushed(
     assert history_first_received is not None
     assert live_first_received <= history_first_received, "the first live sample leads"
     assert live_during_history >= 2, "live samples went on while the history was flushed"
+    assert recent_last_received is not None
+    assert older_first_received is not None
+    assert recent_last_received <= older_first_received, "the newest history leads the rest"
     assert behind == [], "a device's latest value is its newest reading, from the live data"
     assert len(counters) == 2
     for device_id, metric, values in counters:

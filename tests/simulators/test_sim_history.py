@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.fleet import Device, Factory, builtin_device_types
-from simulators.history import HistorySpan, counter_offsets, shift_counters
+from simulators.history import HistorySpan, first_pass, shift_counters
 from simulators.plant import FactorySimulator, factory_rng
 
 LIVE_TS = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)  # 11:00 in China: on shift
@@ -47,7 +47,10 @@ def test_shifted_history_counters_rise_into_the_live_values() -> None:
     def history() -> FactorySimulator:
         return FactorySimulator("p1", plant, types, restart_rate_per_h=0.0)
 
-    offsets = counter_offsets(history(), factory_rng(7, "f1/history"), span, live_first, by_device)
+    first = first_pass(
+        history(), factory_rng(7, "f1/history"), span, live_first, by_device, keep_ticks=12
+    )
+    offsets = first.offsets
     assert set(offsets) == {("f1-meter-1", "energy_kwh"), ("f1-line-1", "output_units")}
     simulator, rng = history(), factory_rng(7, "f1/history")
     series: dict[tuple[str, str], list[float]] = {key: [] for key in offsets}
@@ -61,6 +64,8 @@ def test_shifted_history_counters_rise_into_the_live_values() -> None:
                     value = moved[metric]
                     assert isinstance(value, int | float)
                     series[(device_id, metric)].append(float(value))
+    # The kept ticks are the history's last ones, as the second pass simulates them again.
+    assert [ts for ts, _ in first.recent] == span.timestamps()[-12:]
     for (device_id, metric), values in series.items():
         end = float(live_first[device_id][metric])
         assert values == sorted(values), f"{metric} went down in the history"
