@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 PROG = "parksense"
 DEMO_FLEET_FILE = "demo-fleet.yaml"
 # A fresh demo reports live from its first second and publishes the last 3 hours of history
-# beside it, as store-and-forward arrays at the simulator's bounded history rate (about 4
-# minutes for the demo fleet), so the charts fill while every live tile already moves.
+# beside it, as store-and-forward arrays at the simulator's bounded history rate (5.6 min
+# for the demo fleet, docs/dashboard.md), so the charts fill while every live tile moves.
 DEMO_HISTORY_S = 3 * 3600
 
 # Subcommands that hand their arguments, untouched, to another program's main(argv).

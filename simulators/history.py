@@ -45,9 +45,9 @@ CHUNK_TICKS = 60
 # History messages a gateway may have unacknowledged before more are handed to paho: live
 # samples wait behind at most this many (paho sends in order), milliseconds on a local broker.
 MAX_UNACKED = 10
-# History samples per second for the whole fleet. At 3,000 (about 8,700 readings/s) three
-# hours of the demo fleet take about 4 minutes, well inside what ingest sustains on two
-# shared cores (docs/benchmarks.md), leaving room for the live samples.
+# History samples per second for the whole fleet, at most. 3,000 (about 8,700 readings/s)
+# is well inside what ingest sustains on two shared cores (docs/benchmarks.md), leaving room
+# for the live samples; three hours of the demo fleet took 5.6 min (docs/dashboard.md).
 DEFAULT_SAMPLES_PER_S = 3000.0
 # History published first, newest part: the signal window (300 s by default) and the
 # counter readings just before it, so live rates are whole before the rest arrives.
