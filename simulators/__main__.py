@@ -20,7 +20,6 @@ from services.core.access import CredentialKind, PlatformRole, client_id_prefix,
 from services.stack.stack import platform_mqtt_settings
 from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
 from simulators.history import DEFAULT_SAMPLES_PER_S, Backfill, HistorySite
-from simulators.models import Metrics
 from simulators.plant import FactorySimulator, factory_rng, factory_seed
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
 
@@ -294,14 +293,12 @@ def _loop(
             break
         if stop.wait(max(0.0, due - time.time())):
             break
-        first: dict[str, Metrics] = {}
-        for site in sites:
-            samples = site.simulator.step(ts, site.rng)
+        stepped = [site.simulator.step(ts, site.rng) for site in sites]
+        for site, samples in zip(sites, stepped, strict=True):
             site.gateway.submit(ts, ((s.device_id, s.metrics) for s in samples))
-            first.update((s.device_id, s.metrics) for s in samples)
         if tick == 0 and backfill is not None:
-            # The history runs up to the first live sample, so it starts after it.
-            backfill.start(ts, first)
+            # The history runs up to the first live samples, so it starts after them.
+            backfill.start(ts, {s.device_id: s.metrics for samples in stepped for s in samples})
         tick += 1
         now = time.monotonic()
         if now >= next_progress:

@@ -84,10 +84,9 @@ def test_live_readings_arrive_while_the_history_is_still_being_flushed(
     prefix = unique_prefix()
     test_fleet = fleet(prefix)
     devices = [d.id for d in test_fleet.parks[0].factories[0].devices]
-    version = load_fleet(clean_db, test_fleet).version
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, version)
+    load_fleet(clean_db, test_fleet)
+    # Running means the worker has loaded the registry, fleet included.
+    ingest_factory().start()
     path = tmp_path / "fleet.yaml"
     path.write_text(dump_fleet_yaml(test_fleet), encoding="utf-8")
     log = tmp_path / "sim.log"
