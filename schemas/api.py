@@ -16,6 +16,7 @@ class ParkSummary(_Out):
 
     park_id: str
     name: str
+    name_zh: str = Field(default="", description="Chinese name; empty when the fleet has none")
     city: str
     factories: int
     devices: int
@@ -41,6 +42,7 @@ class FactoryDetail(_Out):
 
     factory_id: str
     name: str
+    name_zh: str = Field(default="", description="Chinese name; empty when the fleet has none")
     industry: str
     devices: list[DeviceSummary]
 
@@ -50,6 +52,7 @@ class ParkDetail(_Out):
 
     park_id: str
     name: str
+    name_zh: str = Field(default="", description="Chinese name; empty when the fleet has none")
     city: str
     factories: list[FactoryDetail]
 

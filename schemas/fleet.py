@@ -14,6 +14,8 @@ from schemas.fleet_text import FleetLimits, load_fleet_text
 from schemas.telemetry import ID_PATTERN
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
+# A park's or factory's Chinese name, shown by the dashboard in Chinese ("" falls back to name).
+NameZh = Annotated[str, Field(max_length=200, description="Chinese name (中文名称)")]
 
 
 class MetricKind(StrEnum):
@@ -91,6 +93,7 @@ class Factory(BaseModel):
 
     id: Id
     name: str = ""
+    name_zh: NameZh = ""
     industry: str = ""
     devices: list[Device] = Field(default_factory=list)
 
@@ -102,6 +105,7 @@ class Park(BaseModel):
 
     id: Id
     name: str = ""
+    name_zh: NameZh = ""
     city: str = ""
     factories: list[Factory] = Field(default_factory=list)
 

@@ -14,11 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from schemas.fleet import Fleet, parse_fleet
+from schemas.fleet import DeviceType, Factory, Fleet, parse_fleet
 from services.config import MqttSettings, StackSettings
 from services.core.access import CredentialKind, PlatformRole, client_id_prefix, username
 from services.stack.stack import platform_mqtt_settings
 from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
+from simulators.history import DEFAULT_SAMPLES_PER_S, Backfill, HistorySite
 from simulators.plant import FactorySimulator, factory_rng, factory_seed
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
 
@@ -84,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how far in the past the simulated clock starts (default 0, or 24 h with --speedup)",
     )
     run.add_argument(
+        "--history-s",
+        type=_non_negative_float,
+        default=0.0,
+        help="also publish this many seconds of history before the first live sample, beside "
+        "the live data, as store-and-forward arrays (default 0; not with --speedup)",
+    )
+    run.add_argument(
+        "--history-rate",
+        type=_positive_float,
+        default=DEFAULT_SAMPLES_PER_S,
+        help=f"history samples per second, whole fleet (default {DEFAULT_SAMPLES_PER_S:g})",
+    )
+    run.add_argument(
         "--outage-every", type=_positive_float, default=None, help="simulate an outage every N s"
     )
     run.add_argument("--outage-s", type=_positive_float, default=30.0, help="length of an outage")
@@ -137,11 +151,12 @@ def _fleet(args: argparse.Namespace) -> int:
 
 @dataclass(slots=True)
 class _Site:
-    """A factory's simulator, its RNG and its gateway."""
+    """A factory's simulator, its RNG, its gateway and the makings of its history."""
 
     simulator: FactorySimulator
     rng: random.Random
     gateway: Gateway
+    history: HistorySite
 
 
 def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
@@ -181,8 +196,21 @@ def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
                 will_device_id=meters[0] if meters else None,
                 outage=outage,
             )
-            sites.append(_Site(simulator, factory_rng(args.seed, factory.id), gateway))
+            history = _history_site(park.id, factory, types, gateway, args.seed)
+            sites.append(_Site(simulator, factory_rng(args.seed, factory.id), gateway, history))
     return sites
+
+
+def _history_site(
+    park_id: str, factory: Factory, types: dict[str, DeviceType], gateway: Gateway, seed: int
+) -> HistorySite:
+    """Return a factory's history: its own simulator (no restarts, no bad data) and RNG."""
+    return HistorySite(
+        make_simulator=lambda: FactorySimulator(park_id, factory, types, restart_rate_per_h=0.0),
+        make_rng=lambda: factory_rng(seed, f"{factory.id}/history"),
+        gateway=gateway,
+        device_types={d.id: types[d.type] for d in factory.devices if d.type in types},
+    )
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:
@@ -203,6 +231,9 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - command line output
         return 2
+    if args.history_s and args.speedup != 1:
+        print("error: --history-s goes beside live data; --speedup replays", file=sys.stderr)  # noqa: T201
+        return 2
     sites = _build_sites(fleet, args)
     if not sites:
         print("error: the fleet has no device the simulator can model", file=sys.stderr)  # noqa: T201
@@ -219,17 +250,30 @@ def _run(args: argparse.Namespace) -> int:
         + (f" ({args.speedup:g}x speed-up)" if args.speedup != 1 else ""),
         flush=True,
     )
+    backfill = _backfill(sites, args)
     try:
-        _loop(sites, args, stop)
+        _loop(sites, args, stop, backfill)
     finally:
+        if backfill is not None:
+            backfill.stop(STOP_TIMEOUT_S)
         lost = sum(site.gateway.stop(STOP_TIMEOUT_S) for site in sites)
-        _print_progress(sites, time.monotonic(), None, final=True)
+        _print_progress(sites, time.monotonic(), None, backfill, final=True)
         if lost:
             print(f"{lost} samples or messages were not delivered", flush=True)  # noqa: T201
     return 0
 
 
-def _loop(sites: list[_Site], args: argparse.Namespace, stop: threading.Event) -> None:
+def _backfill(sites: list[_Site], args: argparse.Namespace) -> Backfill | None:
+    """Return the history to publish beside the live data, or None without --history-s."""
+    if not args.history_s:
+        return None
+    interval = timedelta(seconds=args.interval_s)
+    return Backfill([site.history for site in sites], interval, args.history_s, args.history_rate)
+
+
+def _loop(
+    sites: list[_Site], args: argparse.Namespace, stop: threading.Event, backfill: Backfill | None
+) -> None:
     backfill_s = args.backfill_s
     if backfill_s is None:
         backfill_s = DEFAULT_SPEEDUP_BACKFILL_S if args.speedup > 1 else 0.0
@@ -249,18 +293,26 @@ def _loop(sites: list[_Site], args: argparse.Namespace, stop: threading.Event) -
             break
         if stop.wait(max(0.0, due - time.time())):
             break
-        for site in sites:
-            samples = site.simulator.step(ts, site.rng)
+        stepped = [site.simulator.step(ts, site.rng) for site in sites]
+        for site, samples in zip(sites, stepped, strict=True):
             site.gateway.submit(ts, ((s.device_id, s.metrics) for s in samples))
+        if tick == 0 and backfill is not None:
+            # The history runs up to the first live samples, so it starts after them.
+            backfill.start(ts, {s.device_id: s.metrics for samples in stepped for s in samples})
         tick += 1
         now = time.monotonic()
         if now >= next_progress:
-            _print_progress(sites, now - started, ts)
+            _print_progress(sites, now - started, ts, backfill)
             next_progress = now + PROGRESS_EVERY_S
 
 
 def _print_progress(
-    sites: list[_Site], elapsed_s: float, ts: datetime | None, *, final: bool = False
+    sites: list[_Site],
+    elapsed_s: float,
+    ts: datetime | None,
+    backfill: Backfill | None,
+    *,
+    final: bool = False,
 ) -> None:
     stats = [site.gateway.stats() for site in sites]
     connected = sum(s.connected for s in stats)
@@ -271,9 +323,16 @@ def _print_progress(
         f"{sum(s.readings for s in stats)} readings "
         f"({sum(s.flushed_messages for s in stats)} store-and-forward batches), "
         f"{sum(s.unacked for s in stats)} unacked, {sum(s.buffered for s in stats)} buffered, "
-        f"{sum(s.dropped for s in stats)} dropped, {connected}/{len(stats)} gateways connected",
+        f"{sum(s.dropped for s in stats)} dropped, {connected}/{len(stats)} gateways connected"
+        + (_history_line(backfill) if backfill is not None else ""),
         flush=True,
     )
+
+
+def _history_line(backfill: Backfill) -> str:
+    progress = backfill.progress()
+    state = "done" if progress.finished else f"{progress.sent}/{progress.total} samples"
+    return f"; history {state}"
 
 
 if __name__ == "__main__":

@@ -9,36 +9,55 @@ import yaml
 
 from schemas.fleet import Device, Factory, Fleet, Park, Thresholds
 
-# Real industrial parks of Henan province; more parks than these get generic ids.
-_PARKS: tuple[tuple[str, str, str], ...] = (
-    ("hebi-tech", "Hebi Digital Economy Park", "Hebi"),
-    ("zhengzhou-aero", "Zhengzhou Airport Economy Zone", "Zhengzhou"),
-    ("luoyang-new", "Luoyang New District Industrial Park", "Luoyang"),
-    ("xinxiang-hitech", "Xinxiang High-tech Industrial Development Zone", "Xinxiang"),
-    ("xuchang-east", "Xuchang East City Industrial Cluster", "Xuchang"),
-    ("kaifeng-auto", "Kaifeng Automotive Parts Park", "Kaifeng"),
-    ("anyang-steel", "Anyang Advanced Materials Park", "Anyang"),
-    ("nanyang-bio", "Nanyang Biomedicine Park", "Nanyang"),
+# Real industrial parks of Henan province (id, name, Chinese name, city, city in Chinese);
+# more parks than these get generic ids.
+_PARKS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("hebi-tech", "Hebi Digital Economy Park", "鹤壁数字经济产业园", "Hebi", "鹤壁"),
+    (
+        "zhengzhou-aero",
+        "Zhengzhou Airport Economy Zone",
+        "郑州航空港经济综合实验区",
+        "Zhengzhou",
+        "郑州",
+    ),
+    (
+        "luoyang-new",
+        "Luoyang New District Industrial Park",
+        "洛阳新区产业集聚区",
+        "Luoyang",
+        "洛阳",
+    ),
+    (
+        "xinxiang-hitech",
+        "Xinxiang High-tech Industrial Development Zone",
+        "新乡高新技术产业开发区",
+        "Xinxiang",
+        "新乡",
+    ),
+    ("xuchang-east", "Xuchang East City Industrial Cluster", "许昌东城产业集群", "Xuchang", "许昌"),
+    ("kaifeng-auto", "Kaifeng Automotive Parts Park", "开封汽车零部件产业园", "Kaifeng", "开封"),
+    ("anyang-steel", "Anyang Advanced Materials Park", "安阳先进材料产业园", "Anyang", "安阳"),
+    ("nanyang-bio", "Nanyang Biomedicine Park", "南阳生物医药产业园", "Nanyang", "南阳"),
 )
 
-# (name, industry, typical line capacity in units per hour)
-_FACTORIES: tuple[tuple[str, str, int], ...] = (
-    ("Precision Parts", "smart-manufacturing", 1200),
-    ("Magnesium Alloy Works", "new-materials", 400),
-    ("Electronics Assembly", "electronics", 2400),
-    ("Auto Components", "automotive", 900),
-    ("Battery Cells", "new-energy", 3600),
-    ("Food Processing", "food", 3000),
-    ("Textile Mill", "textiles", 1800),
-    ("Pharma Packaging", "pharmaceuticals", 6000),
-    ("Mining Machinery", "equipment", 60),
-    ("Glass Fibre", "new-materials", 800),
-    ("Cold Chain Packing", "logistics", 1500),
-    ("Fine Chemicals", "chemicals", 500),
-    ("Optical Lenses", "electronics", 1000),
-    ("Aluminium Extrusion", "new-materials", 300),
-    ("Flour Mill", "food", 2000),
-    ("Drone Frames", "smart-manufacturing", 120),
+# (name, Chinese name, industry, typical line capacity in units per hour)
+_FACTORIES: tuple[tuple[str, str, str, int], ...] = (
+    ("Precision Parts", "精密零件厂", "smart-manufacturing", 1200),
+    ("Magnesium Alloy Works", "镁合金厂", "new-materials", 400),
+    ("Electronics Assembly", "电子装配厂", "electronics", 2400),
+    ("Auto Components", "汽车零部件厂", "automotive", 900),
+    ("Battery Cells", "电芯厂", "new-energy", 3600),
+    ("Food Processing", "食品加工厂", "food", 3000),
+    ("Textile Mill", "纺织厂", "textiles", 1800),
+    ("Pharma Packaging", "医药包装厂", "pharmaceuticals", 6000),
+    ("Mining Machinery", "矿山机械厂", "equipment", 60),
+    ("Glass Fibre", "玻璃纤维厂", "new-materials", 800),
+    ("Cold Chain Packing", "冷链包装中心", "logistics", 1500),
+    ("Fine Chemicals", "精细化工厂", "chemicals", 500),
+    ("Optical Lenses", "光学镜片厂", "electronics", 1000),
+    ("Aluminium Extrusion", "铝型材厂", "new-materials", 300),
+    ("Flour Mill", "面粉厂", "food", 2000),
+    ("Drone Frames", "无人机机架厂", "smart-manufacturing", 120),
 )
 
 # Share of a factory's devices by type; each type gets at least one device.
@@ -83,24 +102,28 @@ def generate_demo_fleet(
     result = []
     for p in range(parks):
         if p < len(_PARKS):
-            park_id, park_name, city = _PARKS[p]
+            park_id, park_name, park_name_zh, city, city_zh = _PARKS[p]
         else:
             park_id, park_name, city = f"park-{p + 1:03d}", f"Industrial Park {p + 1}", "Henan"
+            park_name_zh, city_zh = f"第{p + 1}产业园", "河南"
         catalogue = list(_FACTORIES)
         rng.shuffle(catalogue)
         factories = []
         for f in range(factories_per_park):
-            name, industry, capacity = catalogue[f % len(catalogue)]
+            name, name_zh, industry, capacity = catalogue[f % len(catalogue)]
             factory_id = f"{park_id}-f{f + 1:02d}"
             factories.append(
                 Factory(
                     id=factory_id,
                     name=f"{city} {name}",
+                    name_zh=f"{city_zh}{name_zh}",
                     industry=industry,
                     devices=_devices(factory_id, industry, capacity, devices_per_factory, rng),
                 )
             )
-        result.append(Park(id=park_id, name=park_name, city=city, factories=factories))
+        result.append(
+            Park(id=park_id, name=park_name, name_zh=park_name_zh, city=city, factories=factories)
+        )
     return Fleet(parks=result)
 
 

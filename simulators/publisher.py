@@ -14,6 +14,10 @@ in a bounded buffer (oldest dropped first, counted). Once the gateway can send a
 publishes everything pending, per device, as JSON arrays of up to 1000 samples and at most
 64 KiB, as a real gateway flushes after a network outage. Messages already handed to paho
 when the connection drops stay in paho's own queue and are re-sent after the reconnect.
+
+Backlog: ``forward`` publishes older samples (the simulator's history, see
+``simulators.history``) beside the live ones, outside the live buffer; its caller offers
+more only while ``has_backlog_room`` says few messages are unacknowledged.
 """
 
 from __future__ import annotations
@@ -279,6 +283,31 @@ class Gateway:
         """Send pending samples now if the gateway can; return how many were handed to paho."""
         with self._lock:
             return self._drain_locked()
+
+    def has_backlog_room(self, max_unacked: int) -> bool:
+        """Return whether backlog may be forwarded now: connected, not out, few unacknowledged."""
+        return (
+            self._connected.is_set()
+            and not self.in_outage
+            and not self._stopping
+            and self.stats().unacked < max_unacked
+        )
+
+    def forward(self, device_id: str, samples: list[TelemetrySample]) -> int:
+        """Publish a device's backlog (older samples) as arrays; return how many paho took.
+
+        The samples bypass the live buffer, so its bound and order stay the live data's;
+        the caller keeps what was not taken and offers it again.
+
+        Raises:
+            ValueError: the device is not one of this gateway's.
+        """
+        if device_id not in self._topics:
+            raise ValueError(f"device {device_id!r} is not behind gateway {self.client_id}")
+        with self._lock:
+            if self._stopping or self.in_outage or not self._connected.is_set():
+                return 0
+            return self._publish_device(device_id, samples)
 
     def _drain_locked(self) -> int:
         out = self.in_outage

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from http import HTTPStatus
 from pathlib import Path
@@ -50,6 +51,22 @@ def find_chromium() -> str | None:
         if Path(candidate).is_file():
             return candidate
     return shutil.which("chromium")
+
+
+def find_cjk_font() -> str | None:
+    """Return the family of an installed font with Chinese glyphs (fontconfig), or None.
+
+    Without one, Chromium draws every 中文 label as empty boxes; Debian's ``fonts-noto-cjk``
+    (``deploy/install-system.sh --browser``) has them.
+    """
+    fc_list = shutil.which("fc-list")
+    if fc_list is None:
+        return None
+    found = subprocess.run(
+        [fc_list, ":lang=zh", "family"], capture_output=True, text=True, check=False, timeout=30
+    )
+    families = [line.split(",")[0].strip() for line in found.stdout.splitlines() if line.strip()]
+    return min(families) if families else None
 
 
 def page_url(url: str, *, park: str | None, lang: str, chart_range: str | None) -> str:
@@ -94,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     chromium = find_chromium()
     if chromium is None:
         sys.stderr.write("Chromium is not installed: run `deploy/install-system.sh --browser`\n")
+        return 1
+    if args.lang == "zh" and find_cjk_font() is None:
+        sys.stderr.write(
+            "No font with Chinese glyphs (labels would be boxes): run "
+            "`deploy/install-system.sh --browser`, which installs fonts-noto-cjk\n"
+        )
         return 1
     try:
         from playwright.sync_api import Error as PlaywrightError  # noqa: PLC0415 - dev extra

@@ -39,7 +39,7 @@ async def list_parks(conn: AsyncConnection) -> list[ParkSummary]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             """
-            SELECT p.park_id, p.name, p.city,
+            SELECT p.park_id, p.name, p.name_zh, p.city,
                    (SELECT count(*) FROM factories f WHERE f.park_id = p.park_id) AS factories,
                    (SELECT count(*) FROM devices d WHERE d.park_id = p.park_id) AS devices
             FROM parks p ORDER BY p.park_id
@@ -51,13 +51,15 @@ async def list_parks(conn: AsyncConnection) -> list[ParkSummary]:
 async def get_park(conn: AsyncConnection, park_id: str) -> ParkDetail | None:
     """One park with its factories and devices, or None."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT park_id, name, city FROM parks WHERE park_id = %s", (park_id,))
+        await cur.execute(
+            "SELECT park_id, name, name_zh, city FROM parks WHERE park_id = %s", (park_id,)
+        )
         park = await cur.fetchone()
         if park is None:
             return None
         await cur.execute(
             """
-            SELECT f.factory_id, f.name, f.industry, d.device_id, d.type_id,
+            SELECT f.factory_id, f.name, f.name_zh, f.industry, d.device_id, d.type_id,
                    d.capacity_units_per_hour
             FROM factories f LEFT JOIN devices d ON d.factory_id = f.factory_id
             WHERE f.park_id = %s ORDER BY f.factory_id, d.device_id
@@ -71,6 +73,7 @@ async def get_park(conn: AsyncConnection, park_id: str) -> ParkDetail | None:
                 {
                     "factory_id": row["factory_id"],
                     "name": row["name"],
+                    "name_zh": row["name_zh"],
                     "industry": row["industry"],
                     "devices": [],
                 },
@@ -86,6 +89,7 @@ async def get_park(conn: AsyncConnection, park_id: str) -> ParkDetail | None:
     return ParkDetail(
         park_id=park["park_id"],
         name=park["name"],
+        name_zh=park["name_zh"],
         city=park["city"],
         factories=[FactoryDetail(**f) for f in factories.values()],
     )

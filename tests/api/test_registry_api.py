@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.core.batching import Batch
 from services.core.readings import Reading
+from services.storage.fleet_store import read_fleet
 from services.storage.writer import BatchWriter
 
 FLEET = """
@@ -60,8 +61,8 @@ def test_fleet_put_then_parks_are_listed(api: TestClient) -> None:
     parks = api.get("/v1/parks").json()
     assert parks == {
         "data": [
-            {"park_id": "hebi-tech", "name": "Hebi Digital Economy Park", "city": "Hebi",
-             "factories": 1, "devices": 3}
+            {"park_id": "hebi-tech", "name": "Hebi Digital Economy Park", "name_zh": "",
+             "city": "Hebi", "factories": 1, "devices": 3}
         ],
         "count": 1,
     }  # fmt: skip
@@ -71,6 +72,34 @@ def test_fleet_put_then_parks_are_listed(api: TestClient) -> None:
         "f01-line-1",
         "f01-meter-1",
     ]
+
+
+def test_chinese_names_are_stored_served_and_round_trip(api: TestClient, clean_db: str) -> None:
+    """``name_zh`` of a park and a factory is in the parks list, the detail and the registry."""
+    fleet = FLEET.replace(
+        "name: Hebi Digital Economy Park",
+        "name: Hebi Digital Economy Park\n    name_zh: 鹤壁数字经济产业园",
+    ).replace("name: Precision Parts", "name: Precision Parts\n        name_zh: 精密零件厂")
+    loaded = api.put(
+        "/v1/fleet", content=fleet.encode(), headers={"content-type": "application/yaml"}
+    )
+    assert loaded.status_code == 200, loaded.text
+    assert api.get("/v1/parks").json()["data"][0]["name_zh"] == "鹤壁数字经济产业园"
+    park = api.get("/v1/parks/hebi-tech").json()
+    assert (park["name"], park["name_zh"]) == ("Hebi Digital Economy Park", "鹤壁数字经济产业园")
+    assert (park["factories"][0]["name"], park["factories"][0]["name_zh"]) == (
+        "Precision Parts",
+        "精密零件厂",
+    )
+    with psycopg.connect(clean_db) as conn:
+        stored = read_fleet(conn)
+    assert stored.parks[0].name_zh == "鹤壁数字经济产业园"
+    assert stored.parks[0].factories[0].name_zh == "精密零件厂"
+    too_long = fleet.replace("name_zh: 精密零件厂", "name_zh: " + "厂" * 201)
+    refused = api.put(
+        "/v1/fleet", content=too_long.encode(), headers={"content-type": "application/yaml"}
+    )
+    assert refused.status_code == 422, refused.text
 
 
 def test_invalid_fleet_is_refused_with_a_reason(api: TestClient) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from services.api.screenshot import CHROMIUM_ARGS, find_chromium
+from services.api.screenshot import CHROMIUM_ARGS, find_chromium, find_cjk_font
 from services.config import DatabaseSettings, MqttSettings
 from tests.browser.harness import LiveStack, live_stack
 from tests.ingest.harness import REPO
@@ -26,6 +26,12 @@ def browser() -> Iterator[Browser]:
         pytest.fail(
             "Chromium is not installed: run `deploy/install-system.sh --browser`"
             " (or `make test`, which does) to install Debian's chromium and chromium-driver",
+            pytrace=False,
+        )
+    if find_cjk_font() is None:
+        pytest.fail(
+            "No font with Chinese glyphs: run `deploy/install-system.sh --browser`"
+            " (or `make test`, which does) to install Debian's fonts-noto-cjk",
             pytrace=False,
         )
     with sync_playwright() as playwright:

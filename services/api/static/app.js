@@ -2,7 +2,7 @@
 // Hash routes: "#/" (overview) and "#/parks/{park_id}". The park page follows the park's
 // Server-Sent Events stream; the overview refreshes each park's signals every few seconds.
 
-import { has, lang, setLang, t } from "./i18n.js";
+import { has, lang, localName, setLang, t } from "./i18n.js";
 import { ring, sparkline, timeChart } from "./charts.js";
 
 // A stream that sent nothing for this long is shown as stale (the server sends signals at
@@ -353,7 +353,7 @@ class OverviewView {
       .map(
         (p) => `<a class="panel park-card" href="#/parks/${esc(p.park_id)}" data-park="${esc(p.park_id)}">
           <div class="park-card-head">
-            <div class="titles"><h3>${esc(p.name || p.park_id)}</h3>
+            <div class="titles"><h3>${esc(localName(p, p.park_id))}</h3>
               <div class="city">${esc(p.city)} · ${esc(t("park.factories_n", { n: p.factories }))} · ${esc(t("park.devices_n", { n: p.devices }))}</div>
             </div>
             <div class="score" data-role="score"></div>
@@ -659,7 +659,7 @@ class ParkView {
 
   render() {
     const d = this.detail;
-    setCrumbs([{ label: t("nav.overview"), href: "#/" }, { label: d.name || d.park_id }]);
+    setCrumbs([{ label: t("nav.overview"), href: "#/" }, { label: localName(d, d.park_id) }]);
     const devices = d.factories.reduce((sum, f) => sum + f.devices.length, 0);
     const tiles = SIGNALS.map(
       (name) => `<div class="panel tile${name === "health_index" ? " health" : ""}" data-signal="${name}"></div>`,
@@ -672,7 +672,7 @@ class ParkView {
     app.innerHTML = `
       <div class="page-head">
         <div>
-          <h1>${esc(d.name || d.park_id)}</h1>
+          <h1>${esc(localName(d, d.park_id))}</h1>
           <div class="meta"><span>${esc(d.city)}</span><span>${esc(t("park.factories_n", { n: d.factories.length }))}</span><span>${esc(t("park.devices_n", { n: devices }))}</span><span data-role="window"></span></div>
         </div>
         <div class="meta" data-role="asof"></div>
@@ -884,9 +884,9 @@ class ParkView {
     };
   }
 
-  factoryName(factoryId) {
+  factoryName(factoryId, row) {
     const f = this.detail?.factories?.find((x) => x.factory_id === factoryId);
-    return f ? f.name || factoryId : factoryId;
+    return localName(f ?? row, factoryId);
   }
 
   renderAlarms() {
@@ -976,7 +976,7 @@ class ParkView {
         const known = f.devices_online !== undefined;
         const cap = f.capacity_utilization;
         return `<tr data-factory="${esc(f.factory_id)}">
-          <td><div>${esc(f.name || f.factory_id)}</div><div class="sub dev hide-narrow">${esc(f.factory_id)}</div></td>
+          <td><div>${esc(this.factoryName(f.factory_id, f))}</div><div class="sub dev hide-narrow">${esc(f.factory_id)}</div></td>
           <td class="hide-narrow">${esc(industry(f.industry))}</td>
           <td>${known ? status(f) : "—"}</td>
           <td class="num">${known ? `${num(f.devices_online, 0)}/${num(f.devices, 0)}` : "—"}</td>

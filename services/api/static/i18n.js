@@ -330,6 +330,13 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
 }
 
+// A park's or factory's name in the chosen language: `name_zh` in Chinese when the fleet
+// gives one, else `name`, else the id.
+export function localName(item, id) {
+  if (current === "zh" && item?.name_zh) return item.name_zh;
+  return item?.name || id;
+}
+
 export function has(key) {
   return key in STRINGS[current] || key in STRINGS.en;
 }
