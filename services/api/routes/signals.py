@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from services.core import signals as core
 from services.core.api_keys import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
 from services.core.timeparams import DURATION_PATTERN, parse_duration
-from services.storage import availability, history_queries, signal_queries
+from services.storage import availability, history_queries, signal_bodies, signal_queries
 from services.storage.history_queries import Agg
 
 router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
@@ -101,57 +100,6 @@ def resolve_window(window: str | None, default_s: float) -> float:
     return width.total_seconds()
 
 
-def signal_values(values: core.SignalValues) -> out.SignalValues:
-    """Convert the core's signals to the API model."""
-    return out.SignalValues(
-        online_rate=values.online_rate,
-        operating_rate=values.operating_rate,
-        capacity_utilization=values.capacity_utilization,
-        power_kw=values.power_kw,
-        energy_kwh=values.energy_kwh,
-        energy_intensity_kwh_per_unit=values.energy_intensity_kwh_per_unit,
-        alarm_rate=values.alarm_rate,
-        health_index=values.health_index,
-    )
-
-
-def components(values: core.SignalValues) -> dict[str, out.HealthComponent]:
-    """Convert the health-index components."""
-    return {
-        name: out.HealthComponent(weight=c.weight, value=c.value, points=c.points)
-        for name, c in values.components.items()
-    }
-
-
-def coverage(found: Mapping[core.Signal, core.Coverage]) -> dict[str, out.Coverage]:
-    """Convert per-signal coverage."""
-    return {
-        signal.value: out.Coverage(devices=c.devices, reporting=c.reporting, share=c.share)
-        for signal, c in found.items()
-    }
-
-
-def counts(found: core.ParkCounts) -> out.SignalCounts:
-    """Convert the counts behind the ratios."""
-    return out.SignalCounts(
-        **{name: getattr(found, name) for name in out.SignalCounts.model_fields}
-    )
-
-
-def alarm(found: core.Alarm) -> out.Alarm:
-    """Convert one alarm."""
-    return out.Alarm(
-        device_id=found.device_id,
-        factory_id=found.factory_id,
-        metric=found.metric,
-        reason=found.reason.value,
-        ts=found.ts,
-        value=found.value,
-        text=found.text,
-        threshold=found.threshold,
-    )
-
-
 @router.get(
     "/v1/parks/{park_id}/signals",
     summary="A park's live signals",
@@ -176,26 +124,14 @@ async def park_signals(
         park = await signal_queries.load_park(conn, park_id)
         if park is None:
             raise not_found("park", park_id)
-        [result] = await signal_queries.live_signals(
+        [body] = await signal_bodies.live_bodies(
             conn,
             [park],
             as_of=instant,
             window_s=window_s,
             online_timeout_s=settings.online_timeout_s,
         )
-    return out.ParkSignals(
-        park_id=park.park_id,
-        name=park.name,
-        city=park.city,
-        as_of=instant,
-        window_s=window_s,
-        online_timeout_s=settings.online_timeout_s,
-        signals=signal_values(result.signals),
-        counts=counts(result.counts),
-        components=components(result.signals),
-        coverage=coverage(result.coverage),
-        alarms=[alarm(a) for a in result.alarms],
-    )
+    return body
 
 
 def history_range(
