@@ -217,10 +217,15 @@ def test_a_reader_sees_a_fault_in_the_retained_signals_within_seconds(
         gadget.close()
 
         def alarmed() -> dict[str, Any] | None:
-            for body, _, _ in reversed(reader.received()):
-                if any(a["device_id"] == site.line for a in body["alarms"]):
-                    return body
-            return None
+            bodies = [body for body, _, _ in reader.received()]
+            return next(
+                (
+                    b
+                    for b in reversed(bodies)
+                    if any(a["device_id"] == site.line for a in b["alarms"])
+                ),
+                None,
+            )
 
         wait_until(alarmed, WAIT_S, message="the fault never showed in the shared signals")
         body = alarmed()
