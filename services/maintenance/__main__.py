@@ -53,8 +53,7 @@ async def _serve(
     sharing = _signals_publisher(settings, database)
     try:
         async with asyncio.TaskGroup() as tasks:
-            if sharing is not None:
-                tasks.create_task(sharing.run(stop))
+            tasks.create_task(sharing.run(stop))
             tasks.create_task(
                 run_maintenance(
                     pool,
@@ -71,17 +70,19 @@ async def _serve(
 
 def _signals_publisher(
     settings: MaintenanceSettings, database: DatabaseSettings
-) -> SignalsPublisher | None:
-    """The park signals publisher, when the process has an MQTT credential to publish with."""
+) -> SignalsPublisher:
+    """The park signals publisher; it publishes on MQTT when it has a credential to."""
     mqtt = MqttSettings()
     if mqtt.username is None:
-        logger.info("Park signals are not shared on MQTT: PARKSENSE_MQTT_USERNAME is not set")
-        return None
-    logger.info("Sharing park signals on MQTT at %s:%d as %s", mqtt.host, mqtt.port, mqtt.username)
+        logger.info("Park signals are recorded, not published: PARKSENSE_MQTT_USERNAME is unset")
+    else:
+        logger.info(
+            "Sharing park signals on MQTT at %s:%d as %s", mqtt.host, mqtt.port, mqtt.username
+        )
     return SignalsPublisher(
         database.conninfo(application_name="parksense-signals"),
         SharingSettings(),
-        mqtt,
+        mqtt if mqtt.username is not None else None,
         online_timeout_s=settings.online_timeout_s,
     )
 
