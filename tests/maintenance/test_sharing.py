@@ -235,6 +235,12 @@ def test_a_reader_sees_a_fault_in_the_retained_signals_within_seconds(
         assert body["signals"]["alarm_rate"] == 1.0
     finally:
         reader.close()
+    # The leader records what it shares, for readers of the database (Grafana).
+    with psycopg.connect(db_settings.conninfo()) as conn:
+        recorded = conn.execute(
+            "SELECT max(devices_in_alarm) FROM park_signals_1m WHERE park_id = %s", (site.park,)
+        ).fetchone()
+    assert recorded == (1,)
     # A late subscriber gets the retained message at once, the fault in it.
     late = Reader(mosquitto, reader_credential)
     try:
