@@ -7,9 +7,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 
-import orjson
-import psycopg
-import yaml
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from schemas.api import FleetLoaded
@@ -22,7 +19,6 @@ from services.api.fleet_worker import FleetWorkers
 from services.api.problems import ProblemError
 from services.core.api_keys import Scope
 from services.core.media import negotiate
-from services.storage.fleet_store import read_fleet
 
 
 @asynccontextmanager
@@ -41,7 +37,6 @@ YAML = "application/yaml"
 JSON = "application/json"
 # The fleet file's own format first: what ``GET`` answers when Accept allows anything.
 _OFFERED = (YAML, JSON, "text/yaml")
-_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 _FLEET_EXAMPLE = """parks:
   - id: hebi-tech
@@ -85,21 +80,9 @@ async def get_fleet(request: Request) -> Response:
     chosen = negotiate(request.headers.get("accept"), _OFFERED)
     if chosen is None:
         raise ProblemError(406, "Not Acceptable", f"the fleet is served as {YAML} or {JSON}")
-    conninfo: str = request.app.state.conninfo
-    body = await asyncio.to_thread(_fleet_text, conninfo, as_json=chosen == JSON)
+    workers: FleetWorkers = request.app.state.fleet_workers
+    body = await workers.export(request.app.state.conninfo, as_json=chosen == JSON)
     return Response(body, media_type=chosen)
-
-
-def _fleet_text(conninfo: str, *, as_json: bool) -> bytes:
-    """Read the registry in one read-only snapshot and write it as a fleet file."""
-    with psycopg.connect(conninfo) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        data = read_fleet(conn).model_dump(mode="json", exclude_defaults=True)
-    if as_json:
-        return orjson.dumps(data)
-    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    return text.encode()
 
 
 @router.put(
