@@ -12,6 +12,7 @@ most ``WORKERS`` fleets in memory and database connections.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +38,8 @@ WORKERS = 2
 # Smaller uploads hold the GIL for a few tens of milliseconds at most: a thread does, and
 # saves starting a process (about a second) for the common small fleet.
 INLINE_MAX_BYTES = 256 * 1024
+# Likewise for exports: up to this many devices are written in a thread (~0.1 s of GIL).
+INLINE_MAX_DEVICES = 2000
 # PyYAML's C emitter (libyaml) when present: several times faster on a large fleet.
 _Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -74,6 +77,13 @@ def parse_and_load(body: bytes, limits: FleetLimits, conninfo: str) -> FleetOutc
     except ValueError as exc:
         return FleetOutcome(status=422, title="Invalid fleet", detail=str(exc))
     return FleetOutcome(counts=load_fleet(conninfo, fleet))
+
+
+def registered_devices(conninfo: str) -> int:
+    """How many devices the registry holds."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM devices").fetchone()
+    return int(row[0]) if row else 0
 
 
 def export_fleet(conninfo: str, *, as_json: bool) -> bytes:
@@ -127,13 +137,27 @@ class FleetWorkers:
                 raise
 
     async def export(self, conninfo: str, *, as_json: bool) -> bytes:
-        """Write the registry as a fleet file (YAML, or JSON), in a thread.
+        """Write the registry as a fleet file (YAML, or JSON).
 
-        It takes one of the upload slots, so exports and uploads together hold at most
-        ``WORKERS`` database connections and fleets in memory.
+        A small registry is written in a thread, a large one in a worker process (writing
+        100,000 devices as YAML holds the GIL for many seconds). It takes one of the upload
+        slots, so exports and uploads together hold at most ``WORKERS`` database
+        connections and fleets in memory.
+
+        Raises:
+            BrokenProcessPool: the worker died (for example killed for memory).
         """
         async with self._slots:
-            return await asyncio.to_thread(export_fleet, conninfo, as_json=as_json)
+            if await asyncio.to_thread(registered_devices, conninfo) <= INLINE_MAX_DEVICES:
+                return await asyncio.to_thread(export_fleet, conninfo, as_json=as_json)
+            loop = asyncio.get_running_loop()
+            work = functools.partial(export_fleet, conninfo, as_json=as_json)
+            try:
+                return await loop.run_in_executor(self._executor(), work)
+            except BrokenProcessPool:
+                logger.exception("A fleet worker died; starting new ones for the next export")
+                self.close()
+                raise
 
     def close(self) -> None:
         """Stop the worker processes."""

@@ -11,7 +11,9 @@ from fastapi.testclient import TestClient
 
 from schemas.fleet import parse_fleet
 from services.api.app import create_app
+from services.api.fleet_worker import INLINE_MAX_DEVICES
 from services.config import ApiSettings, DatabaseSettings
+from tests.api.test_fleet_upload import big_fleet
 from tests.helpers import LOCAL_URL
 
 # Sorted as the registry reads back; a custom type, a changed built-in type, overrides.
@@ -76,6 +78,28 @@ def test_get_put_get_is_identical_in_yaml_and_json(api: TestClient) -> None:
     devices = exported["parks"][0]["factories"][0]["devices"]
     assert devices[0]["thresholds"] == {"supply_temp_c": {"min": 2.0, "max": 9.0}}
     assert devices[1]["thresholds"] == {"co2_ppm": {"max": 1200.0}}
+
+
+def test_a_large_fleet_exports_from_a_worker_process_and_round_trips(api: TestClient) -> None:
+    """Past the inline bound the export runs in a worker process; the answer is the same."""
+    devices = INLINE_MAX_DEVICES + 500
+    fleet = big_fleet(devices)
+    put(api, fleet.encode(), "application/yaml")
+    first = get(api)
+    assert devices_of(first) == devices_of(fleet.encode())
+    assert len(devices_of(first)) == devices
+    put(api, first, "application/yaml")
+    assert get(api) == first
+
+
+def devices_of(text: bytes) -> set[tuple[str, str, str, str]]:
+    """(park, factory, device, type) of every device of a fleet file (the registry sorts)."""
+    return {
+        (p.id, f.id, d.id, d.type)
+        for p in parse_fleet(text).parks
+        for f in p.factories
+        for d in f.devices
+    }
 
 
 def test_fleet_media_types_by_accept(api: TestClient) -> None:

@@ -67,6 +67,7 @@ _FLEET_EXAMPLE = """parks:
             },
         },
         406: {"description": "The Accept header takes neither YAML nor JSON"},
+        503: {"description": "The database is unreachable, or the export worker failed"},
     },
 )
 async def get_fleet(request: Request) -> Response:
@@ -81,7 +82,10 @@ async def get_fleet(request: Request) -> Response:
     if chosen is None:
         raise ProblemError(406, "Not Acceptable", f"the fleet is served as {YAML} or {JSON}")
     workers: FleetWorkers = request.app.state.fleet_workers
-    body = await workers.export(request.app.state.conninfo, as_json=chosen == JSON)
+    try:
+        body = await workers.export(request.app.state.conninfo, as_json=chosen == JSON)
+    except BrokenProcessPool as exc:
+        raise ProblemError(503, "Fleet worker failed", "the export did not finish; retry") from exc
     return Response(body, media_type=chosen)
 
 
