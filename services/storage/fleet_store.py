@@ -133,15 +133,18 @@ def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
 
 
 def read_fleet(conn: psycopg.Connection) -> Fleet:
-    """Read the registry back as a fleet (custom device types and threshold overrides included)."""
-    builtin = {t.id for t in builtin_device_types()}
+    """Read the registry back as a fleet (custom device types and threshold overrides included).
+
+    A device type is part of the fleet when it is not built in, or when the stored one
+    differs from the built-in one of its id (the fleet replaced it).
+    """
+    builtin = {t.id: t for t in builtin_device_types()}
     types: dict[str, DeviceType] = {}
     rows = conn.execute(
         "SELECT t.type_id, t.description, t.attributes, m.metric, m.kind, m.unit, m.min_value,"
         " m.max_value, m.alarm_min, m.alarm_max, m.states, m.alarm_states"
         " FROM device_types t JOIN device_type_metrics m USING (type_id)"
-        " WHERE t.type_id <> ALL(%s) ORDER BY t.type_id, m.metric",
-        (sorted(builtin),),
+        " ORDER BY t.type_id, m.metric"
     ).fetchall()
     specs: dict[str, dict[str, MetricSpec]] = {}
     heads: dict[str, tuple[str, list[str]]] = {}
@@ -158,9 +161,11 @@ def read_fleet(conn: psycopg.Connection) -> Fleet:
             alarm_states=ast,
         )
     for type_id, (description, attributes) in heads.items():
-        types[type_id] = DeviceType(
+        stored = DeviceType(
             id=type_id, description=description, metrics=specs[type_id], attributes=attributes
         )
+        if stored != builtin.get(type_id):
+            types[type_id] = stored
     devices: dict[str, list[Device]] = {}
     for device_id, factory_id, type_id, capacity, thresholds in conn.execute(
         "SELECT device_id, factory_id, type_id, capacity_units_per_hour, thresholds"
