@@ -36,11 +36,13 @@ class SignalValues(_Out):
     """The signals of PRODUCT.md's table; ratios are fractions, not percentages."""
 
     online_rate: float = Field(description="devices online / devices registered")
-    operating_rate: float = Field(
-        description="factories with a running, online line / factories with lines"
+    operating_rate: float | None = Field(
+        description="factories with a running, online line / factories with lines scheduled"
+        " at as_of; null when factories have lines but none is scheduled"
     )
-    capacity_utilization: float = Field(
-        description="output increase / (line capacity x window); may exceed 1"
+    capacity_utilization: float | None = Field(
+        description="output increase / scheduled line capacity-time; may exceed 1; null"
+        " when lines exist but none is scheduled for any of the window"
     )
     power_kw: float = Field(description="sum of the online power meters' latest power_kw")
     energy_kwh: float = Field(description="energy_kwh increase over the window")
@@ -101,6 +103,12 @@ class SignalCounts(_Out):
     meters_online: int
     energy_kwh_increase: float
     devices_in_alarm: int
+    factories_scheduled: int = Field(
+        description="factories with lines scheduled at as_of (operating_rate's denominator)"
+    )
+    scheduled_fraction_of_window: float = Field(
+        description="mean share of the window the park's factories are scheduled (1: always)"
+    )
 
 
 class ParkSignals(_Out):
@@ -137,6 +145,8 @@ class ParkSignals(_Out):
                         "meters_online": 2,
                         "energy_kwh_increase": 20.0,
                         "devices_in_alarm": 1,
+                        "factories_scheduled": 2,
+                        "scheduled_fraction_of_window": 1.0,
                     },
                     "components": _EXAMPLE_COMPONENTS,
                     "coverage": _EXAMPLE_COVERAGE,

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.fleet import (
+    Calendar,
     Device,
     DeviceType,
     Factory,
@@ -49,8 +50,12 @@ def load_fleet(conninfo: str, fleet: Fleet) -> FleetCounts:
 def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
     """Replace the registry on an open connection and commit."""
     types = fleet.all_device_types()
-    parks = [(p.id, p.name, p.city) for p in fleet.parks]
-    factories = [(f.id, p.id, f.name, f.industry) for p in fleet.parks for f in p.factories]
+    parks = [(p.id, p.name, p.city, p.timezone, _calendar_json(p.calendar)) for p in fleet.parks]
+    factories = [
+        (f.id, p.id, f.name, f.industry, _calendar_json(f.calendar))
+        for p in fleet.parks
+        for f in p.factories
+    ]
     devices = [
         (
             d.id,
@@ -98,9 +103,14 @@ def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
         cur.execute("DELETE FROM devices")
         cur.execute("DELETE FROM factories")
         cur.execute("DELETE FROM parks")
-        cur.executemany("INSERT INTO parks (park_id, name, city) VALUES (%s, %s, %s)", parks)
         cur.executemany(
-            "INSERT INTO factories (factory_id, park_id, name, industry) VALUES (%s, %s, %s, %s)",
+            "INSERT INTO parks (park_id, name, city, timezone, calendar)"
+            " VALUES (%s, %s, %s, %s, %s::jsonb)",
+            parks,
+        )
+        cur.executemany(
+            "INSERT INTO factories (factory_id, park_id, name, industry, calendar)"
+            " VALUES (%s, %s, %s, %s, %s::jsonb)",
             factories,
         )
         cur.executemany(
@@ -170,21 +180,37 @@ def read_fleet(conn: psycopg.Connection) -> Fleet:
             )
         )
     factories: dict[str, list[Factory]] = {}
-    for factory_id, park_id, name, industry in conn.execute(
-        "SELECT factory_id, park_id, name, industry FROM factories ORDER BY factory_id"
+    for factory_id, park_id, name, industry, calendar in conn.execute(
+        "SELECT factory_id, park_id, name, industry, calendar FROM factories ORDER BY factory_id"
     ):
         factories.setdefault(park_id, []).append(
             Factory(
-                id=factory_id, name=name, industry=industry, devices=devices.get(factory_id, [])
+                id=factory_id,
+                name=name,
+                industry=industry,
+                calendar=calendar,
+                devices=devices.get(factory_id, []),
             )
         )
     parks = [
-        Park(id=park_id, name=name, city=city, factories=factories.get(park_id, []))
-        for park_id, name, city in conn.execute(
-            "SELECT park_id, name, city FROM parks ORDER BY park_id"
+        Park(
+            id=park_id,
+            name=name,
+            city=city,
+            timezone=timezone,
+            calendar=calendar,
+            factories=factories.get(park_id, []),
+        )
+        for park_id, name, city, timezone, calendar in conn.execute(
+            "SELECT park_id, name, city, timezone, calendar FROM parks ORDER BY park_id"
         )
     ]
     return Fleet(device_types=list(types.values()), parks=parks)
+
+
+def _calendar_json(calendar: Calendar | None) -> str | None:
+    """A calendar as stored (jsonb), or None when there is none."""
+    return None if calendar is None else calendar.model_dump_json()
 
 
 _TYPE_METRICS_SQL = """
