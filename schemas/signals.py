@@ -241,6 +241,10 @@ class BucketCounts(_Out):
     device_minutes_registered: int
     device_minutes_online: int
     factory_minutes_with_lines: int
+    factory_minutes_scheduled: int = Field(
+        description="factory-minutes with lines their calendars schedule (operating_rate's"
+        " denominator; all of them without calendars)"
+    )
     factory_minutes_operating: int
     line_minutes_running: int
     line_capacity_units: float = Field(description="what the lines could make in the bucket")

@@ -9,10 +9,11 @@ definitions are in ``docs/signals.md``; ``derive_signals`` turns the sums into r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from services.core.calendar import WorkCalendar, scheduled_seconds
 from services.core.signals import (
     Coverage,
     Signal,
@@ -106,14 +107,57 @@ class BucketSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class FactoryLines:
+    """A factory's production lines as planned time sees them: their capacity and calendar."""
+
+    lines: int
+    capacity_units_per_hour: float
+    calendar: WorkCalendar | None
+
+
+@dataclass(frozen=True, slots=True)
+class FactoryMinutes:
+    """What a factory's lines did in one bucket (from the per-minute roll-up).
+
+    ``operating_minutes`` counts the scheduled minutes in which a line was running;
+    ``output_units`` is its lines' output increase over the whole bucket.
+    """
+
+    operating_minutes: int = 0
+    output_units: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPlan:
+    """Planned time of one bucket: scheduled factory-minutes and capacity, and what ran in them.
+
+    Factory-minutes are those of factories with lines; ``output_units`` is the output of
+    the lines whose factory is scheduled for some of the bucket.
+    """
+
+    factory_minutes_scheduled: float
+    factory_minutes_off_shift: float
+    capacity_units: float
+    lines_off_shift: int
+    factories_operating: int
+    output_units: float
+
+
+@dataclass(frozen=True, slots=True)
 class BucketSignals:
-    """The signals of one history bucket with the sums behind them."""
+    """The signals of one history bucket with the sums behind them.
+
+    ``factory_minutes_scheduled`` is the part of the factory-minutes with lines that their
+    calendars schedule (all of them without calendars).
+    """
 
     slot: BucketSlot
     signals: SignalValues
     totals: SignalTotals
     sums: MinuteTotals
     coverage: Mapping[Signal, Coverage]
+    factory_minutes_with_lines: float = 0.0
+    factory_minutes_scheduled: float = 0.0
 
 
 def floor_minute(ts: datetime) -> datetime:
@@ -146,20 +190,72 @@ def bucket_slots(start: datetime, end: datetime, bucket: Bucket) -> list[BucketS
     return slots
 
 
-def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCounts) -> BucketSignals:
+def scheduled_minutes(calendar: WorkCalendar | None, slot: BucketSlot) -> int:
+    """Return the minutes of a bucket a calendar schedules.
+
+    Shifts start and end on whole minutes of wall-clock time, and every zone's offset is
+    whole minutes, so this is exact.
+    """
+    return round(scheduled_seconds(calendar, slot.start, slot.end) / 60.0)
+
+
+def bucket_plan(
+    slot: BucketSlot,
+    factories: Mapping[str, FactoryLines],
+    measured: Mapping[str, FactoryMinutes],
+) -> BucketPlan:
+    """Return a bucket's planned time from its factories' calendars and what their lines did.
+
+    Args:
+        slot: the bucket.
+        factories: each factory with lines.
+        measured: per factory, its lines' operating minutes (within shifts) and output in
+            the bucket; a factory left out did nothing.
+    """
+    scheduled = off = capacity = output = 0.0
+    lines_off = operating = 0
+    for factory_id, found in factories.items():
+        minutes = scheduled_minutes(found.calendar, slot)
+        done = measured.get(factory_id, FactoryMinutes())
+        scheduled += minutes
+        off += slot.minutes - minutes
+        capacity += found.capacity_units_per_hour * minutes / 60.0
+        if minutes > 0:
+            output += done.output_units
+            operating += done.operating_minutes
+        else:
+            lines_off += found.lines
+    return BucketPlan(
+        factory_minutes_scheduled=scheduled,
+        factory_minutes_off_shift=off,
+        capacity_units=capacity,
+        lines_off_shift=lines_off,
+        factories_operating=operating,
+        output_units=output,
+    )
+
+
+def bucket_signals(
+    slot: BucketSlot,
+    sums: MinuteTotals,
+    registry: RegistryCounts,
+    plan: BucketPlan | None = None,
+) -> BucketSignals:
     """Apply the signal definitions to one bucket.
 
     The registry's counts times the bucket's minutes are the denominators: online_rate is
     online device-minutes over registered device-minutes, operating_rate operating
     factory-minutes over factory-minutes, capacity_utilization the output over the lines'
     capacity for the bucket's duration, power_kw the park's mean power, alarm_rate
-    device-minutes in alarm over online device-minutes.
+    device-minutes in alarm over online device-minutes. With a ``plan`` (a park with
+    calendars), operating_rate and capacity_utilization count scheduled minutes only.
     """
     minutes = slot.minutes
+    with_lines = registry.factories_with_lines * minutes
     totals = SignalTotals(
         devices_registered=registry.devices * minutes,
         devices_online=sums.devices_reporting,
-        factories_with_lines=registry.factories_with_lines * minutes,
+        factories_with_lines=with_lines,
         factories_operating=sums.factories_operating,
         line_capacity_units=registry.line_capacity_units_per_hour * minutes / 60.0,
         output_units=sums.output_units,
@@ -167,6 +263,19 @@ def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCount
         energy_kwh=sums.energy_kwh,
         devices_in_alarm=sums.devices_in_alarm,
     )
+    if plan is not None:
+        sums = replace(
+            sums, factories_operating=plan.factories_operating, output_units=plan.output_units
+        )
+        totals = replace(
+            totals,
+            factories_with_lines=plan.factory_minutes_scheduled,
+            factories_operating=plan.factories_operating,
+            line_capacity_units=plan.capacity_units,
+            output_units=plan.output_units,
+            factories_off_shift=plan.factory_minutes_off_shift,
+            lines_off_shift=plan.lines_off_shift,
+        )
     everything = Coverage(registry.devices * minutes, sums.devices_reporting)
     energy = Coverage(registry.energy_devices * minutes, sums.energy_reporting)
     output = Coverage(registry.lines * minutes, sums.lines_reporting_output)
@@ -186,4 +295,6 @@ def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCount
         totals=totals,
         sums=sums,
         coverage=coverage,
+        factory_minutes_with_lines=with_lines,
+        factory_minutes_scheduled=totals.factories_with_lines,
     )

@@ -10,15 +10,20 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from services.core.calendar import scheduled_intervals
 from services.core.history import (
     BUCKET_ORIGIN,
     Bucket,
     BucketSignals,
+    FactoryLines,
+    FactoryMinutes,
     MinuteTotals,
+    bucket_plan,
     bucket_signals,
     bucket_slots,
     bucket_start,
 )
+from services.core.signals import LINE_TYPE
 from services.storage.signal_queries import ParkInfo
 
 _SUM_COLUMNS = [f.name for f in fields(MinuteTotals)]
@@ -56,6 +61,76 @@ ORDER BY 1
 """
 
 HOUR = timedelta(hours=1)
+
+# Planned time (a park with calendars): per bucket and factory, the minutes inside the
+# factory's shifts (passed in as UTC ranges from services.core.calendar) in which one of
+# its lines was running, and its lines' output increase, from the per-device roll-up by
+# the same rules as park_1m (docs/signals.md, "Planned time").
+_PLANNED_SQL = """
+WITH shifts AS (
+    SELECT * FROM unnest(%(factories)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+        AS s(factory_id, lo, hi)
+)
+SELECT time_bucket(%(width)s, r.minute, %(origin)s) AS bucket, d.factory_id,
+       count(DISTINCT r.minute) FILTER (
+           WHERE r.metric = 'state' AND r.last_text = 'running' AND EXISTS (
+               SELECT 1 FROM shifts s
+               WHERE s.factory_id = d.factory_id AND r.minute >= s.lo AND r.minute < s.hi
+           )
+       )::integer AS operating_minutes,
+       coalesce(sum(coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0))
+           FILTER (WHERE r.metric = 'output_units' AND m.kind = 'counter'), 0)
+           ::double precision AS output_units
+FROM devices d
+JOIN device_type_metrics m ON m.type_id = d.type_id AND m.metric IN ('state', 'output_units')
+JOIN readings_1m r ON r.device_id = d.device_id AND r.metric = m.metric
+WHERE d.park_id = %(park)s AND d.type_id = %(line_type)s
+  AND r.minute >= %(start)s AND r.minute < %(end)s
+GROUP BY 1, 2
+"""
+
+
+def _factory_lines(park: ParkInfo) -> dict[str, FactoryLines]:
+    """Each factory of the park with lines: how many, their capacity, its calendar."""
+    lines: dict[str, list[float]] = {}
+    for device in park.devices:
+        if device.type_id == LINE_TYPE:
+            lines.setdefault(device.factory_id, []).append(device.capacity_units_per_hour or 0.0)
+    return {
+        factory_id: FactoryLines(
+            lines=len(capacities),
+            capacity_units_per_hour=sum(capacities),
+            calendar=park.calendars.get(factory_id),
+        )
+        for factory_id, capacities in lines.items()
+    }
+
+
+async def _planned_minutes(
+    conn: AsyncConnection,
+    park: ParkInfo,
+    factories: dict[str, FactoryLines],
+    params: dict[str, Any],
+) -> dict[datetime, dict[str, FactoryMinutes]]:
+    """Per bucket and factory, its lines' operating minutes within shifts and output."""
+    shifts = [
+        (factory_id, lo, hi)
+        for factory_id, found in factories.items()
+        for lo, hi in scheduled_intervals(found.calendar, params["start"], params["end"])
+    ]
+    query = params | {
+        "park": park.park_id,
+        "line_type": LINE_TYPE,
+        "factories": [s[0] for s in shifts],
+        "lo": [s[1] for s in shifts],
+        "hi": [s[2] for s in shifts],
+    }
+    found: dict[datetime, dict[str, FactoryMinutes]] = {}
+    async with conn.cursor() as cur:
+        await cur.execute(_PLANNED_SQL.encode(), query)
+        for bucket, factory_id, operating, output in await cur.fetchall():
+            found.setdefault(bucket, {})[factory_id] = FactoryMinutes(operating, output)
+    return found
 
 
 async def park_history(
@@ -97,7 +172,19 @@ async def park_history(
             values: list[Any] = [row[name] for name in _SUM_COLUMNS]
             sums[row["bucket"]] = MinuteTotals(*values)
     registry = park.registry_counts()
-    return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
+    if not park.planned:
+        return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
+    factories = _factory_lines(park)
+    measured = await _planned_minutes(conn, park, factories, params)
+    return [
+        bucket_signals(
+            slot,
+            sums.get(slot.ts, MinuteTotals()),
+            registry,
+            bucket_plan(slot, factories, measured.get(slot.ts, {})),
+        )
+        for slot in slots
+    ]
 
 
 class Agg(StrEnum):
