@@ -119,6 +119,16 @@ class Shift(BaseModel):
             raise ValueError("a weekday is listed twice")
         return days
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted_time(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 14:00 as the base-60 number 840.
+            raise ValueError(  # noqa: TRY004 - a validation message, not a type error
+                f"write times in quotes, e.g. '14:00' (unquoted, YAML reads it as {value})"
+            )
+        return value
+
     @field_validator("start", "end")
     @classmethod
     def _clock_time(cls, value: str) -> str:

@@ -128,6 +128,7 @@ def test_a_factory_calendar_replaces_its_parks() -> None:
         ("calendar: {shifts: [{days: [mon], start: '08:00', end: '24:00'}]}", "not a time"),
         ("calendar: {shifts: [{days: [], start: '08:00', end: '20:00'}]}", "at least 1"),
         ("calendar: {shifts: [{days: [mon, mon], start: '08:00', end: '20:00'}]}", "twice"),
+        ("calendar: {shifts: [{days: [mon], start: '08:00', end: 20:00}]}", "in quotes"),
         ("calendar: {holidays: ['2026-13-01']}", "holidays"),
         ("calendar: {weekends: true}", "weekends"),
     ],
