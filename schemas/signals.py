@@ -109,6 +109,10 @@ class SignalCounts(_Out):
     scheduled_fraction_of_window: float = Field(
         description="mean share of the window the park's factories are scheduled (1: always)"
     )
+    capacity_units_off_shift: float = Field(
+        description="line capacity-time (units) of the window falling off shift; the"
+        " capacity_utilization denominator is line_capacity_units_per_hour x W less this"
+    )
 
 
 class ParkSignals(_Out):
@@ -147,6 +151,7 @@ class ParkSignals(_Out):
                         "devices_in_alarm": 1,
                         "factories_scheduled": 2,
                         "scheduled_fraction_of_window": 1.0,
+                        "capacity_units_off_shift": 0.0,
                     },
                     "components": _EXAMPLE_COMPONENTS,
                     "coverage": _EXAMPLE_COVERAGE,
