@@ -68,15 +68,14 @@ HOUR = timedelta(hours=1)
 # the same rules as park_1m (docs/signals.md, "Planned time").
 _PLANNED_SQL = """
 WITH shifts AS (
-    SELECT * FROM unnest(%(factories)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+    SELECT s.factory_id, range_agg(tstzrange(s.lo, s.hi)) AS ranges
+    FROM unnest(%(factories)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
         AS s(factory_id, lo, hi)
+    GROUP BY s.factory_id
 )
 SELECT time_bucket(%(width)s, r.minute, %(origin)s) AS bucket, d.factory_id,
        count(DISTINCT r.minute) FILTER (
-           WHERE r.metric = 'state' AND r.last_text = 'running' AND EXISTS (
-               SELECT 1 FROM shifts s
-               WHERE s.factory_id = d.factory_id AND r.minute >= s.lo AND r.minute < s.hi
-           )
+           WHERE r.metric = 'state' AND r.last_text = 'running' AND s.ranges @> r.minute
        )::integer AS operating_minutes,
        coalesce(sum(coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0))
            FILTER (WHERE r.metric = 'output_units' AND m.kind = 'counter'), 0)
@@ -84,6 +83,7 @@ SELECT time_bucket(%(width)s, r.minute, %(origin)s) AS bucket, d.factory_id,
 FROM devices d
 JOIN device_type_metrics m ON m.type_id = d.type_id AND m.metric IN ('state', 'output_units')
 JOIN readings_1m r ON r.device_id = d.device_id AND r.metric = m.metric
+LEFT JOIN shifts s ON s.factory_id = d.factory_id
 WHERE d.park_id = %(park)s AND d.type_id = %(line_type)s
   AND r.minute >= %(start)s AND r.minute < %(end)s
 GROUP BY 1, 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.fleet import Calendar, parse_fleet
@@ -181,3 +183,44 @@ def test_history_bucket_with_nothing_scheduled_has_null_rates() -> None:
     assert result.signals.operating_rate is None
     assert result.signals.capacity_utilization is None
     assert "operating_rate" not in result.signals.components
+
+
+_ZONES = ("Asia/Shanghai", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe")
+_CLOCK = st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.sampled_from((0, 30)))
+_SHIFT = st.tuples(
+    st.lists(st.sampled_from(("mon", "tue", "wed", "thu", "fri", "sat", "sun")), min_size=1,
+             max_size=7, unique=True),
+    _CLOCK,
+    _CLOCK,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shifts=st.lists(_SHIFT, min_size=1, max_size=3),
+    zone=st.sampled_from(_ZONES),
+    offset_min=st.integers(0, 60 * 24 * 400),
+    lengths=st.tuples(st.integers(1, 3000), st.integers(1, 3000)),
+)
+def test_scheduled_seconds_add_up_and_agree_with_is_scheduled(
+    shifts: list[tuple[list[str], str, str]],
+    zone: str,
+    offset_min: int,
+    lengths: tuple[int, int],
+) -> None:
+    """Scheduled seconds add up over adjacent intervals and agree minute by minute.
+
+    Shifts and zone offsets move on whole half-hours, so a minute is all in or all out.
+    """
+    calendar = work_calendar(cal(shifts, ("2026-03-29",)), zone)
+    a = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=offset_min)
+    b = a + timedelta(minutes=lengths[0])
+    c = b + timedelta(minutes=lengths[1])
+    total = scheduled_seconds(calendar, a, c)
+    assert total == scheduled_seconds(calendar, a, b) + scheduled_seconds(calendar, b, c)
+    minutes = sum(is_scheduled(calendar, a + timedelta(minutes=m)) for m in range(0, lengths[0], 7))
+    sampled = sum(
+        scheduled_seconds(calendar, t, t + timedelta(minutes=1)) / 60
+        for t in (a + timedelta(minutes=m) for m in range(0, lengths[0], 7))
+    )
+    assert minutes == sampled
