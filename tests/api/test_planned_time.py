@@ -11,10 +11,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from schemas.fleet import Fleet, parse_fleet
 from services.core.readings import Reading
+from services.storage.fleet_store import read_fleet
 from tests.storage.test_rollups import load, reading, write
 
 FLEET = """
@@ -223,3 +226,21 @@ def test_history_buckets_across_a_daylight_saving_change(api: TestClient, fleet:
     scheduled = [b["counts"]["factory_minutes_scheduled"] for b in buckets]
     assert scheduled == [0, 60, 60, 60, 60, 60, 60, 60, 0, 0]
     assert all(b["counts"]["factory_minutes_with_lines"] == 60 for b in buckets)
+
+
+def test_time_zones_and_calendars_round_trip_through_the_registry(fleet: str) -> None:
+    """The registry reads back the time zones and calendars a fleet load stored."""
+    with psycopg.connect(fleet) as conn:
+        back = read_fleet(conn)
+
+    def planned(fleet: Fleet) -> dict[str, Any]:
+        return {
+            p.id: (p.timezone, p.calendar, {f.id: f.calendar for f in p.factories})
+            for p in fleet.parks
+        }
+
+    assert planned(back) == planned(parse_fleet(FLEET))
+    p1 = next(p for p in back.parks if p.id == "p1")
+    assert p1.calendar is not None
+    assert [str(d) for d in p1.calendar.holidays] == ["2026-11-04"]
+    assert next(p for p in back.parks if p.id == "b1").timezone == "Europe/Berlin"
