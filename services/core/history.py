@@ -116,31 +116,17 @@ class FactoryLines:
 
 
 @dataclass(frozen=True, slots=True)
-class FactoryMinutes:
-    """What a factory's lines did in one bucket (from the per-minute roll-up).
-
-    ``operating_minutes`` counts the scheduled minutes in which a line was running;
-    ``output_units`` is its lines' output increase over the whole bucket.
-    """
-
-    operating_minutes: int = 0
-    output_units: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class BucketPlan:
-    """Planned time of one bucket: scheduled factory-minutes and capacity, and what ran in them.
+    """Planned time of one bucket: its scheduled factory-minutes and capacity-time.
 
-    Factory-minutes are those of factories with lines; ``output_units`` is the output of
-    the lines whose factory is scheduled for some of the bucket.
+    Factory-minutes are those of factories with lines; ``lines_off_shift`` counts the lines
+    whose factory has no scheduled minute in the bucket.
     """
 
     factory_minutes_scheduled: float
     factory_minutes_off_shift: float
     capacity_units: float
     lines_off_shift: int
-    factories_operating: int
-    output_units: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,39 +185,22 @@ def scheduled_minutes(calendar: WorkCalendar | None, slot: BucketSlot) -> int:
     return round(scheduled_seconds(calendar, slot.start, slot.end) / 60.0)
 
 
-def bucket_plan(
-    slot: BucketSlot,
-    factories: Mapping[str, FactoryLines],
-    measured: Mapping[str, FactoryMinutes],
-) -> BucketPlan:
-    """Return a bucket's planned time from its factories' calendars and what their lines did.
-
-    Args:
-        slot: the bucket.
-        factories: each factory with lines.
-        measured: per factory, its lines' operating minutes (within shifts) and output in
-            the bucket; a factory left out did nothing.
-    """
-    scheduled = off = capacity = output = 0.0
-    lines_off = operating = 0
-    for factory_id, found in factories.items():
+def bucket_plan(slot: BucketSlot, factories: Mapping[str, FactoryLines]) -> BucketPlan:
+    """Return a bucket's planned time from the calendars of its factories with lines."""
+    scheduled = off = capacity = 0.0
+    lines_off = 0
+    for found in factories.values():
         minutes = scheduled_minutes(found.calendar, slot)
-        done = measured.get(factory_id, FactoryMinutes())
         scheduled += minutes
         off += slot.minutes - minutes
         capacity += found.capacity_units_per_hour * minutes / 60.0
-        if minutes > 0:
-            output += done.output_units
-            operating += done.operating_minutes
-        else:
+        if minutes == 0:
             lines_off += found.lines
     return BucketPlan(
         factory_minutes_scheduled=scheduled,
         factory_minutes_off_shift=off,
         capacity_units=capacity,
         lines_off_shift=lines_off,
-        factories_operating=operating,
-        output_units=output,
     )
 
 
@@ -248,7 +217,8 @@ def bucket_signals(
     factory-minutes over factory-minutes, capacity_utilization the output over the lines'
     capacity for the bucket's duration, power_kw the park's mean power, alarm_rate
     device-minutes in alarm over online device-minutes. With a ``plan`` (a park with
-    calendars), operating_rate and capacity_utilization count scheduled minutes only.
+    calendars) the denominators of operating_rate and capacity_utilization are the
+    scheduled factory-minutes and capacity-time; the numerators stay the roll-up's.
     """
     minutes = slot.minutes
     with_lines = registry.factories_with_lines * minutes
@@ -264,15 +234,10 @@ def bucket_signals(
         devices_in_alarm=sums.devices_in_alarm,
     )
     if plan is not None:
-        sums = replace(
-            sums, factories_operating=plan.factories_operating, output_units=plan.output_units
-        )
         totals = replace(
             totals,
             factories_with_lines=plan.factory_minutes_scheduled,
-            factories_operating=plan.factories_operating,
             line_capacity_units=plan.capacity_units,
-            output_units=plan.output_units,
             factories_off_shift=plan.factory_minutes_off_shift,
             lines_off_shift=plan.lines_off_shift,
         )

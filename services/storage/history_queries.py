@@ -10,13 +10,11 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from services.core.calendar import scheduled_intervals
 from services.core.history import (
     BUCKET_ORIGIN,
     Bucket,
     BucketSignals,
     FactoryLines,
-    FactoryMinutes,
     MinuteTotals,
     bucket_plan,
     bucket_signals,
@@ -62,33 +60,6 @@ ORDER BY 1
 
 HOUR = timedelta(hours=1)
 
-# Planned time (a park with calendars): per bucket and factory, the minutes inside the
-# factory's shifts (passed in as UTC ranges from services.core.calendar) in which one of
-# its lines was running, and its lines' output increase, from the per-device roll-up by
-# the same rules as park_1m (docs/signals.md, "Planned time").
-_PLANNED_SQL = """
-WITH shifts AS (
-    SELECT s.factory_id, range_agg(tstzrange(s.lo, s.hi)) AS ranges
-    FROM unnest(%(factories)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
-        AS s(factory_id, lo, hi)
-    GROUP BY s.factory_id
-)
-SELECT time_bucket(%(width)s, r.minute, %(origin)s) AS bucket, d.factory_id,
-       count(DISTINCT r.minute) FILTER (
-           WHERE r.metric = 'state' AND r.last_text = 'running' AND s.ranges @> r.minute
-       )::integer AS operating_minutes,
-       coalesce(sum(coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0))
-           FILTER (WHERE r.metric = 'output_units' AND m.kind = 'counter'), 0)
-           ::double precision AS output_units
-FROM devices d
-JOIN device_type_metrics m ON m.type_id = d.type_id AND m.metric IN ('state', 'output_units')
-JOIN readings_1m r ON r.device_id = d.device_id AND r.metric = m.metric
-LEFT JOIN shifts s ON s.factory_id = d.factory_id
-WHERE d.park_id = %(park)s AND d.type_id = %(line_type)s
-  AND r.minute >= %(start)s AND r.minute < %(end)s
-GROUP BY 1, 2
-"""
-
 
 def _factory_lines(park: ParkInfo) -> dict[str, FactoryLines]:
     """Each factory of the park with lines: how many, their capacity, its calendar."""
@@ -104,33 +75,6 @@ def _factory_lines(park: ParkInfo) -> dict[str, FactoryLines]:
         )
         for factory_id, capacities in lines.items()
     }
-
-
-async def _planned_minutes(
-    conn: AsyncConnection,
-    park: ParkInfo,
-    factories: dict[str, FactoryLines],
-    params: dict[str, Any],
-) -> dict[datetime, dict[str, FactoryMinutes]]:
-    """Per bucket and factory, its lines' operating minutes within shifts and output."""
-    shifts = [
-        (factory_id, lo, hi)
-        for factory_id, found in factories.items()
-        for lo, hi in scheduled_intervals(found.calendar, params["start"], params["end"])
-    ]
-    query = params | {
-        "park": park.park_id,
-        "line_type": LINE_TYPE,
-        "factories": [s[0] for s in shifts],
-        "lo": [s[1] for s in shifts],
-        "hi": [s[2] for s in shifts],
-    }
-    found: dict[datetime, dict[str, FactoryMinutes]] = {}
-    async with conn.cursor() as cur:
-        await cur.execute(_PLANNED_SQL.encode(), query)
-        for bucket, factory_id, operating, output in await cur.fetchall():
-            found.setdefault(bucket, {})[factory_id] = FactoryMinutes(operating, output)
-    return found
 
 
 async def park_history(
@@ -175,13 +119,9 @@ async def park_history(
     if not park.planned:
         return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
     factories = _factory_lines(park)
-    measured = await _planned_minutes(conn, park, factories, params)
     return [
         bucket_signals(
-            slot,
-            sums.get(slot.ts, MinuteTotals()),
-            registry,
-            bucket_plan(slot, factories, measured.get(slot.ts, {})),
+            slot, sums.get(slot.ts, MinuteTotals()), registry, bucket_plan(slot, factories)
         )
         for slot in slots
     ]

@@ -23,7 +23,6 @@ from services.core.history import (
     Bucket,
     BucketSlot,
     FactoryLines,
-    FactoryMinutes,
     MinuteTotals,
     RegistryCounts,
     bucket_plan,
@@ -152,7 +151,7 @@ def test_health_index_reweights_over_the_rates_that_are_not_null() -> None:
 
 
 def test_history_bucket_counts_only_scheduled_minutes() -> None:
-    """A 1 h bucket half on shift: capacity for 30 min, operating over 30 factory-minutes."""
+    """A 1 h bucket half on shift for f1: its capacity for 30 min, 90 factory-minutes."""
     calendar = work_calendar(cal([(["tue"], "08:30", "20:00")]), "Asia/Shanghai")
     start = utc("2026-12-01T08:00:00+08:00")
     slot = BucketSlot(ts=start, start=start, end=start + Bucket.HOUR.width)
@@ -160,12 +159,13 @@ def test_history_bucket_counts_only_scheduled_minutes() -> None:
         "f1": FactoryLines(lines=1, capacity_units_per_hour=1200, calendar=calendar),
         "f2": FactoryLines(lines=1, capacity_units_per_hour=600, calendar=None),
     }
-    measured = {"f1": FactoryMinutes(30, 300.0), "f2": FactoryMinutes(15, 100.0)}
-    plan = bucket_plan(slot, factories, measured)
+    plan = bucket_plan(slot, factories)
     assert (plan.factory_minutes_scheduled, plan.factory_minutes_off_shift) == (90, 30)
     assert plan.capacity_units == 1200 * 0.5 + 600  # 1200 units
+    assert plan.lines_off_shift == 0
     registry = RegistryCounts(devices=2, factories_with_lines=2, lines=2)
-    result = bucket_signals(slot, MinuteTotals(factories_operating=99), registry, plan)
+    sums = MinuteTotals(factories_operating=45, output_units=400.0)
+    result = bucket_signals(slot, sums, registry, plan)
     assert result.signals.operating_rate == pytest.approx(45 / 90)
     assert result.signals.capacity_utilization == pytest.approx(400 / 1200)
     assert (result.factory_minutes_with_lines, result.factory_minutes_scheduled) == (120, 90)
@@ -177,9 +177,10 @@ def test_history_bucket_with_nothing_scheduled_has_null_rates() -> None:
     start = utc("2026-12-01T02:00:00+08:00")
     slot = BucketSlot(ts=start, start=start, end=start + Bucket.HOUR.width)
     factories = {"f1": FactoryLines(lines=2, capacity_units_per_hour=1200, calendar=calendar)}
-    plan = bucket_plan(slot, factories, {"f1": FactoryMinutes(0, 50.0)})
+    plan = bucket_plan(slot, factories)
+    assert plan.lines_off_shift == 2
     registry = RegistryCounts(devices=2, factories_with_lines=1, lines=2)
-    result = bucket_signals(slot, MinuteTotals(), registry, plan)
+    result = bucket_signals(slot, MinuteTotals(output_units=50.0), registry, plan)
     assert result.signals.operating_rate is None
     assert result.signals.capacity_utilization is None
     assert "operating_rate" not in result.signals.components
