@@ -58,3 +58,10 @@ def test_factory_outside_its_shift_reads_off_shift(
     expect(row.locator('[data-status="off_shift"]')).to_have_text("休班", timeout=WAIT_MS)
     expect(tile).to_contain_text("1 家排班工厂中 1 家开工")
     page.locator("#lang").click()
+
+    # The charts shade the history's off-shift time: f2 is off shift in every bucket.
+    page.reload()
+    shade = page.locator('[data-chart="operating"] rect.offshift')
+    expect(shade.first).to_be_attached(timeout=WAIT_MS)
+    assert shade.count() > 1
+    page.screenshot(path=artifacts / "dashboard-off-shift-charts.png", full_page=True)
