@@ -133,6 +133,31 @@ def scheduled_seconds(calendar: WorkCalendar | None, start: datetime, end: datet
     return sum((hi - lo).total_seconds() for lo, hi in scheduled_intervals(calendar, start, end))
 
 
+def scheduled_seconds_each(
+    calendar: WorkCalendar | None, spans: Sequence[tuple[datetime, datetime]]
+) -> list[float]:
+    """Return the scheduled seconds of each span; spans are sorted and do not overlap.
+
+    The calendar is expanded once over all of them (a month of hourly buckets costs one
+    expansion, not 720), then swept.
+    """
+    if not spans:
+        return []
+    intervals = scheduled_intervals(calendar, spans[0][0], spans[-1][1])
+    found: list[float] = []
+    first = 0
+    for lo, hi in spans:
+        while first < len(intervals) and intervals[first][1] <= lo:
+            first += 1
+        seconds = 0.0
+        i = first
+        while i < len(intervals) and intervals[i][0] < hi:
+            seconds += (min(hi, intervals[i][1]) - max(lo, intervals[i][0])).total_seconds()
+            i += 1
+        found.append(seconds)
+    return found
+
+
 def factory_times(
     calendars: Mapping[str, WorkCalendar | None], *, as_of: datetime, window_s: float
 ) -> dict[str, FactoryTime]:

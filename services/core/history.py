@@ -8,12 +8,12 @@ definitions are in ``docs/signals.md``; ``derive_signals`` turns the sums into r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from services.core.calendar import WorkCalendar, scheduled_seconds
+from services.core.calendar import WorkCalendar, scheduled_seconds_each
 from services.core.signals import (
     Coverage,
     Signal,
@@ -176,32 +176,48 @@ def bucket_slots(start: datetime, end: datetime, bucket: Bucket) -> list[BucketS
     return slots
 
 
-def scheduled_minutes(calendar: WorkCalendar | None, slot: BucketSlot) -> int:
-    """Return the minutes of a bucket a calendar schedules.
+def bucket_plans(
+    slots: Sequence[BucketSlot], factories: Mapping[str, FactoryLines]
+) -> list[BucketPlan]:
+    """Return each bucket's planned time from the calendars of the factories with lines.
 
-    Shifts start and end on whole minutes of wall-clock time, and every zone's offset is
-    whole minutes, so this is exact.
+    Scheduled minutes are exact: shifts start and end on whole minutes of wall-clock time
+    and every zone's offset is whole minutes. Each distinct calendar is expanded once.
     """
-    return round(scheduled_seconds(calendar, slot.start, slot.end) / 60.0)
-
-
-def bucket_plan(slot: BucketSlot, factories: Mapping[str, FactoryLines]) -> BucketPlan:
-    """Return a bucket's planned time from the calendars of its factories with lines."""
-    scheduled = off = capacity = 0.0
-    lines_off = 0
+    spans = [(slot.start, slot.end) for slot in slots]
+    # Factories that share a calendar (most follow their park's) are summed first.
+    groups: dict[WorkCalendar | None, tuple[int, int, float]] = {}
     for found in factories.values():
-        minutes = scheduled_minutes(found.calendar, slot)
-        scheduled += minutes
-        off += slot.minutes - minutes
-        capacity += found.capacity_units_per_hour * minutes / 60.0
-        if minutes == 0:
-            lines_off += found.lines
-    return BucketPlan(
-        factory_minutes_scheduled=scheduled,
-        factory_minutes_off_shift=off,
-        capacity_units=capacity,
-        lines_off_shift=lines_off,
-    )
+        count, lines, capacity = groups.get(found.calendar, (0, 0, 0.0))
+        groups[found.calendar] = (
+            count + 1,
+            lines + found.lines,
+            capacity + found.capacity_units_per_hour,
+        )
+    per_group = [
+        (count, lines, capacity, [round(s / 60.0) for s in scheduled_seconds_each(cal, spans)])
+        for cal, (count, lines, capacity) in groups.items()
+    ]
+    plans = []
+    for index, slot in enumerate(slots):
+        scheduled = off = units = 0.0
+        lines_off = 0
+        for count, lines, capacity, minutes in per_group:
+            m = minutes[index]
+            scheduled += count * m
+            off += count * (slot.minutes - m)
+            units += capacity * m / 60.0
+            if m == 0:
+                lines_off += lines
+        plans.append(
+            BucketPlan(
+                factory_minutes_scheduled=scheduled,
+                factory_minutes_off_shift=off,
+                capacity_units=units,
+                lines_off_shift=lines_off,
+            )
+        )
+    return plans
 
 
 def bucket_signals(

@@ -16,7 +16,7 @@ from services.core.history import (
     BucketSignals,
     FactoryLines,
     MinuteTotals,
-    bucket_plan,
+    bucket_plans,
     bucket_signals,
     bucket_slots,
     bucket_start,
@@ -118,12 +118,10 @@ async def park_history(
     registry = park.registry_counts()
     if not park.planned:
         return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
-    factories = _factory_lines(park)
+    plans = bucket_plans(slots, _factory_lines(park))
     return [
-        bucket_signals(
-            slot, sums.get(slot.ts, MinuteTotals()), registry, bucket_plan(slot, factories)
-        )
-        for slot in slots
+        bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry, plan)
+        for slot, plan in zip(slots, plans, strict=True)
     ]
 
 

@@ -17,6 +17,7 @@ from services.core.calendar import (
     is_scheduled,
     scheduled_intervals,
     scheduled_seconds,
+    scheduled_seconds_each,
     work_calendar,
 )
 from services.core.history import (
@@ -25,7 +26,7 @@ from services.core.history import (
     FactoryLines,
     MinuteTotals,
     RegistryCounts,
-    bucket_plan,
+    bucket_plans,
     bucket_signals,
 )
 from services.core.signals import health_components, health_index
@@ -159,7 +160,7 @@ def test_history_bucket_counts_only_scheduled_minutes() -> None:
         "f1": FactoryLines(lines=1, capacity_units_per_hour=1200, calendar=calendar),
         "f2": FactoryLines(lines=1, capacity_units_per_hour=600, calendar=None),
     }
-    plan = bucket_plan(slot, factories)
+    [plan] = bucket_plans([slot], factories)
     assert (plan.factory_minutes_scheduled, plan.factory_minutes_off_shift) == (90, 30)
     assert plan.capacity_units == 1200 * 0.5 + 600  # 1200 units
     assert plan.lines_off_shift == 0
@@ -177,7 +178,7 @@ def test_history_bucket_with_nothing_scheduled_has_null_rates() -> None:
     start = utc("2026-12-01T02:00:00+08:00")
     slot = BucketSlot(ts=start, start=start, end=start + Bucket.HOUR.width)
     factories = {"f1": FactoryLines(lines=2, capacity_units_per_hour=1200, calendar=calendar)}
-    plan = bucket_plan(slot, factories)
+    [plan] = bucket_plans([slot], factories)
     assert plan.lines_off_shift == 2
     registry = RegistryCounts(devices=2, factories_with_lines=1, lines=2)
     result = bucket_signals(slot, MinuteTotals(output_units=50.0), registry, plan)
@@ -225,3 +226,7 @@ def test_scheduled_seconds_add_up_and_agree_with_is_scheduled(
         for t in (a + timedelta(minutes=m) for m in range(0, lengths[0], 7))
     )
     assert minutes == sampled
+    spans = [(a, b), (b, c)]
+    assert scheduled_seconds_each(calendar, spans) == [
+        scheduled_seconds(calendar, lo, hi) for lo, hi in spans
+    ]
