@@ -244,3 +244,23 @@ def test_time_zones_and_calendars_round_trip_through_the_registry(fleet: str) ->
     assert p1.calendar is not None
     assert [str(d) for d in p1.calendar.holidays] == ["2026-11-04"]
     assert next(p for p in back.parks if p.id == "b1").timezone == "Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (("timezone: Asia/Shanghai", "timezone: Asia/Hebi"), "unknown time zone 'Asia/Hebi'"),
+        (('start: "08:00"', 'start: "8:00"'), "'8:00' is not a time HH:MM"),
+        (('fri], start: "22', 'fry], start: "22'), "unknown weekday 'fry'"),
+    ],
+)
+def test_fleet_upload_names_a_bad_calendar(
+    api: TestClient, edit: tuple[str, str], fragment: str
+) -> None:
+    """PUT /v1/fleet refuses a bad time zone, time or weekday as a 422 that says which."""
+    text = FLEET.replace(*edit, 1)
+    assert text != FLEET
+    refused = api.put("/v1/fleet", content=text, headers={"content-type": "application/yaml"})
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert fragment in refused.text
