@@ -64,6 +64,11 @@ function pct(ratio, digits = 1) {
   return num(ratio * 100, digits);
 }
 
+// A ratio as "42%", or "—" when it is null (a rate with nothing scheduled).
+function pctText(ratio) {
+  return ratio === null || ratio === undefined ? "—" : `${pct(ratio, 0)}%`;
+}
+
 // A chart figure: the read-out keeps about three significant places; an axis label as
 // many decimals as its step needs.
 function chartNum(value, step) {
@@ -420,7 +425,7 @@ class OverviewView {
       const alarms = c.devices_in_alarm ?? 0;
       card.querySelector('[data-role="stats"]').innerHTML = [
         stat(t("ov.online"), `${pct(signalOf(body, "online_rate"), 0)}%`, ratioTrend("online_rate")),
-        stat(t("ov.operating"), `${pct(signalOf(body, "operating_rate"), 0)}%`, ratioTrend("operating_rate")),
+        stat(t("ov.operating"), pctText(signalOf(body, "operating_rate")), ratioTrend("operating_rate")),
         stat(t("ov.power"), num(signalOf(body, "power_kw"), 0), powerTrend ? trendHtml(powerTrend.delta, { digits: 0 }) : ""),
         stat(t("ov.alarms"), alarms ? `<span class="reason bad">${num(alarms, 0)}</span>` : "0", ratioTrend("alarm_rate")),
       ].join("");
@@ -876,7 +881,7 @@ class ParkView {
       let last = "";
       if (body) {
         if (key === "power") last = `${num(signalOf(body, "power_kw"), autoDigits(signalOf(body, "power_kw")))} kW`;
-        if (key === "operating") last = `${pct(signalOf(body, "operating_rate"), 0)}%`;
+        if (key === "operating") last = pctText(signalOf(body, "operating_rate"));
         if (key === "health") last = num(signalOf(body, "health_index"), 1);
       }
       el.querySelector('[data-role="last"]').textContent = last;
