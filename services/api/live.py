@@ -35,6 +35,7 @@ from services.api import live_queries
 from services.api.live_frames import Change, EventName, FactoryName, ParkFrame
 from services.config import ApiSettings
 from services.core import signals as core
+from services.core.calendar import factory_times
 from services.storage import signal_queries
 from services.storage.signal_bodies import park_signals_body
 from services.storage.signal_queries import ParkInfo
@@ -388,8 +389,13 @@ class ParkPoller:
         observations = await signal_queries.observe(
             conn, registry.park.devices, as_of=as_of, window_s=window_s
         )
+        planned = factory_times(registry.park.calendars, as_of=as_of, window_s=window_s)
         result = core.park_signals(
-            observations, as_of=as_of, window_s=window_s, online_timeout_s=timeout_s
+            observations,
+            as_of=as_of,
+            window_s=window_s,
+            online_timeout_s=timeout_s,
+            planned=planned,
         )
         alarms = frames.device_alarms(result.alarms, registry.types, registry.units)
         alarms = await self._with_since(conn, alarms, as_of)
@@ -407,6 +413,7 @@ class ParkPoller:
                 as_of=as_of,
                 window_s=window_s,
                 online_timeout_s=timeout_s,
+                planned=planned,
             ),
         )
 

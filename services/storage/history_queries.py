@@ -15,11 +15,14 @@ from services.core.history import (
     BUCKET_ORIGIN,
     Bucket,
     BucketSignals,
+    FactoryLines,
     MinuteTotals,
+    bucket_plans,
     bucket_signals,
     bucket_slots,
     bucket_start,
 )
+from services.core.signals import LINE_TYPE
 from services.storage.signal_queries import ParkInfo
 
 _SUM_COLUMNS = [f.name for f in fields(MinuteTotals)]
@@ -57,6 +60,22 @@ ORDER BY 1
 """
 
 HOUR = timedelta(hours=1)
+
+
+def _factory_lines(park: ParkInfo) -> dict[str, FactoryLines]:
+    """Each factory of the park with lines: how many, their capacity, its calendar."""
+    lines: dict[str, list[float]] = {}
+    for device in park.devices:
+        if device.type_id == LINE_TYPE:
+            lines.setdefault(device.factory_id, []).append(device.capacity_units_per_hour or 0.0)
+    return {
+        factory_id: FactoryLines(
+            lines=len(capacities),
+            capacity_units_per_hour=sum(capacities),
+            calendar=park.calendars.get(factory_id),
+        )
+        for factory_id, capacities in lines.items()
+    }
 
 
 async def park_history(
@@ -98,7 +117,13 @@ async def park_history(
             values: list[Any] = [row[name] for name in _SUM_COLUMNS]
             sums[row["bucket"]] = MinuteTotals(*values)
     registry = park.registry_counts()
-    return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
+    if not park.planned:
+        return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
+    plans = bucket_plans(slots, _factory_lines(park))
+    return [
+        bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry, plan)
+        for slot, plan in zip(slots, plans, strict=True)
+    ]
 
 
 class Agg(StrEnum):
