@@ -365,7 +365,7 @@ _REBUILD_PARK_HOURS = _PARK_HOURS.format(
 _MARK_AVAILABILITY = """
 INSERT INTO availability_dirty AS a (device_id, from_ts)
 SELECT f.device_id, min(f.ts)
-FROM fresh_readings f
+FROM {fresh} f
 JOIN availability_progress p ON p.settled_to IS NOT NULL AND f.ts <= p.settled_to
 GROUP BY f.device_id
 ORDER BY f.device_id
@@ -378,7 +378,7 @@ SET from_ts = least(a.from_ts, excluded.from_ts), marks = a.marks + 1
 # registry join: the fold looks up each key's kind once).
 _RECORD_DIRTY = (
     f"INSERT INTO rollup_dirty ({_PIECE_COLUMNS}) SELECT {_PIECE_COLUMNS} FROM ("
-    + (_AGGREGATE.format(source="fresh_readings", where="", kinds="", is_counter="NULL::boolean"))
+    + _AGGREGATE.format(source="{fresh}", where="", kinds="", is_counter="NULL::boolean")
     + ") a"
 )
 
@@ -459,14 +459,14 @@ WHERE NOT k.unpieced AND NOT m.overlapping
 """
 
 
-async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
-    """Record what the batch in ``fresh_readings`` touched, inside the writer's transaction.
+async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]], fresh: str) -> None:
+    """Log what the batch inserted (the rows of table ``fresh``), in the writer's transaction.
 
-    Appends the roll-up keys to ``rollup_dirty`` (plain inserts, no conflicts) and marks
+    Appends the batch's pieces to ``rollup_dirty`` (plain inserts, no conflicts) and marks
     devices whose readings land before the availability job's horizon.
     """
-    await cur.execute(_RECORD_DIRTY)
-    await cur.execute(_MARK_AVAILABILITY)
+    await cur.execute(_RECORD_DIRTY.format(fresh=fresh))
+    await cur.execute(_MARK_AVAILABILITY.format(fresh=fresh))
 
 
 @dataclass(frozen=True, slots=True)
