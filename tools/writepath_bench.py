@@ -129,7 +129,11 @@ def _writer(
 
 
 def _proc_cpu_s(pid: int, *, children: bool = False) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0  # exited meanwhile: its time is in the postmaster's cutime once reaped
+    fields = stat.rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (exited children)
@@ -225,9 +229,15 @@ def bench(cluster: PostgresCluster, workers: int, messages: int) -> dict[str, An
     pg0 = postgres_cpu_s(postmaster)
     m0 = _proc_cpu_s(maintenance.pid) if maintenance else 0.0
     sampler.start()
-    results = [out.get() for _ in procs]
-    for p in procs:
-        p.join()
+    try:
+        results = [out.get() for _ in procs]
+        for p in procs:
+            p.join()
+    except BaseException:
+        if maintenance:  # never leave it behind, by its pid
+            maintenance.terminate()
+            maintenance.wait(timeout=30)
+        raise
     wall = max(r[1] for r in results)
     folded_after = 0.0
     if maintenance:
