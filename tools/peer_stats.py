@@ -257,7 +257,7 @@ def render_summary(summaries: list[DesignSummary]) -> str:
         ),
         ("… of which, µs", [cpu_detail(s) for s in summaries]),
         ("consumer peak RSS MiB (max)", [_num(s.peak_rss_mib, ".0f") for s in summaries]),
-        ("consumer RSS MiB at start → end (last run)", [rss(s) for s in summaries]),
+        ("consumer RSS MiB, start → end (all workers, last run)", [rss(s) for s in summaries]),
         ("roll-up lag after commit s, p50 / max (1 s samples)", [lag(s) for s in summaries]),
         ("ingest wait events (pg_stat_activity, 1 s samples)", [_waits(s) for s in summaries]),
     ]
