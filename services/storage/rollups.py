@@ -2,8 +2,9 @@
 
 Inside the writer's transaction, ``record_dirty`` appends to ``rollup_dirty`` (the
 invalidation log) one *piece* per (device, metric, minute) the batch touched: the rows it
-actually inserted (``fresh_readings``), aggregated as ``readings_1m`` holds a minute; no
-lock, and no row another writer could hold. About once a second ``fold`` (run by
+actually inserted (the staging table after a plain COPY, ``fresh_readings`` after a
+conflict), aggregated as ``readings_1m`` holds a minute; no lock, and no row another
+writer could hold. About once a second ``fold`` (run by
 ``services.maintenance``, one fold at a time) takes the committed pieces:
 
 ```
@@ -66,7 +67,7 @@ CREATE TEMP TABLE IF NOT EXISTS fold_pieces (
 # value_text) per device, metric and minute, as readings_1m holds them. ``steps`` is the
 # sum of counter steps between consecutive readings inside the minute, whatever the kind:
 # the minute's inc_within when the metric is a counter. ``{kinds}`` joins the registry for
-# ``{is_counter}``; ingest's pieces leave both out (the fold looks the kind up once a key).
+# ``{is_counter}``; ingest's pieces leave both out (the fold looks the kind up once per key).
 _AGGREGATE = """
 WITH f AS (
     SELECT s.device_id, s.metric, s.ts, s.value, s.value_text,
