@@ -11,7 +11,8 @@ rows inserted (staging, or fresh_readings after a conflict) ─▶ device_latest
 
 Most batches hold only new readings, so they go to the hypertable with COPY; a batch that
 holds a redelivered reading (or one reading twice) is refused whole by the primary key and
-inserted again row by row, skipping what is stored. Either way only the rows actually
+inserted again from the staging table with ``ON CONFLICT DO NOTHING``, skipping what is
+stored. Either way only the rows actually
 inserted move a device's latest value and its last-seen time and feed the roll-ups, so a
 redelivered reading never counts twice. No statement here takes a global lock.
 """
