@@ -553,6 +553,7 @@ def _run(
         bench.probe(design, base_ms)
     else:
         time.sleep(max(0.0, start_wall_s - time.time()))
+    batches_before = batch_totals(bench) if design != PEER else None
     t0 = time.monotonic()
     sampler = Sampler(bench.conninfo, _landed_query(design), params, t0, ingest=design != PEER)
     exclude = {sampler.backend_pid}
@@ -581,6 +582,11 @@ def _run(
     after = _cpu(bench, design, exclude)
     sampler.close()
     pids = bench.consumer_pids(design)
+    rows_per_batch = None
+    if batches_before is not None:
+        rows_after, batches_after = batch_totals(bench)
+        if batches_after > batches_before[1]:
+            rows_per_batch = (rows_after - batches_before[0]) / (batches_after - batches_before[1])
     with psycopg.connect(bench.conninfo, autocommit=True) as conn:
         landed, rows = _final_counts(conn, design, params)
     grown = last_growth_s(sampler.samples)
@@ -604,6 +610,7 @@ def _run(
         waits=sampler.waits,
         wait_samples=sampler.wait_samples,
         waits_on_other_worker=sampler.waits_on_other_worker,
+        rows_per_batch=rows_per_batch,
     )
     if landed < outcome.acked:
         result.notes.append(
@@ -616,6 +623,22 @@ def _run(
     return result
 
 
+def _ingest_samples(bench: Bench, family_name: str) -> list[tuple[str, dict[str, str], float]]:
+    """Return the samples of one metric family from every running ingest worker."""
+    out = []
+    for worker in range(1, len(bench.ingest_pids()) + 1):
+        port = bench.stack.ingest_metrics_port(worker)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode("utf-8")
+        out += [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == family_name
+            for sample in family.samples
+        ]
+    return out
+
+
 def commit_lag_buckets(bench: Bench) -> dict[float, float]:
     """Return ingest's publish → commit histogram, summed over the running workers.
 
@@ -623,18 +646,21 @@ def commit_lag_buckets(bench: Bench) -> dict[float, float]:
     time; the paced load's readings are measured when they are published.
     """
     buckets: dict[float, float] = {}
-    for worker in range(1, len(bench.ingest_pids()) + 1):
-        port = bench.stack.ingest_metrics_port(worker)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode("utf-8")
-        for family in text_string_to_metric_families(text):
-            if family.name != "parksense_ingest_commit_lag_seconds":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    bound = float(sample.labels["le"])
-                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    for name, labels, value in _ingest_samples(bench, "parksense_ingest_commit_lag_seconds"):
+        if name.endswith("_bucket"):
+            bound = float(labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
     return buckets
+
+
+def batch_totals(bench: Bench) -> tuple[float, float]:
+    """Return (rows, batches) ingest's workers have committed so far."""
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for name, _, value in _ingest_samples(bench, "parksense_ingest_batch_rows"):
+        for suffix in totals:
+            if name.endswith(suffix):
+                totals[suffix] += value
+    return totals["_sum"], totals["_count"]
 
 
 def paced_run(bench: Bench, design: str, rate_per_s: float, base_ms: int) -> LatencyResult:

@@ -51,6 +51,7 @@ class RunResult:
     waits: Counter[str] = field(default_factory=Counter)
     wait_samples: int = 0
     waits_on_other_worker: int = 0
+    rows_per_batch: float | None = None  # mean over the run's committed batches
 
     @property
     def landed_msg_s(self) -> float | None:
@@ -144,6 +145,7 @@ class DesignSummary:
     waits: Counter[str] = field(default_factory=Counter)
     wait_samples: int = 0
     waits_on_other_worker: int = 0
+    rows_per_batch: float | None = None
 
 
 def summarise(results: list[RunResult], design: str) -> DesignSummary:
@@ -181,6 +183,7 @@ def summarise(results: list[RunResult], design: str) -> DesignSummary:
         waits=sum((r.waits for r in runs), Counter()),
         wait_samples=sum(r.wait_samples for r in runs),
         waits_on_other_worker=sum(r.waits_on_other_worker for r in runs),
+        rows_per_batch=median([r.rows_per_batch for r in runs]),
     )
 
 
@@ -256,6 +259,10 @@ def render_summary(summaries: list[DesignSummary]) -> str:
             [_num(s.cpu_us_per_reading, ".1f") for s in summaries],
         ),
         ("… of which, µs", [cpu_detail(s) for s in summaries]),
+        (
+            "ingest rows per committed batch (median)",
+            [_num(s.rows_per_batch, ",.0f") for s in summaries],
+        ),
         ("consumer peak RSS MiB (max)", [_num(s.peak_rss_mib, ".0f") for s in summaries]),
         ("consumer RSS MiB, start → end (all workers, last run)", [rss(s) for s in summaries]),
         ("roll-up lag after commit s, p50 / max (1 s samples)", [lag(s) for s in summaries]),

@@ -93,8 +93,8 @@ def test_summary_takes_medians_and_totals_lost_and_doubled():
     assert "parksense 1.00x" in render_summary([ours, peer])
 
 
-def test_summary_shows_lag_memory_and_waits_on_another_worker():
-    """Roll-up lag, RSS start → end and waits on another worker reach the table."""
+def test_summary_shows_lag_memory_batches_and_waits_on_another_worker():
+    """Roll-up lag, RSS start → end, rows per batch and waits on another worker reach the table."""
     two = _result(
         "parksense-2w",
         1,
@@ -106,9 +106,11 @@ def test_summary_shows_lag_memory_and_waits_on_another_worker():
         waits=Counter({"CPU:-": 7, "Lock:transactionid": 1}),
         wait_samples=5,
         waits_on_other_worker=1,
+        rows_per_batch=1234.4,
     )
     table = render_summary([summarise([two], "parksense-2w"), summarise([two], "peer")])
     assert "| 40 → 42 |" in table
+    assert "| ingest rows per committed batch (median) | 1,234 |" in table
     assert "| 1.0 / 3.0 |" in table
     assert "5 samples; waiting on another worker 1; CPU:- 7, Lock:transactionid 1" in table
     assert "parksense-2w n/ax" in table  # no peer run: no ratio
