@@ -22,10 +22,13 @@ import socket
 import sys
 import threading
 import time
+import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.access.fleet import load_fleet_in_force
 from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
@@ -61,11 +64,16 @@ from tools.peer_load import (
     bench_fleet,
     device_topics,
     message_packets,
+    paced_packets,
 )
 from tools.peer_stats import (
+    PEER,
+    LatencyResult,
     RunResult,
     Sample,
+    histogram_quantile,
     last_growth_s,
+    render_latency,
     render_runs,
     render_summary,
     summarise,
@@ -73,7 +81,9 @@ from tools.peer_stats import (
 
 logger = logging.getLogger(__name__)
 
-DESIGNS = ("parksense", "peer")
+# parksense with one ingest worker, with two (a shared subscription), and the peer.
+DESIGNS = ("parksense", "parksense-2w", "peer")
+WORKERS = {"parksense": 1, "parksense-2w": 2}
 QUICK_MESSAGES = 20_000
 MAX_MESSAGES = 2_000_000
 MAX_RUNS = 9
@@ -93,6 +103,23 @@ PEER_CLIENT_NAME = "peer"
 PUBLISHER_CLIENT_NAME = "benchpeers"
 # Timestamps lie this far before the bench starts, so nothing is in the future.
 PAST_MARGIN_MS = 3_600_000
+# The paced run (publish → commit): half the design's median landed rate, this long.
+PACED_FRACTION = 0.5
+PACED_S = 30.0
+PACED_TICK_S = 0.005
+PACED_LEAD_MS = 3000
+# Roll-up lag (age of the oldest committed piece not folded yet) and the ingest backends'
+# wait events, each with whether another ingest backend is what it waits for.
+ROLLUP_LAG_SQL = "SELECT extract(epoch FROM now() - min(committed_at)) FROM rollup_dirty"
+WAITS_SQL = """
+SELECT coalesce(a.wait_event_type, 'CPU') || ':' || coalesce(a.wait_event, '-'),
+       EXISTS (
+           SELECT 1 FROM pg_stat_activity o
+           WHERE o.pid = ANY(pg_blocking_pids(a.pid)) AND o.application_name LIKE 'ingest:%%'
+       )
+FROM pg_stat_activity a
+WHERE a.application_name LIKE 'ingest:%%' AND a.state = 'active'
+"""
 
 
 class BenchPeersError(Exception):
@@ -142,13 +169,20 @@ def postgres_cpu_s(postmaster: int, exclude: set[int]) -> float:
     return total + sum(process_cpu_s(p) for p in children_of(postmaster) if p not in exclude)
 
 
-def peak_rss_mib(pid: int) -> float | None:
-    """Return the peak resident memory (VmHWM) of ``pid``."""
+def peak_rss_mib(pid: int, field_name: str = "VmHWM") -> float | None:
+    """Return the peak resident memory (VmHWM) of ``pid``, or another ``/proc`` size field."""
     with contextlib.suppress(OSError):
         status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
-        if match := re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.MULTILINE):
+        if match := re.search(rf"^{field_name}:\s+(\d+)\s+kB", status, re.MULTILINE):
             return int(match.group(1)) / 1024
     return None
+
+
+def rss_mib(pids: list[int]) -> float | None:
+    """Return the resident memory (VmRSS) of ``pids`` together."""
+    sizes = [peak_rss_mib(p, "VmRSS") for p in pids]
+    known = [v for v in sizes if v is not None]
+    return sum(known) if known else None
 
 
 def load_average() -> str:
@@ -209,8 +243,12 @@ def publish(
     *,
     max_unacked: int,
     deadline: float,
+    rate_per_s: float | None = None,
 ) -> PublishOutcome:
-    """Write ``packets`` as fast as the broker acknowledges, at most ``max_unacked`` pending."""
+    """Write ``packets`` as fast as the broker acknowledges, at most ``max_unacked`` pending.
+
+    With ``rate_per_s``, packet i is not written before i / rate seconds after the start.
+    """
     sock = _open(host, port, connect)
     sock.settimeout(0.0)  # non-blocking
     reader = PacketReader()
@@ -221,13 +259,17 @@ def publish(
     total = len(packets)
     try:
         while outcome.acked < total and time.monotonic() < deadline:
-            while queued < total and queued - outcome.acked < max_unacked:
+            due = total
+            if rate_per_s is not None:
+                due = min(total, int((time.monotonic() - outcome.started) * rate_per_s) + 1)
+            while queued < due and queued - outcome.acked < max_unacked:
                 if len(out) >= SEND_CHUNK_BYTES:
                     break
                 out += packets[queued]
                 queued += 1
             writable = [sock] if out else []
-            readable, ready, _ = select.select([sock], writable, [], 0.5)
+            wait_s = 0.5 if rate_per_s is None else PACED_TICK_S
+            readable, ready, _ = select.select([sock], writable, [], wait_s)
             if ready:
                 with contextlib.suppress(BlockingIOError):
                     del out[: sock.send(out)]
@@ -254,13 +296,29 @@ def publish(
 class Sampler(threading.Thread):
     """Counts the run's messages in the database once a second until told to stop."""
 
-    def __init__(self, conninfo: str, query: str, params: tuple[object, ...], t0: float) -> None:
-        """Open its own connection (its backend's CPU is left out of the figures)."""
+    def __init__(
+        self,
+        conninfo: str,
+        query: str,
+        params: tuple[object, ...],
+        t0: float,
+        *,
+        ingest: bool = False,
+    ) -> None:
+        """Open its own connection (its backend's CPU is left out of the figures).
+
+        With ``ingest``, each sample also reads the roll-up lag and ingest's wait events.
+        """
         super().__init__(name="bench-peers-sampler", daemon=True)
         self.conn = psycopg.connect(conninfo, autocommit=True)
         self.backend_pid = self.conn.info.backend_pid
         self.query, self.params, self.t0 = query, params, t0
+        self.ingest = ingest
         self.samples: list[Sample] = []
+        self.rollup_lag_s: list[float] = []
+        self.waits: Counter[str] = Counter()
+        self.wait_samples = 0
+        self.waits_on_other_worker = 0
         self.stop_event = threading.Event()
 
     def count(self) -> int:
@@ -273,7 +331,17 @@ class Sampler(threading.Thread):
         while not self.stop_event.is_set():
             at = time.monotonic() - self.t0
             self.samples.append(Sample(at, self.count()))
+            if self.ingest:
+                self._sample_ingest()
             self.stop_event.wait(SAMPLE_INTERVAL_S)
+
+    def _sample_ingest(self) -> None:
+        row = self.conn.execute(ROLLUP_LAG_SQL).fetchone()
+        self.rollup_lag_s.append(float(row[0]) if row and row[0] is not None else 0.0)
+        self.wait_samples += 1
+        for event, on_other_worker in self.conn.execute(WAITS_SQL).fetchall():
+            self.waits[str(event)] += 1
+            self.waits_on_other_worker += bool(on_other_worker)
 
     def close(self) -> None:
         """Stop sampling and close the connection."""
@@ -283,7 +351,7 @@ class Sampler(threading.Thread):
 
 
 def _landed_query(design: str) -> str:
-    if design == "parksense":
+    if design != PEER:
         # One power_kw reading per message; (device, metric, ts) is unique.
         return (
             "SELECT count(*) FROM readings WHERE ts >= %s AND ts < %s"
@@ -296,7 +364,7 @@ def _final_counts(
     conn: psycopg.Connection, design: str, params: tuple[object, ...]
 ) -> tuple[int, int]:
     """Return (distinct messages, stored rows) of a run."""
-    if design == "parksense":
+    if design != PEER:
         sql = (
             "SELECT count(DISTINCT (device_id, ts)), count(*) FROM readings"
             " WHERE ts >= %s AND ts < %s AND device_id LIKE %s"
@@ -318,7 +386,8 @@ class Bench:
     """Everything one invocation holds: the stack, credentials, the peer and its process."""
 
     args: argparse.Namespace
-    stack: Stack
+    stack: Stack  # one ingest worker
+    stacks: dict[int, Stack]  # the same stack, by number of ingest workers
     conninfo: str
     topics: list[str]
     publisher_connect: bytes
@@ -337,21 +406,30 @@ class Bench:
         """The broker's port."""
         return int(self.stack.mqtt.port)
 
-    def ingest_pid(self) -> int | None:
-        """Return the pid of ingest worker 1, while it runs."""
-        return self.stack.ingest_worker(1).pid
+    def ingest_pids(self) -> list[int]:
+        """Return the pids of the ingest workers that run."""
+        workers = max(self.stacks)
+        return [p for w in range(1, workers + 1) if (p := self.stack.ingest_worker(w).pid)]
 
-    def use_parksense(self) -> None:
-        """Stop the peer and drop its session; start ingest."""
+    def stop_ingest(self) -> None:
+        """Stop every ingest worker and drop its session (a plain or a shared subscription)."""
+        for worker in range(1, max(self.stacks) + 1):
+            self.stack.ingest_worker(worker).stop()
+            clear_session(
+                self.host, self.port, _ingest_user(), self.ingest_password, ingest_client_id(worker)
+            )
+
+    def use_parksense(self, workers: int) -> None:
+        """Stop the peer and drop its session; start ``workers`` ingest workers."""
         self.stop_peer()
-        self.stack.up()
+        running = self.ingest_pids()
+        if len(running) != workers:
+            self.stop_ingest()
+        self.stacks[workers].up()
 
     def use_peer(self) -> None:
         """Stop ingest and drop its session (so the peer's load never queues for it)."""
-        self.stack.ingest_worker(1).stop()
-        clear_session(
-            self.host, self.port, _ingest_user(), self.ingest_password, ingest_client_id(1)
-        )
+        self.stop_ingest()
         if self.peer_pid is None or not pid_alive(self.peer_pid):
             log = self.stack.logs_dir / "peer.log"
             self.peer_pid = spawn(
@@ -387,7 +465,7 @@ class Bench:
         self.probes += 1
         start = base_ms - PAST_MARGIN_MS + self.probes * 1000
         window = LoadWindow(start_ms=start, count=1, devices=len(self.topics))
-        packets = message_packets(self.topics, window, with_topic=design == "peer")
+        packets = message_packets(self.topics, window, with_topic=design == PEER)
         deadline = time.monotonic() + PROBE_TIMEOUT_S
         params = _params(design, window)
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
@@ -411,9 +489,11 @@ class Bench:
             f"{design} did not store a probe message within {PROBE_TIMEOUT_S:g} s"
         )
 
-    def consumer_pid(self, design: str) -> int | None:
-        """Return the pid of the process that consumes for ``design``."""
-        return self.ingest_pid() if design == "parksense" else self.peer_pid
+    def consumer_pids(self, design: str) -> list[int]:
+        """Return the pids of the processes that consume for ``design``."""
+        if design != PEER:
+            return self.ingest_pids()
+        return [self.peer_pid] if self.peer_pid is not None else []
 
 
 def _ingest_user() -> str:
@@ -423,7 +503,7 @@ def _ingest_user() -> str:
 def _params(design: str, window: LoadWindow) -> tuple[object, ...]:
     start = _ts(window.start_ms)
     end = _ts(window.end_ms)
-    if design == "parksense":
+    if design != PEER:
         return (start, end, f"{DEVICE_PREFIX}%")
     return (start, end)
 
@@ -437,27 +517,48 @@ def _ts(ms: int) -> object:
 def _cpu(bench: Bench, design: str, exclude: set[int]) -> dict[str, float]:
     broker = bench.stack.broker.pid
     postmaster = bench.stack.postgres.pid
-    consumer = bench.consumer_pid(design)
     return {
         "broker": process_cpu_s(broker) if broker else 0.0,
-        "consumer": process_cpu_s(consumer) if consumer else 0.0,
+        "consumer": sum(process_cpu_s(p) for p in bench.consumer_pids(design)),
         "postgres": postgres_cpu_s(postmaster, exclude) if postmaster else 0.0,
     }
 
 
 def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms: int) -> RunResult:
-    """Run one design once on ``window``'s messages; return what it measured."""
-    if design == "parksense":
-        bench.use_parksense()
-    else:
+    """Run one design once on ``window``'s messages, as fast as it goes; return the figures."""
+    packets = message_packets(bench.topics, window, with_topic=design == PEER)
+    return _run(bench, design, number, packets, _params(design, window), base_ms)
+
+
+def _use(bench: Bench, design: str) -> None:
+    if design == PEER:
         bench.use_peer()
-    bench.probe(design, base_ms)
-    packets = message_packets(bench.topics, window, with_topic=design == "peer")
-    params = _params(design, window)
+    else:
+        bench.use_parksense(WORKERS[design])
+
+
+def _run(
+    bench: Bench,
+    design: str,
+    number: int,
+    packets: list[bytes],
+    params: tuple[object, ...],
+    base_ms: int,
+    rate_per_s: float | None = None,
+    start_wall_s: float | None = None,
+) -> RunResult:
+    """Run ``packets``; a paced run has its consumer ready and starts at ``start_wall_s``."""
+    if start_wall_s is None:
+        _use(bench, design)
+        bench.probe(design, base_ms)
+    else:
+        time.sleep(max(0.0, start_wall_s - time.time()))
+    batches_before = batch_totals(bench) if design != PEER else None
     t0 = time.monotonic()
-    sampler = Sampler(bench.conninfo, _landed_query(design), params, t0)
+    sampler = Sampler(bench.conninfo, _landed_query(design), params, t0, ingest=design != PEER)
     exclude = {sampler.backend_pid}
     before = _cpu(bench, design, exclude)
+    rss_start = rss_mib(bench.consumer_pids(design))
     deadline = t0 + bench.args.run_timeout_s
     sampler.start()
     outcome = publish(
@@ -467,6 +568,7 @@ def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms
         packets,
         max_unacked=bench.args.max_unacked,
         deadline=deadline,
+        rate_per_s=rate_per_s,
     )
     # Wait until everything acked has landed, or nothing moved for STILL_S (bounded).
     while time.monotonic() < deadline:
@@ -479,10 +581,16 @@ def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms
         time.sleep(SAMPLE_INTERVAL_S / 2)
     after = _cpu(bench, design, exclude)
     sampler.close()
-    pid = bench.consumer_pid(design)
+    pids = bench.consumer_pids(design)
+    rows_per_batch = None
+    if batches_before is not None:
+        rows_after, batches_after = batch_totals(bench)
+        if batches_after > batches_before[1]:
+            rows_per_batch = (rows_after - batches_before[0]) / (batches_after - batches_before[1])
     with psycopg.connect(bench.conninfo, autocommit=True) as conn:
         landed, rows = _final_counts(conn, design, params)
     grown = last_growth_s(sampler.samples)
+    peaks = [v for p in pids if (v := peak_rss_mib(p)) is not None]
     result = RunResult(
         design=design,
         run=number,
@@ -494,8 +602,15 @@ def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms
         cpu_s={k: after[k] - before[k] for k in after},
         publisher_cpu_s=outcome.cpu_s,
         publish_s=(outcome.finished or t0) - outcome.started,
-        peak_rss_mib=peak_rss_mib(pid) if pid else None,
+        peak_rss_mib=max(peaks, default=None),
         notes=outcome.errors,
+        rss_start_mib=rss_start,
+        rss_end_mib=rss_mib(pids),
+        rollup_lag_s=sampler.rollup_lag_s,
+        waits=sampler.waits,
+        wait_samples=sampler.wait_samples,
+        waits_on_other_worker=sampler.waits_on_other_worker,
+        rows_per_batch=rows_per_batch,
     )
     if landed < outcome.acked:
         result.notes.append(
@@ -506,6 +621,70 @@ def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms
         "Run %d %s: %d acked, %d landed in %.1f s", number, design, result.acked, landed, grown or 0
     )
     return result
+
+
+def _ingest_samples(bench: Bench, family_name: str) -> list[tuple[str, dict[str, str], float]]:
+    """Return the samples of one metric family from every running ingest worker."""
+    out = []
+    for worker in range(1, len(bench.ingest_pids()) + 1):
+        port = bench.stack.ingest_metrics_port(worker)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode("utf-8")
+        out += [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == family_name
+            for sample in family.samples
+        ]
+    return out
+
+
+def commit_lag_buckets(bench: Bench) -> dict[float, float]:
+    """Return ingest's publish → commit histogram, summed over the running workers.
+
+    ``parksense_ingest_commit_lag_seconds`` observes commit time minus a reading's measured
+    time; the paced load's readings are measured when they are published.
+    """
+    buckets: dict[float, float] = {}
+    for name, labels, value in _ingest_samples(bench, "parksense_ingest_commit_lag_seconds"):
+        if name.endswith("_bucket"):
+            bound = float(labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + value
+    return buckets
+
+
+def batch_totals(bench: Bench) -> tuple[float, float]:
+    """Return (rows, batches) ingest's workers have committed so far."""
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for name, _, value in _ingest_samples(bench, "parksense_ingest_batch_rows"):
+        for suffix in totals:
+            if name.endswith(suffix):
+                totals[suffix] += value
+    return totals["_sum"], totals["_count"]
+
+
+def paced_run(bench: Bench, design: str, rate_per_s: float, base_ms: int) -> LatencyResult:
+    """Publish at ``rate_per_s`` with readings measured at their publish time; read p50/p99."""
+    count = max(1, int(rate_per_s * PACED_S))
+    _use(bench, design)
+    bench.probe(design, base_ms)
+    before = commit_lag_buckets(bench)
+    # Message i is measured at start + i / rate and published then (the packets are built
+    # first; the publisher waits for the start).
+    start_ms = time.time_ns() // 1_000_000 + PACED_LEAD_MS
+    packets = paced_packets(bench.topics, start_ms, count, rate_per_s)
+    window = (_ts(start_ms), _ts(start_ms + int(count * 1000 / rate_per_s) + 1000))
+    params = (*window, f"{DEVICE_PREFIX}%")
+    result = _run(bench, design, 0, packets, params, base_ms, rate_per_s, start_ms / 1000)
+    after = commit_lag_buckets(bench)
+    return LatencyResult(
+        design=design,
+        rate_msg_s=rate_per_s,
+        messages=count,
+        landed=result.landed,
+        p50_s=histogram_quantile(before, after, 0.5),
+        p99_s=histogram_quantile(before, after, 0.99),
+    )
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
@@ -550,9 +729,18 @@ def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
         ),
     )
     argv = write_runner(state_dir / "peer", config)
+    two = Stack(
+        StackSettings(
+            state_dir=state_dir, ingest_workers=2, ingest_metrics_base_port=args.metrics_port
+        ),
+        DatabaseSettings(port=args.db_port),
+        MqttSettings(port=args.mqtt_port),
+        ApiSettings(port=args.api_port),
+    )
     bench = Bench(
         args=args,
         stack=stack,
+        stacks={1: stack, 2: two},
         conninfo=conninfo,
         topics=device_topics(fleet),
         publisher_connect=connect,
@@ -572,6 +760,7 @@ def _stop_started(bench: Bench, started: list[str]) -> None:
     for process in (bench.stack.api_process(), bench.stack.ingest_worker(1)):
         if process.name in started:
             process.stop()
+    bench.stack.ingest_worker(2).stop()  # only the bench starts a second worker here
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -627,6 +816,12 @@ def run(args: argparse.Namespace) -> str:
                 window = LoadWindow(base_ms + w * span_ms, args.messages, DEVICES)
                 results.append(run_once(bench, design, number, window, base_ms))
                 loads.append(load_average())
+        paced = []
+        for design in DESIGNS:
+            rate = summarise(results, design).landed_msg_s
+            if design != PEER and rate:
+                paced.append(paced_run(bench, design, rate * PACED_FRACTION, base_ms))
+                loads.append(load_average())
         with psycopg.connect(bench.conninfo) as conn:
             facts = machine_facts(conn)
     finally:
@@ -634,18 +829,30 @@ def run(args: argparse.Namespace) -> str:
             _stop_started(bench, started)
     facts["mq-bridge"] = peer_version
     facts["load average during the runs"] = ", ".join(loads)
-    return _report(args, results, facts)
+    return _report(args, results, paced, facts)
 
 
-def _report(args: argparse.Namespace, results: list[RunResult], facts: dict[str, str]) -> str:
+def _report(
+    args: argparse.Namespace,
+    results: list[RunResult],
+    paced: list[LatencyResult],
+    facts: dict[str, str],
+) -> str:
     lines = [
         (
             f"# bench-peers: {args.messages:,} messages x {args.runs} runs each, "
             f"{DEVICES} devices, 5 readings a message, <= {args.max_unacked:,} unacknowledged"
         ),
         "",
-        render_summary(summarise(results, "parksense"), summarise(results, "peer")),
+        render_summary([summarise(results, d) for d in DESIGNS]),
         render_runs(results),
+        (
+            f"Publish → commit at {PACED_FRACTION:.0%} of each design's median landed rate,"
+            f" {PACED_S:g} s of messages measured when published (ingest's commit-lag"
+            " histogram; quantiles are its bucket bounds):"
+        ),
+        "",
+        render_latency(paced),
         (
             "CPU: broker + consumer (ingest or mq-bridge) + PostgreSQL, from /proc, during the"
             " run (the sampler's own backend left out). The machine's cores are shared with"

@@ -139,3 +139,17 @@ def message_packets(topics: list[str], window: LoadWindow, *, with_topic: bool) 
             body["topic"] = topics[device]
         packets.append(publish_packet(topics[device], orjson.dumps(body), packet_id_of(i)))
     return packets
+
+
+def paced_packets(topics: list[str], start_ms: int, count: int, rate_per_s: float) -> list[bytes]:
+    """Return the PUBLISH packets of a paced run: message i is measured at start + i / rate.
+
+    Device ``i % len(topics)``, the same body as ``sample`` but with that timestamp, so a
+    reading's measured time is when the publisher sends it.
+    """
+    packets = []
+    for i in range(count):
+        device, _, body = sample(i, len(topics), start_ms)
+        body["ts"] = start_ms + round(i * 1000 / rate_per_s)
+        packets.append(publish_packet(topics[device], orjson.dumps(body), packet_id_of(i)))
+    return packets

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 
 READINGS_PER_MESSAGE = 5
+PEER = "peer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,16 @@ class RunResult:
     publisher_cpu_s: float = 0.0
     publish_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # parksense only: consumers' resident memory when the run started and ended (MiB),
+    # the roll-up lag sampled once a second (age of the oldest unfolded commit, s), and
+    # the ingest backends' pg_stat_activity wait events sampled with it.
+    rss_start_mib: float | None = None
+    rss_end_mib: float | None = None
+    rollup_lag_s: list[float] = field(default_factory=list)
+    waits: Counter[str] = field(default_factory=Counter)
+    wait_samples: int = 0
+    waits_on_other_worker: int = 0
+    rows_per_batch: float | None = None  # mean over the run's committed batches
 
     @property
     def landed_msg_s(self) -> float | None:
@@ -56,7 +68,7 @@ class RunResult:
     @property
     def doubled(self) -> int:
         """Rows stored beyond one per reading (parksense) or one per message (peer)."""
-        rows_per_message = READINGS_PER_MESSAGE if self.design == "parksense" else 1
+        rows_per_message = 1 if self.design == PEER else READINGS_PER_MESSAGE
         return max(self.stored_rows - self.landed * rows_per_message, 0)
 
     @property
@@ -73,6 +85,48 @@ def median(values: list[float | None]) -> float | None:
     return statistics.median(known) if known else None
 
 
+def histogram_quantile(
+    before: dict[float, float], after: dict[float, float], q: float
+) -> float | None:
+    """Return the upper bound of the bucket holding quantile ``q`` of what was observed between.
+
+    ``before`` and ``after`` map a Prometheus histogram's bucket bounds (``le``, with
+    ``math.inf``) to cumulative counts; None when nothing was observed in between.
+    """
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    return next(b for b, c in zip(bounds, counts, strict=True) if c >= rank)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyResult:
+    """A paced run of one design: publish → commit at a fixed rate."""
+
+    design: str
+    rate_msg_s: float
+    messages: int
+    landed: int
+    p50_s: float | None
+    p99_s: float | None
+
+
+def render_latency(results: list[LatencyResult]) -> str:
+    """Return the paced runs as a markdown table (quantiles are histogram bucket bounds)."""
+    lines = [
+        "| design | rate msg/s | messages | landed | publish → commit p50 | p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.design} | {r.rate_msg_s:,.0f} | {r.messages:,} | {r.landed:,} "
+        f"| ≤ {_num(r.p50_s, 'g')} s | ≤ {_num(r.p99_s, 'g')} s |"
+        for r in results
+    ]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True, slots=True)
 class DesignSummary:
     """Medians of one design over its runs."""
@@ -85,6 +139,13 @@ class DesignSummary:
     cpu_us_per_reading: float | None
     cpu_us_by_process: dict[str, float]
     peak_rss_mib: float | None
+    rss_start_end_mib: tuple[float, float] | None = None  # of the last run
+    rollup_lag_p50_s: float | None = None
+    rollup_lag_max_s: float | None = None
+    waits: Counter[str] = field(default_factory=Counter)
+    wait_samples: int = 0
+    waits_on_other_worker: int = 0
+    rows_per_batch: float | None = None
 
 
 def summarise(results: list[RunResult], design: str) -> DesignSummary:
@@ -109,6 +170,20 @@ def summarise(results: list[RunResult], design: str) -> DesignSummary:
         peak_rss_mib=max(
             (r.peak_rss_mib for r in runs if r.peak_rss_mib is not None), default=None
         ),
+        rss_start_end_mib=next(
+            (
+                (r.rss_start_mib, r.rss_end_mib)
+                for r in reversed(runs)
+                if r.rss_start_mib is not None and r.rss_end_mib is not None
+            ),
+            None,
+        ),
+        rollup_lag_p50_s=median([v for r in runs for v in r.rollup_lag_s]),
+        rollup_lag_max_s=max((v for r in runs for v in r.rollup_lag_s), default=None),
+        waits=sum((r.waits for r in runs), Counter()),
+        wait_samples=sum(r.wait_samples for r in runs),
+        waits_on_other_worker=sum(r.waits_on_other_worker for r in runs),
+        rows_per_batch=median([r.rows_per_batch for r in runs]),
     )
 
 
@@ -135,44 +210,71 @@ def render_runs(results: list[RunResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_summary(ours: DesignSummary, peer: DesignSummary) -> str:
-    """Return the side-by-side table of medians, with the ratio parksense ÷ peer."""
-    ratio = (
-        ours.landed_msg_s / peer.landed_msg_s
-        if ours.landed_msg_s is not None and peer.landed_msg_s
-        else None
+def _waits(summary: DesignSummary) -> str:
+    if not summary.wait_samples:
+        return "n/a"
+    top = ", ".join(f"{k} {v}" for k, v in summary.waits.most_common(4))
+    return (
+        f"{summary.wait_samples} samples; waiting on another worker "
+        f"{summary.waits_on_other_worker}; {top or 'none active'}"
     )
+
+
+def render_summary(summaries: list[DesignSummary]) -> str:
+    """Return the side-by-side table of medians, with each design's ratio to the peer."""
+    peer = next((s for s in summaries if s.design == PEER), None)
+
+    def ratio(summary: DesignSummary) -> float | None:
+        if peer is None or summary.landed_msg_s is None or not peer.landed_msg_s:
+            return None
+        return summary.landed_msg_s / peer.landed_msg_s
 
     def cpu_detail(summary: DesignSummary) -> str:
         return ", ".join(f"{k} {v:.1f}" for k, v in summary.cpu_us_by_process.items()) or "n/a"
 
+    def rss(summary: DesignSummary) -> str:
+        if summary.rss_start_end_mib is None:
+            return "n/a"
+        start, end = summary.rss_start_end_mib
+        return f"{start:.0f} → {end:.0f}"
+
+    def lag(summary: DesignSummary) -> str:
+        if summary.rollup_lag_p50_s is None:
+            return "n/a"
+        return f"{summary.rollup_lag_p50_s:.1f} / {_num(summary.rollup_lag_max_s, '.1f')}"
+
+    def readings(summary: DesignSummary) -> str:
+        value = summary.landed_msg_s
+        return _num(None if value is None else value * READINGS_PER_MESSAGE, ",.0f")
+
     rows = [
-        ("runs", str(ours.runs), str(peer.runs)),
-        (
-            "landed msg/s (median)",
-            _num(ours.landed_msg_s, ",.0f"),
-            _num(peer.landed_msg_s, ",.0f"),
-        ),
-        (
-            "landed readings/s (median)",
-            _num(None if ours.landed_msg_s is None else ours.landed_msg_s * 5, ",.0f"),
-            _num(None if peer.landed_msg_s is None else peer.landed_msg_s * 5, ",.0f"),
-        ),
-        ("lost (all runs)", f"{ours.lost:,}", f"{peer.lost:,}"),
-        ("doubled (all runs)", f"{ours.doubled:,}", f"{peer.doubled:,}"),
+        ("runs", [str(s.runs) for s in summaries]),
+        ("landed msg/s (median)", [_num(s.landed_msg_s, ",.0f") for s in summaries]),
+        ("landed readings/s (median)", [readings(s) for s in summaries]),
+        ("ratio to the peer", [_num(ratio(s), ".2f") + "x" for s in summaries]),
+        ("lost (all runs)", [f"{s.lost:,}" for s in summaries]),
+        ("doubled (all runs)", [f"{s.doubled:,}" for s in summaries]),
         (
             "machine CPU µs per stored reading (median)",
-            _num(ours.cpu_us_per_reading, ".1f"),
-            _num(peer.cpu_us_per_reading, ".1f"),
+            [_num(s.cpu_us_per_reading, ".1f") for s in summaries],
         ),
-        ("… of which, µs", cpu_detail(ours), cpu_detail(peer)),
+        ("… of which, µs", [cpu_detail(s) for s in summaries]),
         (
-            "ingest peak RSS MiB (max)",
-            _num(ours.peak_rss_mib, ".0f"),
-            _num(peer.peak_rss_mib, ".0f"),
+            "ingest rows per committed batch (median)",
+            [_num(s.rows_per_batch, ",.0f") for s in summaries],
         ),
+        ("consumer peak RSS MiB (max)", [_num(s.peak_rss_mib, ".0f") for s in summaries]),
+        ("consumer RSS MiB, start → end (all workers, last run)", [rss(s) for s in summaries]),
+        ("roll-up lag after commit s, p50 / max (1 s samples)", [lag(s) for s in summaries]),
+        ("ingest wait events (pg_stat_activity, 1 s samples)", [_waits(s) for s in summaries]),
     ]
-    lines = ["| | parksense | peer (mq-bridge) |", "|---|---|---|"]
-    lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
-    lines.append(f"\n**ratio parksense / peer: {_num(ratio, '.2f')}x**")
+    lines = [
+        "| | " + " | ".join(s.design for s in summaries) + " |",
+        "|---|" + "---|" * len(summaries),
+    ]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
+    headline = ", ".join(
+        f"{s.design} {_num(ratio(s), '.2f')}x" for s in summaries if s.design != PEER
+    )
+    lines.append(f"\n**ratio to the peer: {headline}**")
     return "\n".join(lines) + "\n"

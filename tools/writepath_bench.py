@@ -100,12 +100,17 @@ def message_readings(index: int, devices: list[str], received_at: datetime) -> l
 
 
 def _writer(
-    conninfo: str, worker: int, workers: int, messages: int, out: mp.Queue[tuple[float, float, int]]
+    conninfo: str,
+    worker: int,
+    workers: int,
+    messages: int,
+    batch_rows: int,
+    out: mp.Queue[tuple[float, float, int]],
 ) -> None:
     devices = device_ids()
     now = datetime.now(UTC)
     mine = [i for i in range(messages) if i % workers == worker]
-    per_batch = ROWS_PER_BATCH // READINGS_PER_MESSAGE
+    per_batch = batch_rows // READINGS_PER_MESSAGE
     batches = [
         Batch(
             readings=[r for i in mine[k : k + per_batch] for r in message_readings(i, devices, now)]
@@ -129,7 +134,11 @@ def _writer(
 
 
 def _proc_cpu_s(pid: int, *, children: bool = False) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0  # exited meanwhile: its time is in the postmaster's cutime once reaped
+    fields = stat.rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime (exited children)
@@ -183,7 +192,9 @@ class Sampler(threading.Thread):
                 time.sleep(0.05)
 
 
-def bench(cluster: PostgresCluster, workers: int, messages: int) -> dict[str, Any]:
+def bench(
+    cluster: PostgresCluster, workers: int, messages: int, batch_rows: int = ROWS_PER_BATCH
+) -> dict[str, Any]:
     """One run on a fresh database: write, wait for the fold, report the figures."""
     name = f"bench_{workers}_{int(time.time())}"
     cluster.ensure_database(name)
@@ -215,7 +226,7 @@ def bench(cluster: PostgresCluster, workers: int, messages: int) -> dict[str, An
     ctx = mp.get_context("spawn")
     out: mp.Queue[tuple[float, float, int]] = ctx.Queue()
     procs = [
-        ctx.Process(target=_writer, args=(conninfo, w, workers, messages, out))
+        ctx.Process(target=_writer, args=(conninfo, w, workers, messages, batch_rows, out))
         for w in range(workers)
     ]
     for p in procs:
@@ -225,9 +236,15 @@ def bench(cluster: PostgresCluster, workers: int, messages: int) -> dict[str, An
     pg0 = postgres_cpu_s(postmaster)
     m0 = _proc_cpu_s(maintenance.pid) if maintenance else 0.0
     sampler.start()
-    results = [out.get() for _ in procs]
-    for p in procs:
-        p.join()
+    try:
+        results = [out.get() for _ in procs]
+        for p in procs:
+            p.join()
+    except BaseException:
+        if maintenance:  # never leave it behind, by its pid
+            maintenance.terminate()
+            maintenance.wait(timeout=30)
+        raise
     wall = max(r[1] for r in results)
     folded_after = 0.0
     if maintenance:
@@ -268,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--batch-rows", type=int, nargs="+", default=[ROWS_PER_BATCH])
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="parksense-wpbench-"))
@@ -276,9 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster.init()
     cluster.start()
     try:
-        for workers in args.workers:
-            sys.stdout.write(json.dumps(bench(cluster, workers, args.messages)) + "\n")
-            sys.stdout.flush()
+        for batch_rows in args.batch_rows:
+            for workers in args.workers:
+                figures = bench(cluster, workers, args.messages, batch_rows)
+                sys.stdout.write(json.dumps({"batch_rows": batch_rows, **figures}) + "\n")
+                sys.stdout.flush()
     finally:
         cluster.stop()
         shutil.rmtree(state, ignore_errors=True)

@@ -1,22 +1,30 @@
-"""Per-minute roll-ups: ingest records the keys it touched, the maintenance process folds them.
+"""Per-minute roll-ups: ingest logs each batch's partial aggregates, maintenance folds them.
 
-Inside the writer's transaction, ``record_dirty`` appends the (device, metric, minute) keys
-of the rows the batch actually inserted (``fresh_readings``) to ``rollup_dirty``, the
-invalidation log; no lock, and no row another writer could hold. About once a second
-``fold`` (run by ``services.maintenance``, one fold at a time) takes the committed keys:
+Inside the writer's transaction, ``record_dirty`` appends to ``rollup_dirty`` (the
+invalidation log) one *piece* per (device, metric, minute) the batch touched: the rows it
+actually inserted (the staging table after a plain COPY, ``fresh_readings`` after a
+conflict), aggregated as ``readings_1m`` holds a minute; no lock, and no row another
+writer could hold. About once a second ``fold`` (run by
+``services.maintenance``, one fold at a time) takes the committed pieces:
 
 ```
-rollup_dirty ─DELETE…RETURNING─▶ fold_keys (distinct device, metric, minute)
-fold_keys ─▶ aggregate each minute again from every raw reading in it ─▶ replace readings_1m
+rollup_dirty ─DELETE…RETURNING─▶ fold_pieces
+fold_pieces + the stored minute, in time order:
+    no overlap ─▶ merged (counts add, min/max widen, first/last, counter steps at the seams)
+    overlap    ─▶ fold_keys ─▶ aggregated again from every raw reading of the minute
+merged and re-aggregated minutes ─▶ replace readings_1m
 readings_1m counters ─▶ re-stitch inc_from_prev of folded minutes and the next stored one
 folded minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
 folded hours ─▶ recompute park_1h from park_1m
 ```
 
-Only inserted rows are recorded, and a minute is aggregated from the raw rows themselves,
-so a redelivered reading never counts twice and a fold that dies half-way (its transaction
-rolls back, the keys stay) and runs again doubles nothing. Readers needing minutes the fold
-has not reached yet read them raw (``rollup_dirty`` says which).
+Only inserted rows are logged, so a redelivered reading never counts twice. Pieces that do
+not overlap in measured time hold disjoint readings, so merging them is exact; a reading
+counted in two pieces (or in a stored minute and a piece) makes them overlap at its
+timestamp, so the minute is then aggregated from raw rows instead. A fold that dies
+half-way (its transaction rolls back, the pieces stay) and runs again doubles nothing.
+Readers needing minutes the fold has not reached yet read them raw (``rollup_dirty`` says
+which).
 """
 
 from __future__ import annotations
@@ -47,19 +55,26 @@ CREATE TEMP TABLE IF NOT EXISTS touched_minutes (
 CREATE TEMP TABLE IF NOT EXISTS fold_keys (
     device_id text, metric text, minute timestamptz
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS fold_pieces (
+    device_id text, metric text, minute timestamptz, n integer, sum double precision,
+    min double precision, max double precision, first_ts timestamptz, last_ts timestamptz,
+    first_value double precision, last_value double precision, first_text text,
+    last_text text, steps double precision, state_counts jsonb
+) ON COMMIT DELETE ROWS;
 """
 
 # Aggregates readings of ``{source}`` (a relation with device_id, metric, ts, value,
-# value_text) per device, metric and minute. inc_within is the sum of counter steps
-# between consecutive readings inside the minute.
+# value_text) per device, metric and minute, as readings_1m holds them. ``steps`` is the
+# sum of counter steps between consecutive readings inside the minute, whatever the kind:
+# the minute's inc_within when the metric is a counter. ``{kinds}`` joins the registry for
+# ``{is_counter}``; ingest's pieces leave both out (the fold looks the kind up once per key).
 _AGGREGATE = """
 WITH f AS (
     SELECT s.device_id, s.metric, s.ts, s.value, s.value_text,
            time_bucket(interval '1 minute', s.ts) AS minute,
-           coalesce(k.kind = 'counter', false) AS is_counter
+           {is_counter} AS is_counter
     FROM {source} s
-    LEFT JOIN devices d ON d.device_id = s.device_id
-    LEFT JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = s.metric
+    {kinds}
     {where}
 ), per_minute AS (
     -- Grouped in the window's sort order, so the rows are sorted once.
@@ -68,7 +83,7 @@ WITH f AS (
            min(ts) AS first_ts, max(ts) AS last_ts,
            first(value, ts) AS first_value, last(value, ts) AS last_value,
            first(value_text, ts) AS first_text, last(value_text, ts) AS last_text,
-           CASE WHEN bool_or(is_counter) THEN coalesce(sum(step), 0) END AS inc_within
+           coalesce(sum(step), 0) AS steps
     FROM (
         SELECT f.*,
                counter_step(
@@ -89,27 +104,47 @@ WITH f AS (
 )
 SELECT p.device_id, p.metric, p.minute, p.is_counter, p.n, p.sum, p.min, p.max,
        p.first_ts, p.last_ts, p.first_value, p.last_value, p.first_text, p.last_text,
-       p.inc_within, st.counts AS state_counts
+       p.steps, st.counts AS state_counts
 FROM per_minute p
 LEFT JOIN states st USING (device_id, metric, minute)
 """
+
+_KINDS = """LEFT JOIN devices d ON d.device_id = s.device_id
+    LEFT JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = s.metric"""
+
+
+def _minutes(source: str, where: str = "") -> str:
+    """The minutes of ``source`` as readings_1m rows (``inc_within`` for counters only)."""
+    aggregate = _AGGREGATE.format(
+        source=source, where=where, kinds=_KINDS, is_counter="coalesce(k.kind = 'counter', false)"
+    )
+    return f"""
+    SELECT device_id, metric, minute, is_counter, n, sum, min, max, first_ts, last_ts,
+           first_value, last_value, first_text, last_text,
+           CASE WHEN is_counter THEN steps END AS inc_within, state_counts
+    FROM ({aggregate}) a
+    """
+
 
 _COLUMNS = (
     "device_id, metric, minute, is_counter, n, sum, min, max, first_ts, last_ts, first_value,"
     " last_value, first_text, last_text, inc_within, state_counts"
 )
+_PIECE_COLUMNS = (
+    "device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_value,"
+    " last_value, first_text, last_text, steps, state_counts"
+)
 
-# The dirty keys' minutes, aggregated again from every raw reading they hold: exact
-# whatever order, duplicates or late data the batches brought, and idempotent, so a fold
-# that is interrupted and run again changes nothing twice.
-_AGGREGATE_DIRTY = f"INSERT INTO fresh_1m ({_COLUMNS}) " + _AGGREGATE.format(
-    source="""(
+# The minutes the fold cannot merge from pieces, aggregated again from every raw reading
+# they hold: exact whatever order, duplicates or late data the batches brought, and
+# idempotent, so a fold that is interrupted and run again changes nothing twice.
+_AGGREGATE_DIRTY = f"INSERT INTO fresh_1m ({_COLUMNS}) " + _minutes(
+    """(
         SELECT r.device_id, r.metric, r.ts, r.value, r.value_text
         FROM fold_keys k
         JOIN readings r ON r.device_id = k.device_id AND r.metric = k.metric
             AND r.ts >= k.minute AND r.ts < k.minute + interval '1 minute'
-    )""",
-    where="",
+    )"""
 )
 
 # Replaces each dirty minute; inc_from_prev is re-stitched below.
@@ -331,7 +366,7 @@ _REBUILD_PARK_HOURS = _PARK_HOURS.format(
 _MARK_AVAILABILITY = """
 INSERT INTO availability_dirty AS a (device_id, from_ts)
 SELECT f.device_id, min(f.ts)
-FROM fresh_readings f
+FROM {fresh} f
 JOIN availability_progress p ON p.settled_to IS NOT NULL AND f.ts <= p.settled_to
 GROUP BY f.device_id
 ORDER BY f.device_id
@@ -340,31 +375,99 @@ SET from_ts = least(a.from_ts, excluded.from_ts), marks = a.marks + 1
 """
 
 
-_RECORD_DIRTY = """
-INSERT INTO rollup_dirty (device_id, metric, minute)
-SELECT DISTINCT device_id, metric, time_bucket(interval '1 minute', ts)
-FROM fresh_readings
-"""
+# Each batch's piece: its inserted rows aggregated per device, metric and minute (no
+# registry join: the fold looks up each key's kind once).
+_RECORD_DIRTY = (
+    f"INSERT INTO rollup_dirty ({_PIECE_COLUMNS}) SELECT {_PIECE_COLUMNS} FROM ("
+    + _AGGREGATE.format(source="{fresh}", where="", kinds="", is_counter="NULL::boolean")
+    + ") a"
+)
 
-_TAKE_DIRTY = """
+_TAKE_DIRTY = f"""
 WITH taken AS (
-    DELETE FROM rollup_dirty RETURNING device_id, metric, minute, committed_at
-), keys AS (
-    INSERT INTO fold_keys (device_id, metric, minute)
-    SELECT DISTINCT device_id, metric, minute FROM taken
+    DELETE FROM rollup_dirty RETURNING *
+), pieces AS (
+    INSERT INTO fold_pieces ({_PIECE_COLUMNS})
+    SELECT {_PIECE_COLUMNS} FROM taken
 )
 SELECT count(*), min(committed_at) FROM taken
 """
 
+# Each key's pieces (the batches' and the stored minute's), in time order. Pieces that do
+# not overlap in measured time hold disjoint readings, so they merge exactly: counts and
+# sums add, min/max widen, first/last come from the first/last piece, and each seam adds
+# the counter step from one piece's last value to the next one's first. A key whose pieces
+# overlap (late data between stored readings; or a batch that committed while a fold read
+# its minute raw, so the stored minute already holds its readings) or that carries no
+# piece (logged before migration 0025) goes to fold_keys instead, to be aggregated again
+# from its raw readings.
+_MERGE_PIECES = f"""
+WITH keys AS (
+    SELECT p.device_id, p.metric, p.minute, coalesce(k.kind = 'counter', false) AS is_counter,
+           bool_or(p.n IS NULL) AS unpieced
+    FROM fold_pieces p
+    LEFT JOIN devices d ON d.device_id = p.device_id
+    LEFT JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = p.metric
+    GROUP BY p.device_id, p.metric, p.minute, k.kind
+), pieces AS (
+    SELECT {_PIECE_COLUMNS} FROM fold_pieces WHERE n IS NOT NULL
+    UNION ALL
+    SELECT r.device_id, r.metric, r.minute, r.n, r.sum, r.min, r.max, r.first_ts, r.last_ts,
+           r.first_value, r.last_value, r.first_text, r.last_text, coalesce(r.inc_within, 0),
+           r.state_counts
+    FROM keys k
+    JOIN readings_1m r USING (device_id, metric, minute)
+), ordered AS (
+    SELECT p.*,
+           lag(p.last_ts) OVER w AS prev_last_ts,
+           lag(p.last_value) OVER w AS prev_last_value
+    FROM pieces p
+    WINDOW w AS (PARTITION BY p.device_id, p.metric, p.minute ORDER BY p.first_ts)
+), merged AS (
+    SELECT device_id, metric, minute,
+           sum(n)::integer AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+           min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+           first(first_value, first_ts) AS first_value, last(last_value, last_ts) AS last_value,
+           first(first_text, first_ts) AS first_text, last(last_text, last_ts) AS last_text,
+           sum(steps) + coalesce(sum(counter_step(prev_last_value, first_value)), 0) AS steps,
+           coalesce(bool_or(first_ts <= prev_last_ts), false) AS overlapping
+    FROM ordered
+    GROUP BY device_id, metric, minute
+), states AS (
+    SELECT device_id, metric, minute, jsonb_object_agg(state, c ORDER BY state) AS counts
+    FROM (
+        SELECT p.device_id, p.metric, p.minute, e.key AS state, sum(e.value::bigint) AS c
+        FROM pieces p
+        CROSS JOIN LATERAL jsonb_each_text(p.state_counts) e
+        GROUP BY p.device_id, p.metric, p.minute, e.key
+    ) per_state
+    GROUP BY device_id, metric, minute
+), raw AS (
+    INSERT INTO fold_keys (device_id, metric, minute)
+    SELECT k.device_id, k.metric, k.minute
+    FROM keys k
+    LEFT JOIN merged m USING (device_id, metric, minute)
+    WHERE k.unpieced OR m.overlapping
+)
+INSERT INTO fresh_1m ({_COLUMNS})
+SELECT m.device_id, m.metric, m.minute, k.is_counter, m.n, m.sum, m.min, m.max, m.first_ts,
+       m.last_ts, m.first_value, m.last_value, m.first_text, m.last_text,
+       CASE WHEN k.is_counter THEN m.steps END, s.counts
+FROM keys k
+JOIN merged m USING (device_id, metric, minute)
+LEFT JOIN states s USING (device_id, metric, minute)
+WHERE NOT k.unpieced AND NOT m.overlapping
+"""
 
-async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]]) -> None:
-    """Record what the batch in ``fresh_readings`` touched, inside the writer's transaction.
 
-    Appends the roll-up keys to ``rollup_dirty`` (plain inserts, no conflicts) and marks
+async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]], fresh: str) -> None:
+    """Log what the batch inserted (the rows of table ``fresh``), in the writer's transaction.
+
+    Appends the batch's pieces to ``rollup_dirty`` (plain inserts, no conflicts) and marks
     devices whose readings land before the availability job's horizon.
     """
-    await cur.execute(_RECORD_DIRTY)
-    await cur.execute(_MARK_AVAILABILITY)
+    await cur.execute(_RECORD_DIRTY.format(fresh=fresh))
+    await cur.execute(_MARK_AVAILABILITY.format(fresh=fresh))
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,12 +476,15 @@ class FoldResult:
 
     keys: int  # dirty entries taken (one per batch and key)
     oldest_committed_at: datetime | None  # when the oldest of them was committed
+    merged: int = 0  # minutes merged from their pieces
+    recomputed: int = 0  # minutes aggregated again from their raw readings
 
 
 async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
-    """Fold every committed dirty key into the roll-ups, in one transaction.
+    """Fold every committed piece into the roll-ups, in one transaction.
 
-    Exact under late and out-of-order data: each dirty minute is aggregated again from its
+    Exact under late and out-of-order data: a minute's pieces are merged with its stored
+    row when none overlaps another in time, else the minute is aggregated again from its
     raw readings; counter minutes are re-stitched to their neighbours; every park minute
     touched is recomputed from ``readings_1m``. Keys committed while a fold runs stay for
     the next. One fold at a time (a transaction-level advisory lock that only folds and
@@ -390,8 +496,12 @@ async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
         await cur.execute(_TAKE_DIRTY)
         row = await cur.fetchone()
         taken, oldest = (int(row[0]), row[1]) if row else (0, None)
+        merged = recomputed = 0
         if taken:
+            await cur.execute(_MERGE_PIECES)
+            merged = max(cur.rowcount, 0)
             await cur.execute(_AGGREGATE_DIRTY)
+            recomputed = max(cur.rowcount, 0)
             await cur.execute(_REPLACE)
             await cur.execute(_TOUCH_FRESH)
             await cur.execute(_STITCH_FRESH)
@@ -402,7 +512,7 @@ async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
                 " oldest_committed_at = %s WHERE id",
                 (taken, oldest),
             )
-    return FoldResult(taken, oldest)
+    return FoldResult(taken, oldest, merged, recomputed)
 
 
 # -- bulk rebuilds ---------------------------------------------------------------------
@@ -420,8 +530,7 @@ SELECT device_id, metric, minute, n, sum, min, max, first_ts, last_ts, first_val
            lag(last_value) OVER (PARTITION BY device_id, metric ORDER BY minute), first_value
        ) END,
        state_counts
-FROM ({_AGGREGATE.format(source="readings", where="WHERE s.ts >= %(start)s AND s.ts < %(end)s")}
-) a
+FROM ({_minutes("readings", where="WHERE s.ts >= %(start)s AND s.ts < %(end)s")}) a
 """
 
 # The range's first minute of each counter follows the stored minute before the range;

@@ -1,9 +1,19 @@
 """The COPY writer: one transaction per batch, idempotent on (device_id, metric, ts).
 
-Each batch is copied into a temporary staging table, then inserted with ``ON CONFLICT DO
-NOTHING``; the rows actually inserted (``fresh_readings``) are the only ones that move a
-device's latest value and its last-seen time, and the only ones whose roll-up keys are
-recorded as dirty (``rollups.record_dirty``; the maintenance process folds them), so a
+```
+batch (sorted by key) ─COPY─▶ staging_readings (temp)
+        the same bytes ─COPY─▶ readings            (savepoint; every row new: fast path)
+   23505 unique violation ─▶ back to the savepoint, then
+        INSERT … SELECT FROM staging ON CONFLICT DO NOTHING RETURNING ─▶ fresh_readings
+rows inserted (staging, or fresh_readings after a conflict) ─▶ device_latest, last seen,
+        roll-up pieces (rollups.record_dirty), delivery accounting
+```
+
+Most batches hold only new readings, so they go to the hypertable with COPY; a batch that
+holds a redelivered reading (or one reading twice) is refused whole by the primary key and
+inserted again from the staging table with ``ON CONFLICT DO NOTHING``, skipping what is
+stored. Either way only the rows actually
+inserted move a device's latest value and its last-seen time and feed the roll-ups, so a
 redelivered reading never counts twice. No statement here takes a global lock.
 """
 
@@ -11,8 +21,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from operator import attrgetter
 
 import psycopg
+from psycopg import errors
+from psycopg.copy import AsyncLibpqWriter
 from psycopg.rows import TupleRow
 
 from services.core.batching import Batch
@@ -38,6 +51,13 @@ _COPY_STAGING = (
     " FROM STDIN (FORMAT BINARY)"
 )
 _STAGING_TYPES = ["text", "text", "timestamptz", "float8", "text", "timestamptz"]
+_COPY_READINGS = (
+    "COPY readings (device_id, metric, ts, value, value_text, received_at)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+# Rows are copied in key order, so two writers holding the same key (a message redelivered
+# to another worker) wait for each other in one order only, never in a cycle.
+_KEY = attrgetter("device_id", "metric", "ts")
 
 # Sorted by key so that concurrent writers take index locks in one order (no deadlocks).
 _INSERT_FRESH = """
@@ -52,10 +72,12 @@ WITH inserted AS (
 INSERT INTO fresh_readings SELECT * FROM inserted
 """
 
+# The derived statements read the rows the batch inserted from ``{fresh}``: the staging
+# table itself after a plain COPY, fresh_readings after the conflict path.
 _UPDATE_LATEST = """
 INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)
 SELECT DISTINCT ON (device_id, metric) device_id, metric, ts, value, value_text, received_at
-FROM fresh_readings
+FROM {fresh}
 ORDER BY device_id, metric, ts DESC
 ON CONFLICT (device_id, metric) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
@@ -65,7 +87,7 @@ WHERE excluded.ts > l.ts
 
 _UPDATE_LAST_SEEN = """
 INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)
-SELECT device_id, max(ts), now() FROM fresh_readings GROUP BY device_id ORDER BY device_id
+SELECT device_id, max(ts), now() FROM {fresh} GROUP BY device_id ORDER BY device_id
 ON CONFLICT (device_id) DO UPDATE
 SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
 WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
@@ -77,13 +99,37 @@ _UPDATE_DELIVERY = """
 WITH seen AS (
     SELECT device_id, received_at, 1 AS accepted, 0 AS stored FROM staging_readings
     UNION ALL
-    SELECT device_id, received_at, 0, 1 FROM fresh_readings
+    SELECT device_id, received_at, 0, 1 FROM {fresh}
 )
 INSERT INTO delivery_1m (park_id, minute, accepted, stored)
 SELECT dv.park_id, date_trunc('minute', seen.received_at), sum(seen.accepted), sum(seen.stored)
 FROM seen JOIN devices dv USING (device_id)
 GROUP BY 1, 2
 """
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """The statements that follow a batch's inserted rows in one relation."""
+
+    fresh: str  # the table holding the inserted rows
+    latest: str
+    last_seen: str
+    delivery: str
+
+    @classmethod
+    def over(cls, fresh: str) -> _Derived:
+        """The statements reading ``fresh``."""
+        return cls(
+            fresh,
+            _UPDATE_LATEST.format(fresh=fresh),
+            _UPDATE_LAST_SEEN.format(fresh=fresh),
+            _UPDATE_DELIVERY.format(fresh=fresh),
+        )
+
+
+_ALL_NEW = _Derived.over("staging_readings")
+_SOME_NEW = _Derived.over("fresh_readings")
 
 _UPDATE_STATUS = """
 INSERT INTO device_status AS s (device_id, online, status_ts, updated_at)
@@ -184,21 +230,14 @@ class BatchWriter:
         inserted = 0
         async with conn.transaction(), conn.cursor() as cur:
             if batch.readings:
-                async with cur.copy(_COPY_STAGING) as copy:
-                    copy.set_types(_STAGING_TYPES)
-                    for r in batch.readings:
-                        await copy.write_row(
-                            (r.device_id, r.metric, r.ts, r.value, r.text, r.received_at)
-                        )
-                await cur.execute(_INSERT_FRESH)
-                inserted = max(cur.rowcount, 0)
+                inserted, derived = await _insert_readings(conn, cur, batch)
                 if inserted:
                     # No global lock: each statement locks its rows in key order, and the
-                    # roll-ups are only recorded as dirty keys (folded by maintenance).
-                    await cur.execute(_UPDATE_LATEST)
-                    await cur.execute(_UPDATE_LAST_SEEN)
-                    await rollups.record_dirty(cur)
-                await cur.execute(_UPDATE_DELIVERY)
+                    # roll-ups are only logged as pieces (folded by maintenance).
+                    await cur.execute(derived.latest)
+                    await cur.execute(derived.last_seen)
+                    await rollups.record_dirty(cur, derived.fresh)
+                await cur.execute(derived.delivery)
             if batch.statuses:
                 ordered = sorted(batch.statuses, key=lambda s: (s.device_id, s.ts))
                 await cur.executemany(
@@ -212,6 +251,39 @@ class BatchWriter:
             dead_letters=len(batch.dead_letters),
             statuses=len(batch.statuses),
         )
+
+
+class _Recorder(AsyncLibpqWriter):
+    """Sends COPY data and keeps it, so that one encoding of a batch can be sent twice."""
+
+    def __init__(self, cursor: psycopg.AsyncCursor[TupleRow]) -> None:
+        super().__init__(cursor)
+        self.chunks: list[bytes] = []
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.chunks.append(bytes(data))
+        await super().write(data)
+
+
+async def _insert_readings(
+    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], batch: Batch
+) -> tuple[int, _Derived]:
+    """Store the batch's new readings; return how many were inserted and where they are."""
+    recorder = _Recorder(cur)
+    async with cur.copy(_COPY_STAGING, writer=recorder) as copy:
+        copy.set_types(_STAGING_TYPES)
+        for r in sorted(batch.readings, key=_KEY):
+            await copy.write_row((r.device_id, r.metric, r.ts, r.value, r.text, r.received_at))
+    try:
+        # A savepoint: a refused COPY rolls back alone, the staged rows stay.
+        async with conn.transaction(), cur.copy(_COPY_READINGS) as copy:
+            for chunk in recorder.chunks:
+                await copy.write(chunk)
+    except errors.UniqueViolation:
+        # 23505: a reading of the batch is stored already (a redelivery) or is in it twice.
+        await cur.execute(_INSERT_FRESH)
+        return max(cur.rowcount, 0), _SOME_NEW
+    return len(batch.readings), _ALL_NEW
 
 
 async def _copy_dead_letters(cur: psycopg.AsyncCursor[TupleRow], letters: list[DeadLetter]) -> None:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from services.core.readings import Reading
-from services.storage.rollups import fold, rebuild
+from services.storage.rollups import FoldResult, fold, rebuild
 from tests.helpers import wait_until
 from tests.storage.test_rollups import fold_now, load, reading, rows, t, write_batches
 
@@ -129,3 +129,35 @@ def test_fold_killed_half_way_and_run_again_loses_and_doubles_nothing(db: str) -
     assert folded != before
     assert folded == rebuilt(db)
     assert rows(db, "SELECT count(*) AS n FROM rollup_dirty") == [{"n": 0}]
+
+
+def test_late_reading_between_stored_ones_is_aggregated_from_raw_rows(db: str) -> None:
+    """A piece overlapping the stored minute in time makes the fold re-read that minute raw."""
+    write_batches(db, [batch(0, 2)])
+    on_time = rows(db, "SELECT count(*) AS n FROM readings_1m")[0]["n"]
+    folds: list[FoldResult] = []
+    # One late counter reading inside minute 1, between readings already folded.
+    late = [reading("l1", "output_units", t(10, 1, 2.5), 0.0)]
+    write_batches(db, [late, batch(2, 1)], fold_every=2, fold_at_end=False, folds=folds)
+    [result] = folds
+    assert result.recomputed == 1
+    assert result.merged == on_time // 2  # minute 2: its four keys, merged from pieces
+    assert rollups(db) == rebuilt(db)
+
+
+def test_keys_logged_without_a_piece_are_aggregated_from_raw_rows(db: str) -> None:
+    """A key logged before pieces existed (migration 0025) is folded from its raw readings."""
+    write_batches(db, [batch(0, 1)])
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO readings (device_id, metric, ts, value, received_at)"
+            " VALUES ('m1', 'energy_kwh', %s, 1000, now())",
+            (t(10, 0, 59.5),),
+        )
+        conn.execute(
+            "INSERT INTO rollup_dirty (device_id, metric, minute) VALUES ('m1', 'energy_kwh', %s)",
+            (t(10, 0),),
+        )
+    result = fold_now(db)
+    assert (result.merged, result.recomputed) == (0, 1)
+    assert rollups(db) == rebuilt(db)

@@ -96,12 +96,15 @@ def write_batches(
     *,
     fold_every: int = 1,
     fold_at_end: bool = True,
+    folds: list[FoldResult] | None = None,
 ) -> list[WriteResult]:
     """Write several batches over one connection, as an ingest worker does.
 
     The maintenance fold runs after every ``fold_every`` batches and (``fold_at_end``) once
-    at the end, so roll-ups see batches folded one at a time and several together.
+    at the end, so roll-ups see batches folded one at a time and several together; each
+    fold's result is appended to ``folds`` when given.
     """
+    done = [] if folds is None else folds
 
     async def run() -> list[WriteResult]:
         writer = BatchWriter(conninfo)
@@ -112,9 +115,9 @@ def write_batches(
                 for i, b in enumerate(batches, start=1):
                     results.append(await writer.write(Batch(readings=list(b))))
                     if i % fold_every == 0:
-                        await fold(conn)
+                        done.append(await fold(conn))
                 if fold_at_end:
-                    await fold(conn)
+                    done.append(await fold(conn))
             return results
         finally:
             await writer.close()

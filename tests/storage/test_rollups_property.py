@@ -34,6 +34,7 @@ from services.core.registry import DeviceEntry, registry_from_fleet
 from services.core.signals import DeviceObservation, ParkSignals, park_signals
 from services.storage import history_queries, signal_queries
 from services.storage.fleet_store import load_fleet
+from services.storage.rollups import FoldResult
 from tests.storage.test_rollups import fold_now, write_batches
 
 D0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
@@ -120,6 +121,18 @@ def raw_readings(draw: st.DrawFn, span_min: int) -> list[Raw]:
         ts = D0 + timedelta(milliseconds=ms)
         out[(device, metric, ts)] = Raw(device, metric, kind, ts, draw(values))
     return list(out.values())
+
+
+@st.composite
+def ordered_deliveries(draw: st.DrawFn, readings: list[Raw]) -> list[list[Raw]]:
+    """The readings in time order, in random batches, each maybe resending earlier ones."""
+    order = sorted(readings, key=lambda r: r.ts)
+    cuts = sorted(draw(st.lists(st.integers(0, len(order)), max_size=6)))
+    batches = []
+    for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True):
+        again = draw(st.lists(st.sampled_from(order[:a]), max_size=5)) if a else []
+        batches.append(again + list(order[a:b]))
+    return [b for b in batches if b]
 
 
 @st.composite
@@ -451,3 +464,26 @@ def test_rollups_and_history_equal_the_definitions_on_raw_readings(
     history, increases, live = asyncio.run(query())
     check_history(history, readings)
     check_live(increases, live, readings, as_of, window_s)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_batches_in_time_order_are_merged_from_their_pieces_exactly(
+    fleet_db: str, data: st.DataObject
+) -> None:
+    """Readings arriving in time order (some twice) fold from pieces alone, equal to raw."""
+    truncate(fleet_db)
+    readings = data.draw(raw_readings(data.draw(st.sampled_from(SPANS_MIN))), label="readings")
+    batches = [[r.reading() for r in b] for b in data.draw(ordered_deliveries(readings))]
+    folds: list[FoldResult] = []
+    results = write_batches(fleet_db, batches, fold_every=data.draw(st.integers(1, 3)), folds=folds)
+    assert sum(r.inserted for r in results) == len(readings)
+    assert sum(f.recomputed for f in folds) == 0
+    assert sum(f.merged for f in folds) >= len(
+        {(r.device, r.metric, minute_of(r.ts)) for r in readings}
+    )
+    check_stored_rows(fleet_db, readings)

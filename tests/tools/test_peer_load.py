@@ -14,6 +14,7 @@ from tools.peer_load import (
     bench_fleet,
     device_topics,
     message_packets,
+    paced_packets,
     sample,
 )
 
@@ -91,3 +92,16 @@ def test_window_covers_whole_simulated_seconds():
     assert window.simulated_s == 1500
     assert window.end_ms == 1_500_000
     assert LoadWindow(start_ms=0, count=201, devices=200).simulated_s == 2
+
+
+def test_paced_messages_are_measured_when_they_are_published():
+    """Paced message i carries ts = start + i / rate, on device i mod 200's topic."""
+    topics = device_topics(bench_fleet())
+    packets = paced_packets(topics, 1_700_000_000_000, 401, rate_per_s=400.0)
+    stamps = []
+    for i in (0, 1, 400):
+        body = PacketReader().feed(packets[i])[0].body
+        topic_length = int.from_bytes(body[:2], "big")
+        assert body[2 : 2 + topic_length].decode() == topics[i % len(topics)]
+        stamps.append(orjson.loads(body[4 + topic_length :])["ts"])
+    assert stamps == [1_700_000_000_000, 1_700_000_000_002, 1_700_000_001_000]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import pytest
 
 from tools.peer_stats import (
+    LatencyResult,
     RunResult,
     Sample,
+    histogram_quantile,
     last_growth_s,
     median,
+    render_latency,
     render_runs,
     render_summary,
     summarise,
@@ -84,7 +90,46 @@ def test_summary_takes_medians_and_totals_lost_and_doubled():
     assert ours.lost == 1
     assert ours.doubled == 5
     assert peer.runs == 3
-    assert "ratio parksense / peer: 1.00x" in render_summary(ours, peer)
+    assert "parksense 1.00x" in render_summary([ours, peer])
+
+
+def test_summary_shows_lag_memory_batches_and_waits_on_another_worker():
+    """Roll-up lag, RSS start → end, rows per batch and waits on another worker reach the table."""
+    two = _result(
+        "parksense-2w",
+        1,
+        1000,
+        1.0,
+        rss_start_mib=40.0,
+        rss_end_mib=42.0,
+        rollup_lag_s=[0.5, 1.0, 3.0],
+        waits=Counter({"CPU:-": 7, "Lock:transactionid": 1}),
+        wait_samples=5,
+        waits_on_other_worker=1,
+        rows_per_batch=1234.4,
+    )
+    table = render_summary([summarise([two], "parksense-2w"), summarise([two], "peer")])
+    assert "| 40 → 42 |" in table
+    assert "| ingest rows per committed batch (median) | 1,234 |" in table
+    assert "| 1.0 / 3.0 |" in table
+    assert "5 samples; waiting on another worker 1; CPU:- 7, Lock:transactionid 1" in table
+    assert "parksense-2w n/ax" in table  # no peer run: no ratio
+
+
+def test_histogram_quantile_reads_the_bucket_of_the_rank_between_two_scrapes():
+    """The quantile is the bound of the first bucket whose new count reaches the rank."""
+    before = {0.1: 10.0, 0.5: 10.0, 1.0: 10.0, math.inf: 10.0}
+    after = {0.1: 60.0, 0.5: 108.0, 1.0: 109.0, math.inf: 110.0}
+    assert histogram_quantile(before, after, 0.5) == 0.1
+    assert histogram_quantile(before, after, 0.98) == 0.5
+    assert histogram_quantile(before, after, 0.99) == 1.0
+    assert histogram_quantile(after, after, 0.99) is None
+
+
+def test_latency_table_has_one_row_per_paced_run():
+    """Each paced run shows its rate and its quantiles as bucket bounds."""
+    table = render_latency([LatencyResult("parksense", 500.0, 15000, 15000, 0.3, 0.75)])
+    assert "| parksense | 500 | 15,000 | 15,000 | ≤ 0.3 s | ≤ 0.75 s |" in table
 
 
 def test_run_table_lists_every_run_in_order():
