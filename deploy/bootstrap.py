@@ -2,8 +2,9 @@
 
 Run by the compose file's ``setup`` service (and ``parksense-setup.service``) before the
 other processes start; safe to run again. The platform passwords come from the
-environment (``INGEST_MQTT_PASSWORD``, ``API_MQTT_PASSWORD``) and are stored hashed; EMQX
-gets a login role that may read the two credential views and nothing else.
+environment (``INGEST_MQTT_PASSWORD``, ``API_MQTT_PASSWORD``, ``MAINTENANCE_MQTT_PASSWORD``)
+and are stored hashed; EMQX gets a login role that may read the two credential views and
+nothing else; with ``GRAFANA_DB_PASSWORD`` set, Grafana's read-only role may log in.
 """
 
 # A script run by path in the image (deploy/ is not a package).
@@ -28,8 +29,12 @@ logger = logging.getLogger("parksense.bootstrap")
 PLATFORM_PASSWORDS = {
     PlatformRole.INGEST: "INGEST_MQTT_PASSWORD",
     PlatformRole.API: "API_MQTT_PASSWORD",
+    PlatformRole.MAINTENANCE: "MAINTENANCE_MQTT_PASSWORD",
 }
 EMQX_ROLE = "emqx"
+# The read-only role of the Grafana dashboard (migration 0037); it may log in once
+# GRAFANA_DB_PASSWORD gives it a password (docs/grafana.md).
+GRAFANA_ROLE = "parksense_grafana"
 EMQX_VIEWS = ("mqtt_users", "mqtt_acl")
 
 
@@ -67,6 +72,14 @@ def main() -> int:
                     )
                 )
         logger.info("Role %s may read %s", EMQX_ROLE, ", ".join(EMQX_VIEWS))
+        grafana_password = os.environ.get("GRAFANA_DB_PASSWORD", "")
+        if grafana_password:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(GRAFANA_ROLE), sql.Literal(grafana_password)
+                )
+            )
+            logger.info("Role %s may log in (read-only, for Grafana)", GRAFANA_ROLE)
     return 0
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import date
 from enum import StrEnum
 from importlib import resources
 from typing import Annotated, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.fleet_text import FleetLimits, load_fleet_text
 from schemas.telemetry import ID_PATTERN
@@ -16,6 +19,16 @@ from schemas.telemetry import ID_PATTERN
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 # A park's or factory's Chinese name, shown by the dashboard in Chinese ("" falls back to name).
 NameZh = Annotated[str, Field(max_length=200, description="Chinese name (中文名称)")]
+
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+# The days a shift may start on, Monday first (datetime.weekday() is the index).
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+# IANA names are short (the longest is 32 characters); a longer one is refused unread.
+_MAX_TIMEZONE_CHARS = 64
+# Bounds on one calendar: a week of three shifts a day, and decades of holidays.
+MAX_SHIFTS = 21
+MAX_HOLIDAYS = 1000
 
 
 class MetricKind(StrEnum):
@@ -86,6 +99,55 @@ class Device(BaseModel):
     thresholds: dict[str, Thresholds] = Field(default_factory=dict)
 
 
+class Shift(BaseModel):
+    """A shift: the weekdays it starts on and its wall-clock start and end.
+
+    An ``end`` at or before ``start`` means the shift runs past midnight into the next day.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    days: list[str] = Field(min_length=1, max_length=len(WEEKDAYS))
+    start: str = Field(description="HH:MM, 24-hour wall clock in the park's time zone")
+    end: str = Field(description="HH:MM; at or before start: the next day")
+
+    @field_validator("days")
+    @classmethod
+    def _known_days(cls, days: list[str]) -> list[str]:
+        for day in days:
+            if day not in WEEKDAYS:
+                raise ValueError(f"unknown weekday {day!r}; use {', '.join(WEEKDAYS)}")
+        if len(set(days)) != len(days):
+            raise ValueError("a weekday is listed twice")
+        return days
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _quoted_time(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 14:00 as the base-60 number 840.
+            raise ValueError(  # noqa: TRY004 - a validation message, not a type error
+                f"write times in quotes, e.g. '14:00' (unquoted, YAML reads it as {value})"
+            )
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not _CLOCK_TIME.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time HH:MM (00:00 to 23:59)")
+        return value
+
+
+class Calendar(BaseModel):
+    """When a factory is scheduled to run: its shifts, and holidays on which none starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shifts: list[Shift] = Field(default_factory=list, max_length=MAX_SHIFTS)
+    holidays: list[date] = Field(default_factory=list, max_length=MAX_HOLIDAYS)
+
+
 class Factory(BaseModel):
     """A factory (enterprise) inside a park."""
 
@@ -95,6 +157,7 @@ class Factory(BaseModel):
     name: str = ""
     name_zh: NameZh = ""
     industry: str = ""
+    calendar: Calendar | None = Field(default=None, description="replaces the park's calendar")
     devices: list[Device] = Field(default_factory=list)
 
 
@@ -107,7 +170,24 @@ class Park(BaseModel):
     name: str = ""
     name_zh: NameZh = ""
     city: str = ""
+    timezone: str = Field(default=DEFAULT_TIMEZONE, description="IANA time zone of the calendars")
+    calendar: Calendar | None = Field(
+        default=None, description="the factories' calendar unless a factory has its own"
+    )
     factories: list[Factory] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        if len(name) > _MAX_TIMEZONE_CHARS:
+            raise ValueError(f"time zone name longer than {_MAX_TIMEZONE_CHARS} characters")
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {name!r}; use an IANA name such as Asia/Shanghai"
+            ) from exc
+        return name
 
 
 class Fleet(BaseModel):

@@ -36,11 +36,13 @@ class SignalValues(_Out):
     """The signals of PRODUCT.md's table; ratios are fractions, not percentages."""
 
     online_rate: float = Field(description="devices online / devices registered")
-    operating_rate: float = Field(
-        description="factories with a running, online line / factories with lines"
+    operating_rate: float | None = Field(
+        description="factories with a running, online line / factories with lines scheduled"
+        " at as_of; null when factories have lines but none is scheduled"
     )
-    capacity_utilization: float = Field(
-        description="output increase / (line capacity x window); may exceed 1"
+    capacity_utilization: float | None = Field(
+        description="output increase / scheduled line capacity-time; may exceed 1; null"
+        " when lines exist but none is scheduled for any of the window"
     )
     power_kw: float = Field(description="sum of the online power meters' latest power_kw")
     energy_kwh: float = Field(description="energy_kwh increase over the window")
@@ -101,6 +103,16 @@ class SignalCounts(_Out):
     meters_online: int
     energy_kwh_increase: float
     devices_in_alarm: int
+    factories_scheduled: int = Field(
+        description="factories with lines scheduled at as_of (operating_rate's denominator)"
+    )
+    scheduled_fraction_of_window: float = Field(
+        description="mean share of the window the park's factories are scheduled (1: always)"
+    )
+    capacity_units_off_shift: float = Field(
+        description="line capacity-time (units) of the window falling off shift; the"
+        " capacity_utilization denominator is line_capacity_units_per_hour x W less this"
+    )
 
 
 class ParkSignals(_Out):
@@ -137,6 +149,9 @@ class ParkSignals(_Out):
                         "meters_online": 2,
                         "energy_kwh_increase": 20.0,
                         "devices_in_alarm": 1,
+                        "factories_scheduled": 2,
+                        "scheduled_fraction_of_window": 1.0,
+                        "capacity_units_off_shift": 0.0,
                     },
                     "components": _EXAMPLE_COMPONENTS,
                     "coverage": _EXAMPLE_COVERAGE,
@@ -231,6 +246,10 @@ class BucketCounts(_Out):
     device_minutes_registered: int
     device_minutes_online: int
     factory_minutes_with_lines: int
+    factory_minutes_scheduled: int = Field(
+        description="factory-minutes with lines their calendars schedule (operating_rate's"
+        " denominator; all of them without calendars)"
+    )
     factory_minutes_operating: int
     line_minutes_running: int
     line_capacity_units: float = Field(description="what the lines could make in the bucket")

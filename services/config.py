@@ -163,6 +163,27 @@ class MaintenanceSettings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class SharingSettings(BaseSettings):
+    """Park signals shared on MQTT by the maintenance process (``PARKSENSE_SHARING_*``).
+
+    They are shared when the process has an MQTT credential (``PARKSENSE_MQTT_USERNAME``,
+    the platform role ``maintenance``); see docs/sharing.md.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_SHARING_", extra="ignore")
+
+    # Each park's signals are published at least this often (PRODUCT.md: every 10 s); a
+    # check runs every check_interval_s, so the longest gap is about their sum.
+    republish_interval_s: float = Field(default=5.0, gt=0, le=9)
+    # How often the leader computes every park's signals to see a device enter or leave
+    # alarm: the delay of an alarm on MQTT is about this plus ingest's commit.
+    check_interval_s: float = Field(default=1.0, gt=0, le=1)
+    # How often a standby process tries to take the lead.
+    standby_poll_s: float = Field(default=1.0, gt=0, le=30)
+    # The window W of the shared signals; the same as the API's default.
+    signal_window_s: int = Field(default=300, ge=10, le=86_400)
+
+
 class StackSettings(BaseSettings):
     """The local stack started by ``parksense up`` (``PARKSENSE_*``)."""
 

@@ -17,6 +17,7 @@ from types import FrameType
 from schemas.fleet import DeviceType, Factory, Fleet, parse_fleet
 from services.config import MqttSettings, StackSettings
 from services.core.access import CredentialKind, PlatformRole, client_id_prefix, username
+from services.core.calendar import calendar_in_force, work_calendar
 from services.stack.stack import platform_mqtt_settings
 from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
 from simulators.history import DEFAULT_SAMPLES_PER_S, Backfill, HistorySite
@@ -173,7 +174,13 @@ def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
     sites = []
     for park in fleet.parks:
         for factory in park.factories:
-            simulator = FactorySimulator(park.id, factory, types, bad_data_rate=args.bad_data_rate)
+            simulator = FactorySimulator(
+                park.id,
+                factory,
+                types,
+                work_calendar(calendar_in_force(park.calendar, factory.calendar), park.timezone),
+                bad_data_rate=args.bad_data_rate,
+            )
             if simulator.skipped:
                 logger.warning(
                     "No model for %d devices of factory %s (custom types): %s",

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from schemas.fleet import Device, Factory, Fleet, Park, Thresholds
+from schemas.fleet import Calendar, Device, Factory, Fleet, Park, Shift, Thresholds
 
 # Real industrial parks of Henan province (id, name, Chinese name, city, city in Chinese);
 # more parks than these get generic ids.
@@ -68,6 +68,26 @@ _TYPE_SHARES: tuple[tuple[str, str, float], ...] = (
     ("machine", "mach", 0.40),
 )
 
+# Planned time. A park's calendar: a weekday day shift, weekends off, and the national
+# holidays of the demo's months (New Year's Day; the Spring Festival of 2027).
+_WEEKDAYS = ["mon", "tue", "wed", "thu", "fri"]
+_PARK_CALENDAR = Calendar(
+    shifts=[Shift(days=_WEEKDAYS, start="08:00", end="20:00")],
+    holidays=["2027-01-01", "2027-02-06", "2027-02-07", "2027-02-08", "2027-02-09"],
+)
+# Furnaces and cell lines run around the clock, every day (a shift from 00:00 to 00:00).
+_ROUND_THE_CLOCK = Calendar(
+    shifts=[Shift(days=[*_WEEKDAYS, "sat", "sun"], start="00:00", end="00:00")]
+)
+# Two shifts, Monday to Saturday: early 06:00-14:00 and late 14:00-22:00.
+_TWO_SHIFTS = Calendar(
+    shifts=[
+        Shift(days=[*_WEEKDAYS, "sat"], start="06:00", end="14:00"),
+        Shift(days=[*_WEEKDAYS, "sat"], start="14:00", end="22:00"),
+    ]
+)
+_CONTINUOUS_INDUSTRIES = frozenset({"new-materials", "chemicals", "new-energy"})
+
 # Clean rooms keep a tighter band than the type's default thresholds.
 _TIGHT_ENV_INDUSTRIES = frozenset({"pharmaceuticals", "electronics"})
 
@@ -118,13 +138,32 @@ def generate_demo_fleet(
                     name=f"{city} {name}",
                     name_zh=f"{city_zh}{name_zh}",
                     industry=industry,
+                    calendar=_factory_calendar(f, factories_per_park, industry),
                     devices=_devices(factory_id, industry, capacity, devices_per_factory, rng),
                 )
             )
         result.append(
-            Park(id=park_id, name=park_name, name_zh=park_name_zh, city=city, factories=factories)
+            Park(
+                id=park_id,
+                name=park_name,
+                name_zh=park_name_zh,
+                city=city,
+                calendar=_PARK_CALENDAR,
+                factories=factories,
+            )
         )
     return Fleet(parks=result)
+
+
+def _factory_calendar(index: int, factories: int, industry: str) -> Calendar | None:
+    """A factory's own calendar, or None to follow its park's (weekdays, weekends off).
+
+    Continuous industries, and each park's last factory, run around the clock; every
+    second other factory works two shifts six days a week.
+    """
+    if industry in _CONTINUOUS_INDUSTRIES or index == factories - 1:
+        return _ROUND_THE_CLOCK
+    return _TWO_SHIFTS if index % 2 else None
 
 
 def _type_counts(devices: int, rng: random.Random) -> list[int]:

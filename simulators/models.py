@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from services.core.calendar import WorkCalendar, is_scheduled
+
 Metrics = dict[str, float | int | str]
 
 # Parks are in China: shifts follow China Standard Time (UTC+8, no daylight saving).
@@ -69,6 +71,36 @@ class ShiftPlan:
         return self.round_the_clock or self.start_h <= self.local_hour(ts) < self.end_h
 
 
+class CalendarShift:
+    """When a factory produces by its calendar in the fleet (its own or its park's).
+
+    Shifts start and end on whole minutes, so whether a minute is on shift is worked out
+    once per minute and shared by every device of the factory.
+    """
+
+    def __init__(self, calendar: WorkCalendar) -> None:
+        """Follow ``calendar``."""
+        self.calendar = calendar
+        self._minute: datetime | None = None
+        self._on = False
+
+    def local_hour(self, ts: datetime) -> float:
+        """Return the hour of day in the park's time zone, in [0, 24)."""
+        local = ts.astimezone(self.calendar.zone)
+        return local.hour + local.minute / 60 + local.second / 3600
+
+    def on_shift(self, ts: datetime) -> bool:
+        """Return whether one of the calendar's shifts covers ``ts``."""
+        minute = ts.replace(second=0, microsecond=0)
+        if minute != self._minute:
+            self._minute, self._on = minute, is_scheduled(self.calendar, minute)
+        return self._on
+
+
+# What the device models ask of a factory's working time.
+Shift = ShiftPlan | CalendarShift
+
+
 def shift_plan_for(factory_id: str, industry: str) -> ShiftPlan:
     """Return a factory's shift plan: continuous industries run 24 h, others a staggered day.
 
@@ -81,7 +113,7 @@ def shift_plan_for(factory_id: str, industry: str) -> ShiftPlan:
     return ShiftPlan(start_h=start_h, end_h=start_h + 12.0)
 
 
-def hall_temperature_c(ts: datetime, shift: ShiftPlan) -> float:
+def hall_temperature_c(ts: datetime, shift: Shift) -> float:
     """Return a factory hall's temperature without load or noise: season and time of day.
 
     Henan has cold winters and hot summers; a heated, ventilated hall damps both to roughly
@@ -151,7 +183,7 @@ class ProductionLineModel:
     """A production line: state machine, speed and an output counter that resets on reboot."""
 
     capacity_units_per_hour: float
-    shift: ShiftPlan
+    shift: Shift
     restart_rate_per_h: float = DEFAULT_RESTART_RATE_PER_H
     state: State = State.STOPPED
     output_units: float = 0.0
@@ -203,7 +235,7 @@ class ProductionLineModel:
 class MachineModel:
     """A machine: state machine, vibration (high when faulty) and a lagging temperature."""
 
-    shift: ShiftPlan
+    shift: Shift
     state: State = State.STOPPED
     vibration_base_mm_s: float = 2.5
     temp_c: float = 20.0
@@ -290,7 +322,7 @@ class Episode(StrEnum):
 class EnvSensorModel:
     """An indoor environment sensor: diurnal and seasonal temperature, humidity and PM2.5."""
 
-    shift: ShiftPlan
+    shift: Shift
     episode_rate_per_h: float = 1 / 72
     episode: Episode | None = None
     episode_until: datetime | None = None

@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from schemas.fleet import DeviceType, Factory, MetricKind
+from services.core.calendar import WorkCalendar
 from simulators.models import (
     DEFAULT_RESTART_RATE_PER_H,
+    CalendarShift,
     EnvSensorModel,
     MachineModel,
     Metrics,
     PowerMeterModel,
     ProductionLineModel,
+    Shift,
     hall_temperature_c,
     shift_plan_for,
 )
@@ -62,6 +65,8 @@ class FactorySimulator:
         park_id: str,
         factory: Factory,
         device_types: Mapping[str, DeviceType],
+        calendar: WorkCalendar | None = None,
+        /,
         *,
         restart_rate_per_h: float = DEFAULT_RESTART_RATE_PER_H,
         episode_rate_per_h: float = 1 / 72,
@@ -73,6 +78,9 @@ class FactorySimulator:
             park_id: the park the factory belongs to.
             factory: the factory and its devices, as in the fleet file.
             device_types: device types by id, to keep values inside their valid ranges.
+            calendar: the factory's calendar in force (``services.core.calendar``): its
+                lines and machines run on its shifts and stop off them, so the meters fall
+                to the site's base load. Without one, a shift plan by industry.
             restart_rate_per_h: how often a line reboots and its output counter restarts.
             episode_rate_per_h: how often an environment sensor sees a bad spell.
             bad_data_rate: share of samples deliberately corrupted (out of range, unknown
@@ -82,7 +90,11 @@ class FactorySimulator:
             raise ValueError("bad_data_rate must be within [0, 1]")
         self.park_id = park_id
         self.factory_id = factory.id
-        self.shift = shift_plan_for(factory.id, factory.industry)
+        self.shift: Shift = (
+            CalendarShift(calendar)
+            if calendar is not None
+            else shift_plan_for(factory.id, factory.industry)
+        )
         self.bad_data_rate = bad_data_rate
         self.skipped: list[str] = []
         self._types = dict(device_types)

@@ -4,12 +4,15 @@ Reading a 100,000-device YAML file (libyaml's composer) and validating it (pydan
 each hold the GIL for most of a second at a time, which a thread would not hide: every
 request and live stream of the API would stall. A process of its own holds its own GIL.
 The worker returns the counts or the problem to answer; the database's table lock
-(``fleet_store.load_fleet``) keeps two loads from interleaving.
+(``fleet_store.load_fleet``) keeps two loads from interleaving. Exports (``GET
+/v1/fleet``) run in a thread under the same slots, so uploads and exports together hold at
+most ``WORKERS`` fleets in memory and database connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -17,11 +20,14 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+import psycopg
+import yaml
 from pydantic import ValidationError
 
 from schemas.fleet import parse_fleet
 from schemas.fleet_text import FleetLimits, FleetTextError, FleetTooLargeError
-from services.storage.fleet_store import FleetCounts, load_fleet
+from services.storage.fleet_store import FleetCounts, load_fleet, read_fleet
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,10 @@ WORKERS = 2
 # Smaller uploads hold the GIL for a few tens of milliseconds at most: a thread does, and
 # saves starting a process (about a second) for the common small fleet.
 INLINE_MAX_BYTES = 256 * 1024
+# Likewise for exports: up to this many devices are written in a thread (~0.1 s of GIL).
+INLINE_MAX_DEVICES = 2000
+# PyYAML's C emitter (libyaml) when present: several times faster on a large fleet.
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,25 @@ def parse_and_load(body: bytes, limits: FleetLimits, conninfo: str) -> FleetOutc
     return FleetOutcome(counts=load_fleet(conninfo, fleet))
 
 
+def registered_devices(conninfo: str) -> int:
+    """How many devices the registry holds."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM devices").fetchone()
+    return int(row[0]) if row else 0
+
+
+def export_fleet(conninfo: str, *, as_json: bool) -> bytes:
+    """Read the registry in one read-only snapshot and write it as a fleet file."""
+    with psycopg.connect(conninfo) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        data = read_fleet(conn).model_dump(mode="json", exclude_defaults=True)
+    if as_json:
+        return orjson.dumps(data)
+    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return text.encode()
+
+
 class FleetWorkers:
     """A small pool of worker processes, started on first use and stopped with the app."""
 
@@ -104,6 +133,29 @@ class FleetWorkers:
                 )
             except BrokenProcessPool:
                 logger.exception("A fleet worker died; starting new ones for the next upload")
+                self.close()
+                raise
+
+    async def export(self, conninfo: str, *, as_json: bool) -> bytes:
+        """Write the registry as a fleet file (YAML, or JSON).
+
+        A small registry is written in a thread, a large one in a worker process (writing
+        100,000 devices as YAML holds the GIL for many seconds). It takes one of the upload
+        slots, so exports and uploads together hold at most ``WORKERS`` database
+        connections and fleets in memory.
+
+        Raises:
+            BrokenProcessPool: the worker died (for example killed for memory).
+        """
+        async with self._slots:
+            if await asyncio.to_thread(registered_devices, conninfo) <= INLINE_MAX_DEVICES:
+                return await asyncio.to_thread(export_fleet, conninfo, as_json=as_json)
+            loop = asyncio.get_running_loop()
+            work = functools.partial(export_fleet, conninfo, as_json=as_json)
+            try:
+                return await loop.run_in_executor(self._executor(), work)
+            except BrokenProcessPool:
+                logger.exception("A fleet worker died; starting new ones for the next export")
                 self.close()
                 raise
 

@@ -30,14 +30,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from schemas import signals as out
 from services.api import live_frames as frames
 from services.api import live_queries
 from services.api.live_frames import Change, EventName, FactoryName, ParkFrame
-from services.api.routes.signals import alarm, components, counts, coverage, signal_values
 from services.config import ApiSettings
 from services.core import signals as core
+from services.core.calendar import factory_times
 from services.storage import signal_queries
+from services.storage.signal_bodies import park_signals_body
 from services.storage.signal_queries import ParkInfo
 
 logger = logging.getLogger(__name__)
@@ -156,24 +156,11 @@ def signals_body(
     window_s: float,
     online_timeout_s: float,
 ) -> bytes:
-    """Return the JSON of ``GET /v1/parks/{park_id}/signals``, built by its own converters."""
-    return (
-        out.ParkSignals(
-            park_id=park.park_id,
-            name=park.name,
-            city=park.city,
-            as_of=as_of,
-            window_s=window_s,
-            online_timeout_s=online_timeout_s,
-            signals=signal_values(result.signals),
-            counts=counts(result.counts),
-            components=components(result.signals),
-            coverage=coverage(result.coverage),
-            alarms=[alarm(a) for a in result.alarms],
-        )
-        .model_dump_json()
-        .encode()
+    """Return the JSON of ``GET /v1/parks/{park_id}/signals`` (``signal_bodies`` builds it)."""
+    body = park_signals_body(
+        park, result, as_of=as_of, window_s=window_s, online_timeout_s=online_timeout_s
     )
+    return body.model_dump_json().encode()
 
 
 class ParkGoneError(Exception):
@@ -402,8 +389,13 @@ class ParkPoller:
         observations = await signal_queries.observe(
             conn, registry.park.devices, as_of=as_of, window_s=window_s
         )
+        planned = factory_times(registry.park.calendars, as_of=as_of, window_s=window_s)
         result = core.park_signals(
-            observations, as_of=as_of, window_s=window_s, online_timeout_s=timeout_s
+            observations,
+            as_of=as_of,
+            window_s=window_s,
+            online_timeout_s=timeout_s,
+            planned=planned,
         )
         alarms = frames.device_alarms(result.alarms, registry.types, registry.units)
         alarms = await self._with_since(conn, alarms, as_of)
@@ -421,6 +413,7 @@ class ParkPoller:
                 as_of=as_of,
                 window_s=window_s,
                 online_timeout_s=timeout_s,
+                planned=planned,
             ),
         )
 

@@ -93,10 +93,11 @@ class FactoryRow:
     meters: int
     meters_online: int
     operating: bool
-    capacity_utilization: float
+    capacity_utilization: float | None
     power_kw: float
     devices_in_alarm: int
     health_index: float
+    scheduled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,16 +210,26 @@ def factory_rows(
     as_of: datetime,
     window_s: float,
     online_timeout_s: float,
+    planned: Mapping[str, core.FactoryTime] | None = None,
 ) -> tuple[FactoryRow, ...]:
-    """Apply the park signals to each factory's devices alone (every named factory)."""
+    """Apply the park signals to each factory's devices alone (every named factory).
+
+    ``scheduled`` says whether the factory's calendar has it on shift at ``as_of``; one off
+    shift is not counted as idle (its ``operating`` is false and its rates may be null).
+    """
     by_factory: dict[str, list[core.DeviceObservation]] = {factory: [] for factory in names}
     for obs in observations:
         by_factory.setdefault(obs.device.factory_id, []).append(obs)
     rows = []
     for factory_id, members in sorted(by_factory.items()):
         result = core.park_signals(
-            members, as_of=as_of, window_s=window_s, online_timeout_s=online_timeout_s
+            members,
+            as_of=as_of,
+            window_s=window_s,
+            online_timeout_s=online_timeout_s,
+            planned=planned,
         )
+        times = (planned or {}).get(factory_id)
         counts = result.counts
         name = names.get(factory_id, FactoryName(factory_id, ""))
         rows.append(
@@ -238,6 +249,7 @@ def factory_rows(
                 power_kw=result.signals.power_kw,
                 devices_in_alarm=counts.devices_in_alarm,
                 health_index=result.signals.health_index,
+                scheduled=times is None or times.scheduled_at_end,
             )
         )
     return tuple(rows)

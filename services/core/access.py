@@ -49,6 +49,8 @@ class PlatformRole(StrEnum):
     INGEST = "ingest"
     API = "api"
     SIMULATOR = "simulator"
+    # The maintenance process: shares park signals on MQTT (services/maintenance/sharing.py).
+    MAINTENANCE = "maintenance"
 
 
 # A platform credential is "parksense.{role}"; the others "{kind}.{subject}".

@@ -8,11 +8,12 @@ definitions are in ``docs/signals.md``; ``derive_signals`` turns the sums into r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from services.core.calendar import WorkCalendar, scheduled_seconds_each
 from services.core.signals import (
     Coverage,
     Signal,
@@ -106,14 +107,43 @@ class BucketSlot:
 
 
 @dataclass(frozen=True, slots=True)
+class FactoryLines:
+    """A factory's production lines as planned time sees them: their capacity and calendar."""
+
+    lines: int
+    capacity_units_per_hour: float
+    calendar: WorkCalendar | None
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPlan:
+    """Planned time of one bucket: its scheduled factory-minutes and capacity-time.
+
+    Factory-minutes are those of factories with lines; ``lines_off_shift`` counts the lines
+    whose factory has no scheduled minute in the bucket.
+    """
+
+    factory_minutes_scheduled: float
+    factory_minutes_off_shift: float
+    capacity_units: float
+    lines_off_shift: int
+
+
+@dataclass(frozen=True, slots=True)
 class BucketSignals:
-    """The signals of one history bucket with the sums behind them."""
+    """The signals of one history bucket with the sums behind them.
+
+    ``factory_minutes_scheduled`` is the part of the factory-minutes with lines that their
+    calendars schedule (all of them without calendars).
+    """
 
     slot: BucketSlot
     signals: SignalValues
     totals: SignalTotals
     sums: MinuteTotals
     coverage: Mapping[Signal, Coverage]
+    factory_minutes_with_lines: float = 0.0
+    factory_minutes_scheduled: float = 0.0
 
 
 def floor_minute(ts: datetime) -> datetime:
@@ -146,20 +176,72 @@ def bucket_slots(start: datetime, end: datetime, bucket: Bucket) -> list[BucketS
     return slots
 
 
-def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCounts) -> BucketSignals:
+def bucket_plans(
+    slots: Sequence[BucketSlot], factories: Mapping[str, FactoryLines]
+) -> list[BucketPlan]:
+    """Return each bucket's planned time from the calendars of the factories with lines.
+
+    Scheduled minutes are exact: shifts start and end on whole minutes of wall-clock time
+    and every zone's offset is whole minutes. Each distinct calendar is expanded once.
+    """
+    spans = [(slot.start, slot.end) for slot in slots]
+    # Factories that share a calendar (most follow their park's) are summed first.
+    groups: dict[WorkCalendar | None, tuple[int, int, float]] = {}
+    for found in factories.values():
+        count, lines, capacity = groups.get(found.calendar, (0, 0, 0.0))
+        groups[found.calendar] = (
+            count + 1,
+            lines + found.lines,
+            capacity + found.capacity_units_per_hour,
+        )
+    per_group = [
+        (count, lines, capacity, [round(s / 60.0) for s in scheduled_seconds_each(cal, spans)])
+        for cal, (count, lines, capacity) in groups.items()
+    ]
+    plans = []
+    for index, slot in enumerate(slots):
+        scheduled = off = units = 0.0
+        lines_off = 0
+        for count, lines, capacity, minutes in per_group:
+            m = minutes[index]
+            scheduled += count * m
+            off += count * (slot.minutes - m)
+            units += capacity * m / 60.0
+            if m == 0:
+                lines_off += lines
+        plans.append(
+            BucketPlan(
+                factory_minutes_scheduled=scheduled,
+                factory_minutes_off_shift=off,
+                capacity_units=units,
+                lines_off_shift=lines_off,
+            )
+        )
+    return plans
+
+
+def bucket_signals(
+    slot: BucketSlot,
+    sums: MinuteTotals,
+    registry: RegistryCounts,
+    plan: BucketPlan | None = None,
+) -> BucketSignals:
     """Apply the signal definitions to one bucket.
 
     The registry's counts times the bucket's minutes are the denominators: online_rate is
     online device-minutes over registered device-minutes, operating_rate operating
     factory-minutes over factory-minutes, capacity_utilization the output over the lines'
     capacity for the bucket's duration, power_kw the park's mean power, alarm_rate
-    device-minutes in alarm over online device-minutes.
+    device-minutes in alarm over online device-minutes. With a ``plan`` (a park with
+    calendars) the denominators of operating_rate and capacity_utilization are the
+    scheduled factory-minutes and capacity-time; the numerators stay the roll-up's.
     """
     minutes = slot.minutes
+    with_lines = registry.factories_with_lines * minutes
     totals = SignalTotals(
         devices_registered=registry.devices * minutes,
         devices_online=sums.devices_reporting,
-        factories_with_lines=registry.factories_with_lines * minutes,
+        factories_with_lines=with_lines,
         factories_operating=sums.factories_operating,
         line_capacity_units=registry.line_capacity_units_per_hour * minutes / 60.0,
         output_units=sums.output_units,
@@ -167,6 +249,14 @@ def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCount
         energy_kwh=sums.energy_kwh,
         devices_in_alarm=sums.devices_in_alarm,
     )
+    if plan is not None:
+        totals = replace(
+            totals,
+            factories_with_lines=plan.factory_minutes_scheduled,
+            line_capacity_units=plan.capacity_units,
+            factories_off_shift=plan.factory_minutes_off_shift,
+            lines_off_shift=plan.lines_off_shift,
+        )
     everything = Coverage(registry.devices * minutes, sums.devices_reporting)
     energy = Coverage(registry.energy_devices * minutes, sums.energy_reporting)
     output = Coverage(registry.lines * minutes, sums.lines_reporting_output)
@@ -186,4 +276,6 @@ def bucket_signals(slot: BucketSlot, sums: MinuteTotals, registry: RegistryCount
         totals=totals,
         sums=sums,
         coverage=coverage,
+        factory_minutes_with_lines=with_lines,
+        factory_minutes_scheduled=totals.factories_with_lines,
     )

@@ -25,6 +25,7 @@ from services.core.alarms import (
     can_alarm,
     metric_alarm,
 )
+from services.core.calendar import FactoryTime
 from services.core.registry import DeviceEntry
 
 # The public names, with the alarm types users of the signals name here.
@@ -46,6 +47,7 @@ __all__ = [
     "AlarmReason",
     "Coverage",
     "DeviceObservation",
+    "FactoryTime",
     "HealthComponent",
     "MetricValue",
     "OfflineReason",
@@ -145,6 +147,11 @@ class SignalTotals:
 
     In a history bucket the device and factory counts are device-minutes and
     factory-minutes; the ratios come out the same way.
+
+    Planned time: ``factories_with_lines`` counts only the scheduled ones (the denominator
+    of ``operating_rate``) and ``factories_off_shift`` the others; ``line_capacity_units``
+    is the scheduled capacity-time and ``lines_off_shift`` counts lines with none. A rate
+    whose denominator is empty only because nothing is scheduled is null.
     """
 
     devices_registered: float = 0.0
@@ -156,6 +163,8 @@ class SignalTotals:
     power_kw: float = 0.0
     energy_kwh: float = 0.0
     devices_in_alarm: float = 0.0
+    factories_off_shift: float = 0.0
+    lines_off_shift: float = 0.0
 
     def __add__(self, other: SignalTotals) -> SignalTotals:
         """Add two sets of totals field by field."""
@@ -169,6 +178,8 @@ class SignalTotals:
             power_kw=self.power_kw + other.power_kw,
             energy_kwh=self.energy_kwh + other.energy_kwh,
             devices_in_alarm=self.devices_in_alarm + other.devices_in_alarm,
+            factories_off_shift=self.factories_off_shift + other.factories_off_shift,
+            lines_off_shift=self.lines_off_shift + other.lines_off_shift,
         )
 
 
@@ -186,8 +197,8 @@ class SignalValues:
     """The signals (ratios as fractions) and the health-index components behind the index."""
 
     online_rate: float
-    operating_rate: float
-    capacity_utilization: float
+    operating_rate: float | None
+    capacity_utilization: float | None
     power_kw: float
     energy_kwh: float
     energy_intensity_kwh_per_unit: float | None
@@ -235,6 +246,26 @@ class ParkCounts:
     meters_online: int = 0
     energy_kwh_increase: float = 0.0
     devices_in_alarm: int = 0
+    # Planned time, as what is not scheduled (all 0 for a fleet without calendars):
+    # factories with lines off shift at as_of, lines whose factory is off shift for all of
+    # the window, the capacity-time (units) of lines while off shift, and the sum over
+    # factories of the share of the window each is off shift.
+    factories_off_shift: int = 0
+    lines_off_shift: int = 0
+    capacity_units_off_shift: float = 0.0
+    factory_window_off_shift: float = 0.0
+
+    @property
+    def factories_scheduled(self) -> int:
+        """Factories with lines scheduled at ``as_of`` (``operating_rate``'s denominator)."""
+        return self.factories_with_lines - self.factories_off_shift
+
+    @property
+    def scheduled_fraction_of_window(self) -> float:
+        """The mean share of the window the factories are scheduled (1 without factories)."""
+        if not self.factories:
+            return 1.0
+        return 1.0 - self.factory_window_off_shift / self.factories
 
     def __add__(self, other: ParkCounts) -> ParkCounts:
         """Add two parks' counts field by field."""
@@ -271,18 +302,30 @@ def round_half_up(value: float, places: int = 1) -> float:
 
 
 def health_components(
-    operating_rate: float, capacity_utilization: float, online_rate: float, alarm_rate: float
+    operating_rate: float | None,
+    capacity_utilization: float | None,
+    online_rate: float,
+    alarm_rate: float,
 ) -> dict[str, HealthComponent]:
-    """Return the four weighted terms of the health index, in points out of 100."""
+    """Return the weighted terms of the health index, in points out of 100.
+
+    A null rate (nothing scheduled) is left out and the other weights are scaled to sum
+    to 1; with every rate present the weights are PRODUCT.md's as they stand.
+    """
     terms = {
         "operating_rate": (WEIGHT_OPERATING, operating_rate),
-        "capacity_utilization": (WEIGHT_CAPACITY, min(capacity_utilization, 1.0)),
+        "capacity_utilization": (
+            WEIGHT_CAPACITY,
+            None if capacity_utilization is None else min(capacity_utilization, 1.0),
+        ),
         "online_rate": (WEIGHT_ONLINE, online_rate),
         "no_alarm": (WEIGHT_NO_ALARM, 1.0 - alarm_rate),
     }
+    present = {name: (w, v) for name, (w, v) in terms.items() if v is not None}
+    scale = 1.0 if len(present) == len(terms) else 1.0 / sum(w for w, _ in present.values())
     return {
-        name: HealthComponent(weight=weight, value=value, points=100.0 * weight * value)
-        for name, (weight, value) in terms.items()
+        name: HealthComponent(weight=w * scale, value=v, points=100.0 * (w * scale) * v)
+        for name, (w, v) in present.items()
     }
 
 
@@ -294,8 +337,16 @@ def health_index(components: Mapping[str, HealthComponent]) -> float:
 def derive_signals(totals: SignalTotals) -> SignalValues:
     """Compute every signal from additive totals (one park, a city or a history bucket)."""
     online_rate = ratio(totals.devices_online, totals.devices_registered)
-    operating_rate = ratio(totals.factories_operating, totals.factories_with_lines)
-    capacity_utilization = ratio(totals.output_units, totals.line_capacity_units)
+    operating_rate = (
+        None
+        if totals.factories_with_lines <= 0 and totals.factories_off_shift > 0
+        else ratio(totals.factories_operating, totals.factories_with_lines)
+    )
+    capacity_utilization = (
+        None
+        if totals.line_capacity_units <= 0 and totals.lines_off_shift > 0
+        else ratio(totals.output_units, totals.line_capacity_units)
+    )
     alarm_rate = ratio(totals.devices_in_alarm, totals.devices_online)
     intensity = totals.energy_kwh / totals.output_units if totals.output_units > 0 else None
     components = health_components(operating_rate, capacity_utilization, online_rate, alarm_rate)
@@ -397,6 +448,7 @@ def park_signals(
     as_of: datetime,
     window_s: float,
     online_timeout_s: float,
+    planned: Mapping[str, FactoryTime] | None = None,
 ) -> ParkSignals:
     """Compute a park's live signals over the window ``(as_of - window_s, as_of]``.
 
@@ -405,6 +457,8 @@ def park_signals(
         as_of: the instant the signals describe.
         window_s: the window W, in seconds, of the counter increases.
         online_timeout_s: how old a device's newest reading may be for it to count as online.
+        planned: per factory, its planned time over the window (``calendar.factory_times``);
+            a factory left out is always scheduled.
 
     Returns:
         The signals with their counts, totals, coverage and the alarms behind ``alarm_rate``.
@@ -422,8 +476,15 @@ def park_signals(
     alarms = [alarm for o in online for alarm in device_alarms(o)]
     in_alarm = {alarm.device_id for alarm in alarms}
 
+    always = FactoryTime(scheduled_at_end=True, scheduled_s=window_s)
+    times = {
+        factory: (planned or {}).get(factory, always)
+        for factory in {o.device.factory_id for o in observations}
+    }
     capacity = sum(o.device.capacity_units_per_hour or 0.0 for o in lines)
-    output = sum(o.increases.get(OUTPUT_METRIC, 0.0) for o in lines)
+    scheduled_lines = [o for o in lines if times[o.device.factory_id].scheduled_s > 0]
+    output = sum(o.increases.get(OUTPUT_METRIC, 0.0) for o in scheduled_lines)
+    off_shift_s = {f: max(window_s - t.scheduled_s, 0.0) for f, t in times.items()}
     energy = sum(
         o.increases.get(ENERGY_METRIC, 0.0)
         for o in observations
@@ -431,7 +492,8 @@ def park_signals(
     )
     power = sum(_value(o, POWER_METRIC) for o in meters_online)
     factories_with_lines = {o.device.factory_id for o in lines}
-    factories_operating = {o.device.factory_id for o in running}
+    factories_scheduled = {f for f in factories_with_lines if times[f].scheduled_at_end}
+    factories_operating = {o.device.factory_id for o in running} & factories_scheduled
 
     counts = ParkCounts(
         devices_registered=len(observations),
@@ -452,6 +514,12 @@ def park_signals(
         meters_online=len(meters_online),
         energy_kwh_increase=energy,
         devices_in_alarm=len(in_alarm),
+        factories_off_shift=len(factories_with_lines - factories_scheduled),
+        lines_off_shift=len(lines) - len(scheduled_lines),
+        capacity_units_off_shift=_capacity_time(lines, off_shift_s),
+        factory_window_off_shift=(
+            sum(s / window_s for s in off_shift_s.values()) if window_s > 0 else 0.0
+        ),
     )
     totals = totals_from_counts(counts, window_s=window_s, power_kw=power)
     return ParkSignals(
@@ -465,18 +533,39 @@ def park_signals(
     )
 
 
+def _capacity_time(lines: Sequence[DeviceObservation], seconds: Mapping[str, float]) -> float:
+    """Σ over lines of capacity x its factory's ``seconds`` ÷ 3600 (units), 0 when none."""
+    by_seconds: dict[float, float] = {}
+    for o in lines:
+        s = seconds[o.device.factory_id]
+        if s > 0:
+            by_seconds[s] = by_seconds.get(s, 0.0) + (o.device.capacity_units_per_hour or 0.0)
+    return sum(capacity * s / SECONDS_PER_HOUR for s, capacity in by_seconds.items())
+
+
 def totals_from_counts(counts: ParkCounts, *, window_s: float, power_kw: float) -> SignalTotals:
-    """Return the additive totals of a park's (or a city's) counts over a window."""
+    """Return the additive totals of a park's (or a city's) counts over a window.
+
+    The lines' capacity-time is their capacity over W less what falls off shift (nothing
+    at all when every line is off shift for the whole window).
+    """
+    capacity = counts.line_capacity_units_per_hour * window_s / SECONDS_PER_HOUR
+    if counts.lines_off_shift >= counts.lines > 0:
+        capacity = 0.0
+    elif counts.capacity_units_off_shift > 0:
+        capacity = max(capacity - counts.capacity_units_off_shift, 0.0)
     return SignalTotals(
         devices_registered=counts.devices_registered,
         devices_online=counts.devices_online,
-        factories_with_lines=counts.factories_with_lines,
+        factories_with_lines=counts.factories_scheduled,
         factories_operating=counts.factories_operating,
-        line_capacity_units=counts.line_capacity_units_per_hour * window_s / SECONDS_PER_HOUR,
+        line_capacity_units=capacity,
         output_units=counts.output_units_increase,
         power_kw=power_kw,
         energy_kwh=counts.energy_kwh_increase,
         devices_in_alarm=counts.devices_in_alarm,
+        factories_off_shift=counts.factories_off_shift,
+        lines_off_shift=counts.lines_off_shift,
     )
 
 

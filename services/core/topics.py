@@ -44,6 +44,11 @@ def parse_topic(topic: str) -> TopicAddress | None:
         return None
 
 
+def signals_topic(park_id: str) -> str:
+    """Return the topic on which the platform shares a park's signals (PRODUCT.md "Sharing")."""
+    return f"{TOPIC_ROOT}/{park_id}/{SIGNALS_CHANNEL}"
+
+
 def is_platform_topic(topic: str) -> bool:
     """Whether the platform itself publishes on ``topic``, so ingest ignores it.
 

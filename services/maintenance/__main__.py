@@ -12,8 +12,9 @@ from datetime import datetime
 from prometheus_client import Counter, Gauge, start_http_server
 from psycopg_pool import AsyncConnectionPool
 
-from services.config import DatabaseSettings, MaintenanceSettings
+from services.config import DatabaseSettings, MaintenanceSettings, MqttSettings, SharingSettings
 from services.maintenance.jobs import RetentionSettings, run_maintenance
+from services.maintenance.sharing import SignalsPublisher
 from services.storage.rollups import FoldResult
 
 logger = logging.getLogger("services.maintenance")
@@ -49,17 +50,41 @@ async def _serve(
     )
     # Not waiting: each job retries at its next turn while the database is away.
     await pool.open(wait=False)
+    sharing = _signals_publisher(settings, database)
     try:
-        await run_maintenance(
-            pool,
-            retention,
-            online_timeout_s=settings.online_timeout_s,
-            stop=stop,
-            fold_interval_s=settings.fold_interval_s,
-            on_fold=_observe,
-        )
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(sharing.run(stop))
+            tasks.create_task(
+                run_maintenance(
+                    pool,
+                    retention,
+                    online_timeout_s=settings.online_timeout_s,
+                    stop=stop,
+                    fold_interval_s=settings.fold_interval_s,
+                    on_fold=_observe,
+                )
+            )
     finally:
         await pool.close()
+
+
+def _signals_publisher(
+    settings: MaintenanceSettings, database: DatabaseSettings
+) -> SignalsPublisher:
+    """The park signals publisher; it publishes on MQTT when it has a credential to."""
+    mqtt = MqttSettings()
+    if mqtt.username is None:
+        logger.info("Park signals are recorded, not published: PARKSENSE_MQTT_USERNAME is unset")
+    else:
+        logger.info(
+            "Sharing park signals on MQTT at %s:%d as %s", mqtt.host, mqtt.port, mqtt.username
+        )
+    return SignalsPublisher(
+        database.conninfo(application_name="parksense-signals"),
+        SharingSettings(),
+        mqtt if mqtt.username is not None else None,
+        online_timeout_s=settings.online_timeout_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -305,11 +305,15 @@ class Stack:
         )
 
     def maintenance_process(self) -> ManagedProcess:
-        """Return the maintenance process (roll-up folding, availability, retention)."""
+        """Return the maintenance process (roll-ups, availability, retention, shared signals)."""
         return self._service(
             "maintenance",
             ["-m", MAINTENANCE_MODULE],
-            {"PARKSENSE_MAINTENANCE_ONLINE_TIMEOUT_S": str(self.api.online_timeout_s)},
+            {
+                **self._role_env(PlatformRole.MAINTENANCE),
+                "PARKSENSE_MAINTENANCE_ONLINE_TIMEOUT_S": str(self.api.online_timeout_s),
+                "PARKSENSE_SHARING_SIGNAL_WINDOW_S": str(self.api.signal_window_s),
+            },
         )
 
     def _start_maintenance(self) -> bool:

@@ -16,11 +16,12 @@ and a sixtieth of the raw rows for one sampled every second.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 from psycopg.types.multirange import Multirange
 from psycopg.types.range import Range
 
@@ -60,6 +61,8 @@ _STATE_AGG_SQL = {
     Agg.FIRST: "first(first_text, first_ts)",
     Agg.LAST: "last(last_text, last_ts)",
 }
+# The aggregates a state metric takes.
+STATE_AGGS = tuple(_STATE_AGG_SQL)
 
 # Bucket origin: a Monday, as TimescaleDB's default; in the request's time zone.
 _ORIGIN = datetime(2000, 1, 3)  # noqa: DTZ001 - given the request's tzinfo below
@@ -113,6 +116,21 @@ ORDER BY 1
 """
 
 
+_RAW_SQL = """
+SELECT ts, coalesce(value_text, value::text) AS text, value
+FROM readings
+WHERE device_id = %s AND metric = %s AND ts >= %s AND ts < %s
+ORDER BY ts LIMIT %s
+"""
+
+# A page of points: (ts, value), the value a float, a state's text, or None.
+PointRow = tuple[datetime, float | str | None]
+
+
+def _point_value(text: str | None, value: float | None) -> float | str | None:
+    return value if value is not None else text
+
+
 async def raw_readings(
     conn: AsyncConnection,
     *,
@@ -123,20 +141,36 @@ async def raw_readings(
     limit: int,
 ) -> list[Point]:
     """Raw points in [start, end), oldest first."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """
-            SELECT ts, coalesce(value_text, value::text) AS text, value
-            FROM readings
-            WHERE device_id = %s AND metric = %s AND ts >= %s AND ts < %s
-            ORDER BY ts LIMIT %s
-            """,
-            (device_id, metric, start, end, limit),
-        )
+    async with conn.cursor() as cur:
+        await cur.execute(_RAW_SQL, (device_id, metric, start, end, limit))
         return [
-            Point(ts=row["ts"], value=row["value"] if row["value"] is not None else row["text"])
-            for row in await cur.fetchall()
+            Point(ts=ts, value=_point_value(text, value))
+            for ts, text, value in await cur.fetchall()
         ]
+
+
+async def raw_reading_pages(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    limit: int | None,
+    page_rows: int,
+) -> AsyncIterator[list[PointRow]]:
+    """The points of ``raw_readings`` (no limit when None), ``page_rows`` at a time.
+
+    A server-side cursor in a transaction of its own: however long the range, at most one
+    page is held here.
+    """
+    async with (
+        conn.transaction(),
+        conn.cursor(name="raw_readings") as cur,
+    ):
+        await cur.execute(_RAW_SQL, (device_id, metric, start, end, limit))
+        while page := await cur.fetchmany(page_rows):
+            yield [(ts, _point_value(text, value)) for ts, text, value in page]
 
 
 async def unfolded_spans(
@@ -173,7 +207,7 @@ async def plan_buckets(
     )
 
 
-async def bucketed_readings(
+async def _bucket_query(
     conn: AsyncConnection,
     *,
     device_id: str,
@@ -183,11 +217,8 @@ async def bucketed_readings(
     bucket: timedelta,
     agg: Agg,
     state_metric: bool,
-) -> list[Point]:
-    """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
-
-    Whole minutes come from readings_1m where it is exact, the rest from raw readings; the
-    answer is the aggregate over the raw readings either way.
+) -> tuple[bytes, dict[str, Any]]:
+    """The statement and parameters of one device metric's buckets (see ``bucketed_readings``).
 
     Raises:
         ValueError: the aggregate does not apply to a state metric.
@@ -214,6 +245,74 @@ async def bucketed_readings(
         "inside": Multirange([Range(s.lo, s.hi, "[)") for s in inside]),
     }
     sql = _BUCKETS_SQL.format(expr=expr)  # expr comes from the fixed tables above
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql.encode(), params)
-        return [Point(ts=row["ts"], value=row["value"]) for row in await cur.fetchall()]
+    return sql.encode(), params
+
+
+async def bucketed_readings(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    agg: Agg,
+    state_metric: bool,
+) -> list[Point]:
+    """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
+
+    Whole minutes come from readings_1m where it is exact, the rest from raw readings; the
+    answer is the aggregate over the raw readings either way.
+
+    Raises:
+        ValueError: the aggregate does not apply to a state metric.
+    """
+    sql, params = await _bucket_query(
+        conn,
+        device_id=device_id,
+        metric=metric,
+        start=start,
+        end=end,
+        bucket=bucket,
+        agg=agg,
+        state_metric=state_metric,
+    )
+    async with conn.cursor() as cur:
+        await cur.execute(sql, params)
+        return [Point(ts=ts, value=value) for ts, value in await cur.fetchall()]
+
+
+async def bucketed_reading_pages(
+    conn: AsyncConnection,
+    *,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: timedelta,
+    agg: Agg,
+    state_metric: bool,
+    page_rows: int,
+) -> AsyncIterator[list[PointRow]]:
+    """The points of ``bucketed_readings``, ``page_rows`` at a time (a server-side cursor).
+
+    Raises:
+        ValueError: the aggregate does not apply to a state metric.
+    """
+    sql, params = await _bucket_query(
+        conn,
+        device_id=device_id,
+        metric=metric,
+        start=start,
+        end=end,
+        bucket=bucket,
+        agg=agg,
+        state_metric=state_metric,
+    )
+    async with (
+        conn.transaction(),
+        conn.cursor(name="bucketed_readings") as cur,
+    ):
+        await cur.execute(sql, params)
+        while page := await cur.fetchmany(page_rows):
+            yield [(ts, value) for ts, value in page]

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from schemas.fleet import (
+    Calendar,
     Device,
     DeviceType,
     Factory,
@@ -49,9 +50,14 @@ def load_fleet(conninfo: str, fleet: Fleet) -> FleetCounts:
 def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
     """Replace the registry on an open connection and commit."""
     types = fleet.all_device_types()
-    parks = [(p.id, p.name, p.name_zh, p.city) for p in fleet.parks]
+    parks = [
+        (p.id, p.name, p.name_zh, p.city, p.timezone, _calendar_json(p.calendar))
+        for p in fleet.parks
+    ]
     factories = [
-        (f.id, p.id, f.name, f.name_zh, f.industry) for p in fleet.parks for f in p.factories
+        (f.id, p.id, f.name, f.name_zh, f.industry, _calendar_json(f.calendar))
+        for p in fleet.parks
+        for f in p.factories
     ]
     devices = [
         (
@@ -101,11 +107,13 @@ def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
         cur.execute("DELETE FROM factories")
         cur.execute("DELETE FROM parks")
         cur.executemany(
-            "INSERT INTO parks (park_id, name, name_zh, city) VALUES (%s, %s, %s, %s)", parks
+            "INSERT INTO parks (park_id, name, name_zh, city, timezone, calendar)"
+            " VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
+            parks,
         )
         cur.executemany(
-            "INSERT INTO factories (factory_id, park_id, name, name_zh, industry)"
-            " VALUES (%s, %s, %s, %s, %s)",
+            "INSERT INTO factories (factory_id, park_id, name, name_zh, industry, calendar)"
+            " VALUES (%s, %s, %s, %s, %s, %s::jsonb)",
             factories,
         )
         cur.executemany(
@@ -133,15 +141,18 @@ def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
 
 
 def read_fleet(conn: psycopg.Connection) -> Fleet:
-    """Read the registry back as a fleet (custom device types and threshold overrides included)."""
-    builtin = {t.id for t in builtin_device_types()}
+    """Read the registry back as a fleet (custom device types and threshold overrides included).
+
+    A device type is part of the fleet when it is not built in, or when the stored one
+    differs from the built-in one of its id (the fleet replaced it).
+    """
+    builtin = {t.id: t for t in builtin_device_types()}
     types: dict[str, DeviceType] = {}
     rows = conn.execute(
         "SELECT t.type_id, t.description, t.attributes, m.metric, m.kind, m.unit, m.min_value,"
         " m.max_value, m.alarm_min, m.alarm_max, m.states, m.alarm_states"
         " FROM device_types t JOIN device_type_metrics m USING (type_id)"
-        " WHERE t.type_id <> ALL(%s) ORDER BY t.type_id, m.metric",
-        (sorted(builtin),),
+        " ORDER BY t.type_id, m.metric"
     ).fetchall()
     specs: dict[str, dict[str, MetricSpec]] = {}
     heads: dict[str, tuple[str, list[str]]] = {}
@@ -158,9 +169,11 @@ def read_fleet(conn: psycopg.Connection) -> Fleet:
             alarm_states=ast,
         )
     for type_id, (description, attributes) in heads.items():
-        types[type_id] = DeviceType(
+        stored = DeviceType(
             id=type_id, description=description, metrics=specs[type_id], attributes=attributes
         )
+        if stored != builtin.get(type_id):
+            types[type_id] = stored
     devices: dict[str, list[Device]] = {}
     for device_id, factory_id, type_id, capacity, thresholds in conn.execute(
         "SELECT device_id, factory_id, type_id, capacity_units_per_hour, thresholds"
@@ -175,8 +188,9 @@ def read_fleet(conn: psycopg.Connection) -> Fleet:
             )
         )
     factories: dict[str, list[Factory]] = {}
-    for factory_id, park_id, name, name_zh, industry in conn.execute(
-        "SELECT factory_id, park_id, name, name_zh, industry FROM factories ORDER BY factory_id"
+    for factory_id, park_id, name, name_zh, industry, calendar in conn.execute(
+        "SELECT factory_id, park_id, name, name_zh, industry, calendar"
+        " FROM factories ORDER BY factory_id"
     ):
         factories.setdefault(park_id, []).append(
             Factory(
@@ -184,18 +198,30 @@ def read_fleet(conn: psycopg.Connection) -> Fleet:
                 name=name,
                 name_zh=name_zh,
                 industry=industry,
+                calendar=calendar,
                 devices=devices.get(factory_id, []),
             )
         )
     parks = [
         Park(
-            id=park_id, name=name, name_zh=name_zh, city=city, factories=factories.get(park_id, [])
+            id=park_id,
+            name=name,
+            name_zh=name_zh,
+            city=city,
+            timezone=timezone,
+            calendar=calendar,
+            factories=factories.get(park_id, []),
         )
-        for park_id, name, name_zh, city in conn.execute(
-            "SELECT park_id, name, name_zh, city FROM parks ORDER BY park_id"
+        for park_id, name, name_zh, city, timezone, calendar in conn.execute(
+            "SELECT park_id, name, name_zh, city, timezone, calendar FROM parks ORDER BY park_id"
         )
     ]
     return Fleet(device_types=list(types.values()), parks=parks)
+
+
+def _calendar_json(calendar: Calendar | None) -> str | None:
+    """A calendar as stored (jsonb), or None when there is none."""
+    return None if calendar is None else calendar.model_dump_json()
 
 
 _TYPE_METRICS_SQL = """

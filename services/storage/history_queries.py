@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,11 +15,14 @@ from services.core.history import (
     BUCKET_ORIGIN,
     Bucket,
     BucketSignals,
+    FactoryLines,
     MinuteTotals,
+    bucket_plans,
     bucket_signals,
     bucket_slots,
     bucket_start,
 )
+from services.core.signals import LINE_TYPE
 from services.storage.signal_queries import ParkInfo
 
 _SUM_COLUMNS = [f.name for f in fields(MinuteTotals)]
@@ -56,6 +60,22 @@ ORDER BY 1
 """
 
 HOUR = timedelta(hours=1)
+
+
+def _factory_lines(park: ParkInfo) -> dict[str, FactoryLines]:
+    """Each factory of the park with lines: how many, their capacity, its calendar."""
+    lines: dict[str, list[float]] = {}
+    for device in park.devices:
+        if device.type_id == LINE_TYPE:
+            lines.setdefault(device.factory_id, []).append(device.capacity_units_per_hour or 0.0)
+    return {
+        factory_id: FactoryLines(
+            lines=len(capacities),
+            capacity_units_per_hour=sum(capacities),
+            calendar=park.calendars.get(factory_id),
+        )
+        for factory_id, capacities in lines.items()
+    }
 
 
 async def park_history(
@@ -97,7 +117,13 @@ async def park_history(
             values: list[Any] = [row[name] for name in _SUM_COLUMNS]
             sums[row["bucket"]] = MinuteTotals(*values)
     registry = park.registry_counts()
-    return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
+    if not park.planned:
+        return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
+    plans = bucket_plans(slots, _factory_lines(park))
+    return [
+        bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry, plan)
+        for slot, plan in zip(slots, plans, strict=True)
+    ]
 
 
 class Agg(StrEnum):
@@ -155,6 +181,33 @@ class MetricPoint:
     minutes: int
 
 
+def _metric_query(
+    park_id: str,
+    *,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: Bucket,
+    agg: Agg,
+    state: str | None,
+) -> tuple[bytes, dict[str, Any]]:
+    sql = _METRIC_SQL.format(agg=_STATE_COUNT_SQL if state is not None else _AGG_SQL[agg])
+    params = {
+        "width": bucket.width,
+        "origin": BUCKET_ORIGIN,
+        "park": park_id,
+        "metric": metric,
+        "start": start,
+        "end": end,
+        "state": state,
+    }
+    return sql.encode(), params
+
+
+def _metric_point(row: tuple[datetime, float | None, int]) -> MetricPoint:
+    return MetricPoint(ts=row[0], value=None if row[1] is None else float(row[1]), minutes=row[2])
+
+
 async def park_metric(
     conn: AsyncConnection,
     park_id: str,
@@ -171,19 +224,62 @@ async def park_metric(
     A bucket without data is null, never left out; ``minutes`` says how many of its minutes
     had data.
     """
-    sql = _METRIC_SQL.format(agg=_STATE_COUNT_SQL if state is not None else _AGG_SQL[agg])
-    params = {
-        "width": bucket.width,
-        "origin": BUCKET_ORIGIN,
-        "park": park_id,
-        "metric": metric,
-        "start": start,
-        "end": end,
-        "state": state,
-    }
+    sql, params = _metric_query(
+        park_id, metric=metric, start=start, end=end, bucket=bucket, agg=agg, state=state
+    )
     async with conn.cursor() as cur:
-        await cur.execute(sql.encode(), params)
-        return [
-            MetricPoint(ts=row[0], value=None if row[1] is None else float(row[1]), minutes=row[2])
-            for row in await cur.fetchall()
-        ]
+        await cur.execute(sql, params)
+        return [_metric_point(row) for row in await cur.fetchall()]
+
+
+async def park_metric_pages(
+    conn: AsyncConnection,
+    park_id: str,
+    *,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: Bucket,
+    agg: Agg,
+    state: str | None,
+    page_rows: int,
+) -> AsyncIterator[list[MetricPoint]]:
+    """The points of ``park_metric``, ``page_rows`` at a time (a server-side cursor)."""
+    sql, params = _metric_query(
+        park_id, metric=metric, start=start, end=end, bucket=bucket, agg=agg, state=state
+    )
+    async with conn.transaction(), conn.cursor(name="park_metric") as cur:
+        await cur.execute(sql, params)
+        while page := await cur.fetchmany(page_rows):
+            yield [_metric_point(row) for row in page]
+
+
+def history_pages(
+    start: datetime, end: datetime, bucket: Bucket, page_buckets: int
+) -> list[tuple[datetime, datetime]]:
+    """Split ``[start, end)`` at bucket starts into ranges of at most ``page_buckets`` buckets.
+
+    Each bucket lies in one range, clipped as in the whole request, so the pages' histories
+    joined are the whole range's history.
+    """
+    pages: list[tuple[datetime, datetime]] = []
+    lo = start
+    while lo < end:
+        hi = min(bucket_start(lo, bucket) + bucket.width * page_buckets, end)
+        pages.append((lo, hi))
+        lo = hi
+    return pages
+
+
+async def park_history_pages(
+    conn: AsyncConnection,
+    park: ParkInfo,
+    *,
+    start: datetime,
+    end: datetime,
+    bucket: Bucket,
+    page_buckets: int,
+) -> AsyncIterator[list[BucketSignals]]:
+    """The buckets of ``park_history``, at most ``page_buckets`` per query and page."""
+    for lo, hi in history_pages(start, end, bucket, page_buckets):
+        yield await park_history(conn, park, start=lo, end=hi, bucket=bucket)

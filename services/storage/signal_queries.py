@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from schemas.fleet import MetricKind
+from schemas.fleet import DEFAULT_TIMEZONE, Calendar, MetricKind
+from services.core.calendar import WorkCalendar, calendar_in_force, factory_times, work_calendar
 from services.core.history import RegistryCounts, floor_minute
 from services.core.registry import DeviceEntry, MetricRule
 from services.core.signals import (
@@ -30,12 +31,23 @@ from services.core.signals import (
 
 @dataclass(frozen=True, slots=True)
 class ParkInfo:
-    """A park and its registered devices, with the rules their signals are judged by."""
+    """A park and its registered devices, with the rules their signals are judged by.
+
+    ``calendars`` holds, per factory, the calendar in force (its own or the park's, in the
+    park's time zone); a factory without one is always scheduled.
+    """
 
     park_id: str
     name: str
     city: str
     devices: tuple[DeviceEntry, ...]
+    timezone: str = DEFAULT_TIMEZONE
+    calendars: Mapping[str, WorkCalendar | None] = field(default_factory=dict)
+
+    @property
+    def planned(self) -> bool:
+        """Whether any factory of the park follows a calendar."""
+        return any(c is not None for c in self.calendars.values())
 
     def registry_counts(self) -> RegistryCounts:
         """The park's devices by the role they play in the signals."""
@@ -97,8 +109,12 @@ _registry_cache: dict[tuple[str, int, datetime], dict[str, ParkInfo]] = {}
 
 async def _read_registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT park_id, name, city FROM parks ORDER BY park_id")
+        await cur.execute(
+            "SELECT park_id, name, city, timezone, calendar FROM parks ORDER BY park_id"
+        )
         parks = await cur.fetchall()
+        await cur.execute("SELECT factory_id, park_id, calendar FROM factories")
+        factories = await cur.fetchall()
         await cur.execute(_TYPE_METRICS_SQL)
         rules: dict[str, dict[str, MetricRule]] = defaultdict(dict)
         for row in await cur.fetchall():
@@ -120,12 +136,28 @@ async def _read_registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
                     capacity_units_per_hour=row["capacity_units_per_hour"],
                 )
             )
+    calendars: dict[str, dict[str, WorkCalendar | None]] = defaultdict(dict)
+    zones = {p["park_id"]: p for p in parks}
+    for row in factories:
+        park = zones[row["park_id"]]
+        found = calendar_in_force(_calendar(park["calendar"]), _calendar(row["calendar"]))
+        calendars[row["park_id"]][row["factory_id"]] = work_calendar(found, park["timezone"])
     return {
         p["park_id"]: ParkInfo(
-            p["park_id"], p["name"], p["city"], tuple(devices.get(p["park_id"], ()))
+            p["park_id"],
+            p["name"],
+            p["city"],
+            tuple(devices.get(p["park_id"], ())),
+            timezone=p["timezone"],
+            calendars=calendars.get(p["park_id"], {}),
         )
         for p in parks
     }
+
+
+def _calendar(stored: Mapping[str, Any] | None) -> Calendar | None:
+    """A stored calendar (written by a validated fleet load), or None."""
+    return None if stored is None else Calendar.model_validate(stored)
 
 
 async def registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
@@ -393,6 +425,7 @@ async def live_signals(
             as_of=as_of,
             window_s=window_s,
             online_timeout_s=online_timeout_s,
+            planned=factory_times(park.calendars, as_of=as_of, window_s=window_s),
         )
         for park in parks
     ]

@@ -386,7 +386,7 @@ def live_stack(
     With ``admin_key``, the API runs with keys on (that key as its bootstrap admin key).
     """
     park = LivePark(unique_prefix())
-    version = park.load(conninfo)
+    park.load(conninfo)
     worker = IngestProcess(db, mqtt_settings, log_dir)
     env = {"PARKSENSE_API_API_KEYS": admin_key} if admin_key else {}
     env.update(api_env or {})
@@ -396,7 +396,6 @@ def live_stack(
     stack = LiveStack(park, api, publisher, conninfo, auth)
     try:
         worker.start()
-        worker.wait_for_registry(conninfo, version)
         api.start()
         send(publisher, baseline(park))
         wait_until(

@@ -34,3 +34,11 @@ def ingest_factory(
     yield make
     for worker in workers:
         worker.stop_and_forget_session()
+
+
+@pytest.fixture
+def worker(fleet: LoadFleet, ingest_factory: Callable[..., IngestProcess]) -> IngestProcess:
+    """One running ingest worker over the test's fleet (running means its registry is loaded)."""
+    started = ingest_factory()
+    started.start()
+    return started

@@ -228,19 +228,6 @@ class IngestProcess:
         )
         assert self.process.poll() is None, self.log_path.read_text()
 
-    def wait_for_registry(self, conninfo: str, version: int, timeout_s: float = 15) -> None:
-        """Wait until the worker's heartbeat reports at least this fleet version."""
-
-        def seen() -> bool:
-            with psycopg.connect(conninfo) as conn:
-                row = conn.execute(
-                    "SELECT registry_version FROM ingest_workers WHERE client_id = %s",
-                    (self.client_id,),
-                ).fetchone()
-            return row is not None and row[0] >= version
-
-        wait_until(seen, timeout_s, interval_s=0.1, message="ingest never loaded the fleet")
-
     def kill(self) -> None:
         """SIGKILL: no flush, no ack, no goodbye."""
         assert self.process is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -26,12 +25,9 @@ def test_park_delivery_counts_duplicates_and_refusals(
     clean_db: str,
     db_settings: DatabaseSettings,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """Published twice plus two bad readings: the park's accounting adds up exactly."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     messages, expected = make_messages(
         fleet, readings=600, start=datetime.now(UTC) - timedelta(minutes=10)
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -35,13 +35,10 @@ def test_published_readings_are_stored_and_served(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
     api: TestClient,
 ) -> None:
     """Every published reading lands once and the API serves the latest value."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     messages, expected = make_messages(fleet, readings=3000)
     publish_concurrently(mqtt_settings, messages, publishers=2)
     wait_until(lambda: count_rows(clean_db, fleet.prefix) >= len(expected), 30)
@@ -77,13 +74,10 @@ def test_bad_input_is_dead_lettered_and_ingest_keeps_running(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
     api: TestClient,
 ) -> None:
     """A malformed message, an unknown device and a NaN value each get a reason; good data flows."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     now = datetime.now(UTC).isoformat()
     device = fleet.device_ids[0]
     publisher = Publisher(mqtt_settings)

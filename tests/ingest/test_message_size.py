@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,12 +70,9 @@ def test_message_over_the_contract_reaches_ingest_as_an_oversize_dead_letter(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """Payloads above 64 KiB, up to the broker's limit, are oversize dead letters, kept whole."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     topic = fleet.topic(fleet.device_ids[0])
     messages = [(topic, b"x" * (MAX_PAYLOAD_BYTES + 1)), (topic, b"y" * MESSAGE_SIZE_LIMIT_BYTES)]
     client, seen = connect(mqtt_settings, MQTTProtocolVersion.MQTTv5)
@@ -112,12 +108,9 @@ def test_broker_refuses_a_message_over_its_limit_with_reason_0x95_for_mqtt5(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """An MQTT 5 publisher gets PUBACK 0x95 on the same connection; ingest never sees it."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     topic = fleet.topic(fleet.device_ids[0])
     log = mosquitto_pub(mqtt_settings, topic, [b"z" * (MESSAGE_SIZE_LIMIT_BYTES + 1), b"{not json"])
     assert f"received PUBACK (Mid: 1, RC:{PACKET_TOO_LARGE})" in log
@@ -132,12 +125,9 @@ def test_broker_drops_a_message_over_its_limit_with_a_plain_puback_for_mqtt311(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """MQTT 3.1.1 has no reason codes: the publisher gets a PUBACK, stays connected, no resend."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     topic = fleet.topic(fleet.device_ids[0])
     client, seen = connect(mqtt_settings, MQTTProtocolVersion.MQTTv311)
     big = client.publish(topic, b"z" * (MESSAGE_SIZE_LIMIT_BYTES + 1), qos=1).mid

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -56,12 +56,9 @@ def test_text_postgres_cannot_store_is_dead_lettered_and_ingest_keeps_running(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """NUL, a lone surrogate and invalid UTF-8 become dead letters; a good reading after lands."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     now = datetime.now(UTC).isoformat()
     topic = fleet.topic(fleet.device_ids[0])
     poison = [
@@ -88,12 +85,9 @@ def test_dead_letter_the_database_refuses_is_stored_in_minimal_form(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """A dead letter refused by the database is kept as reason, topic and payload instead."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     now = datetime.now(UTC).isoformat()
     topic = fleet.topic(fleet.device_ids[0])
     refused = orjson.dumps({"ts": now, "metrics": {"volts": 1, "temp_c": 20}})
@@ -118,12 +112,9 @@ def test_message_no_dead_letter_can_record_is_counted_logged_and_acknowledged(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """When even the minimal dead letter is refused, the message is counted, logged and acked."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     now = datetime.now(UTC).isoformat()
     topic = fleet.topic(fleet.device_ids[0])
     marker = "secret-payload-marker"

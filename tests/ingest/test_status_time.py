@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -26,12 +25,9 @@ def test_future_dated_retained_offline_status_is_refused_and_cannot_pin_a_device
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """A retained offline status beyond max_future is a dead letter; a current one still counts."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     device = fleet.device_ids[0]
     topic = fleet.topic(device, "status")
     now = datetime.now(UTC).replace(microsecond=0)

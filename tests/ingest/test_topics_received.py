@@ -29,12 +29,9 @@ def test_unmatched_topics_are_bad_topic_dead_letters_and_signals_are_ignored(
     fleet: LoadFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
-    ingest_factory: Callable[..., IngestProcess],
+    worker: IngestProcess,
 ) -> None:
     """An extra level or unknown channel is a bad_topic; the park's signals topic is acked only."""
-    worker = ingest_factory()
-    worker.start()
-    worker.wait_for_registry(clean_db, 1)
     sample = orjson.dumps({"ts": datetime.now(UTC).isoformat(), "metrics": {"temp_c": 20}})
     device_topic = fleet.topic(fleet.device_ids[0])
     unmatched = [
@@ -76,7 +73,6 @@ def test_a_session_with_the_old_filters_gets_each_message_once(
     old.disconnect()
     old.loop_stop()
     worker.start()
-    worker.wait_for_registry(clean_db, 1)
     refused = orjson.dumps({"ts": datetime.now(UTC).isoformat(), "metrics": {"volts": 1}})
     good = orjson.dumps({"ts": datetime.now(UTC).isoformat(), "metrics": {"temp_c": 20}})
     publisher = Publisher(mqtt_settings)

@@ -62,6 +62,16 @@ def test_up_starts_everything_and_down_stops_it(stack: Stack) -> None:
         assert (stack.run_dir / f"{name}.pid").is_file()
         assert (stack.logs_dir / f"{name}.log").is_file()
     assert (stack.logs_dir / "postgres.log").is_file()
+    # Maintenance got the maintenance MQTT credential and leads the signals publisher.
+    maintenance_log = stack.logs_dir / "maintenance.log"
+    wait_until(
+        lambda: (
+            "Leading: sharing park signals as parksense.maintenance."
+            in (maintenance_log.read_text(encoding="utf-8"))
+        ),
+        30,
+        message="maintenance never led the signals publisher with its MQTT credential",
+    )
 
     assert stack.up() == []  # Everything runs: nothing to do.
 

@@ -10,19 +10,11 @@ from schemas.signals import CitySignals, ParkRank
 from services.api.auth import require_scope
 from services.api.deps import PoolDep, SettingsDep
 from services.api.problems import not_found
-from services.api.routes.signals import (
-    AsOf,
-    Window,
-    components,
-    counts,
-    coverage,
-    resolve_as_of,
-    resolve_window,
-    signal_values,
-)
+from services.api.routes.signals import AsOf, Window, resolve_as_of, resolve_window
 from services.core.api_keys import Scope
 from services.core.signals import combine_parks
 from services.storage import signal_queries
+from services.storage.signal_bodies import components, counts, coverage, signal_values
 
 router = APIRouter(prefix="/v1/cities", tags=["signals"], dependencies=[require_scope(Scope.READ)])
 

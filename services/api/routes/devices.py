@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
 from schemas.api import DeviceLatest, Readings
 from services.api.auth import require_scope
+from services.api.csv_stream import PAGE_ROWS, csv_response, csv_responses, wants_csv
 from services.api.deps import DeviceId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import aware, bad_request, not_found
 from services.core.api_keys import Scope
@@ -20,8 +22,12 @@ router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[require
 
 # Raw points per request; a longer series is asked for with a bucket.
 _MAX_RAW_POINTS = 100_000
+_DEFAULT_RAW_POINTS = 10_000
 # Buckets per request, so a 1s bucket over a year is refused rather than computed.
 _MAX_BUCKETS = 100_000
+# CSV is streamed a page at a time: two years of minutes.
+_MAX_CSV_BUCKETS = 1_054_080
+_CSV_HEADER = ("ts", "value")
 
 
 @router.get(
@@ -59,12 +65,16 @@ async def latest(device_id: DeviceId, pool: PoolDep, settings: SettingsDep) -> D
 @router.get(
     "/{device_id}/readings",
     summary="A device's readings of one metric",
+    response_model=Readings,
     responses={
+        **csv_responses("The points; as CSV (`Accept: text/csv`): a `ts,value` header row"),
         400: {"description": "Bad parameter"},
         404: {"description": "Unknown device or metric"},
+        503: {"description": "The database is unreachable, or too many CSV exports run"},
     },
 )
 async def readings(
+    request: Request,
     device_id: DeviceId,
     pool: PoolDep,
     metric: Annotated[str, Query(examples=["power_kw"])],
@@ -79,13 +89,26 @@ async def readings(
         ),
     ] = None,
     agg: Annotated[Agg | None, Query(description="aggregate per bucket; default avg")] = None,
-    limit: Annotated[int, Query(ge=1, le=_MAX_RAW_POINTS)] = 10_000,
-) -> Readings:
-    """Raw points (oldest first) without ``bucket``; with it, one point per bucket start."""
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=_MAX_RAW_POINTS,
+            description="raw points at most; default 10,000 (JSON), every point (CSV)",
+        ),
+    ] = None,
+) -> Response | Readings:
+    """Raw points (oldest first) without ``bucket``; with it, one point per bucket start.
+
+    ``Accept: text/csv`` answers the same points as CSV (a ``ts,value`` header row),
+    streamed: up to 1,054,080 buckets (two years of minutes), and every raw point in the
+    range unless ``limit`` is given.
+    """
     end_ts = aware(end, "end") if end else datetime.now(UTC)
     start_ts = aware(start, "start") if start else end_ts - timedelta(hours=1)
     if start_ts >= end_ts:
         raise bad_request("start must be before end")
+    as_csv = wants_csv(request)
     async with pool.connection() as conn:
         device = await queries.get_device(conn, device_id)
         if device is None:
@@ -96,8 +119,15 @@ async def readings(
         if bucket is None:
             if agg is not None:
                 raise bad_request("agg needs a bucket")
+            if as_csv:
+                return await _raw_csv(request, device_id, metric, start_ts, end_ts, limit)
             points = await device_readings.raw_readings(
-                conn, device_id=device_id, metric=metric, start=start_ts, end=end_ts, limit=limit
+                conn,
+                device_id=device_id,
+                metric=metric,
+                start=start_ts,
+                end=end_ts,
+                limit=limit or _DEFAULT_RAW_POINTS,
             )
             return Readings(
                 device_id=device_id,
@@ -108,26 +138,40 @@ async def readings(
                 end=end_ts,
                 points=points,
             )
-        try:
-            width = parse_duration(bucket)
-        except ValueError as exc:
-            raise bad_request(str(exc)) from exc
-        if (end_ts - start_ts) / width > _MAX_BUCKETS:
-            raise bad_request(f"more than {_MAX_BUCKETS} buckets; widen the bucket")
+        width = _bucket_width(bucket, start_ts, end_ts, as_csv=as_csv)
         chosen = agg or (Agg.LAST if kind == "state" else Agg.AVG)
-        try:
-            points = await device_readings.bucketed_readings(
-                conn,
-                device_id=device_id,
-                metric=metric,
-                start=start_ts,
-                end=end_ts,
-                bucket=width,
-                agg=chosen,
-                state_metric=kind == "state",
+        state_metric = kind == "state"
+        if state_metric and chosen not in device_readings.STATE_AGGS:
+            raise bad_request(
+                f"agg {chosen} does not apply to a state metric; use count, first or last"
             )
-        except ValueError as exc:
-            raise bad_request(str(exc)) from exc
+        if as_csv:
+            return await csv_response(
+                request,
+                f"{device_id}-{metric}-{bucket}-{chosen.value}",
+                _CSV_HEADER,
+                lambda c: device_readings.bucketed_reading_pages(
+                    c,
+                    device_id=device_id,
+                    metric=metric,
+                    start=start_ts,
+                    end=end_ts,
+                    bucket=width,
+                    agg=chosen,
+                    state_metric=state_metric,
+                    page_rows=PAGE_ROWS,
+                ),
+            )
+        points = await device_readings.bucketed_readings(
+            conn,
+            device_id=device_id,
+            metric=metric,
+            start=start_ts,
+            end=end_ts,
+            bucket=width,
+            agg=chosen,
+            state_metric=state_metric,
+        )
     return Readings(
         device_id=device_id,
         metric=metric,
@@ -136,4 +180,44 @@ async def readings(
         start=start_ts,
         end=end_ts,
         points=points,
+    )
+
+
+def _bucket_width(bucket: str, start: datetime, end: datetime, *, as_csv: bool) -> timedelta:
+    """The bucket's width, checked against the most buckets a request may hold.
+
+    Raises:
+        ProblemError: 400, a malformed bucket or too many buckets.
+    """
+    try:
+        width = parse_duration(bucket)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from exc
+    most = _MAX_CSV_BUCKETS if as_csv else _MAX_BUCKETS
+    if (end - start) / width > most:
+        raise bad_request(f"more than {most} buckets; widen the bucket")
+    return width
+
+
+async def _raw_csv(
+    request: Request,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    limit: int | None,
+) -> Response:
+    return await csv_response(
+        request,
+        f"{device_id}-{metric}",
+        _CSV_HEADER,
+        lambda c: device_readings.raw_reading_pages(
+            c,
+            device_id=device_id,
+            metric=metric,
+            start=start,
+            end=end,
+            limit=limit,
+            page_rows=PAGE_ROWS,
+        ),
     )

@@ -1,4 +1,4 @@
-"""Fleet (device registry) loading over HTTP: ``PUT /v1/fleet`` with a YAML or JSON body."""
+"""The fleet (device registry) over HTTP: ``PUT /v1/fleet`` loads it, ``GET`` answers it back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from schemas.api import FleetLoaded
 from schemas.fleet_text import FleetLimits
@@ -18,6 +18,7 @@ from services.api.deps import SettingsDep
 from services.api.fleet_worker import FleetWorkers
 from services.api.problems import ProblemError
 from services.core.api_keys import Scope
+from services.core.media import negotiate
 
 
 @asynccontextmanager
@@ -30,12 +31,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         workers.close()
 
 
-router = APIRouter(
-    prefix="/v1/fleet",
-    tags=["fleet"],
-    lifespan=_lifespan,
-    dependencies=[require_scope(Scope.WRITE)],
-)
+router = APIRouter(prefix="/v1/fleet", tags=["fleet"], lifespan=_lifespan)
+
+YAML = "application/yaml"
+JSON = "application/json"
+# The fleet file's own format first: what ``GET`` answers when Accept allows anything.
+_OFFERED = (YAML, JSON, "text/yaml")
 
 _FLEET_EXAMPLE = """parks:
   - id: hebi-tech
@@ -51,9 +52,47 @@ _FLEET_EXAMPLE = """parks:
 """
 
 
+@router.get(
+    "",
+    summary="The fleet as loaded",
+    dependencies=[require_scope(Scope.READ)],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The fleet file (YAML by default; JSON with `Accept: application/json`)",
+            "content": {
+                YAML: {"schema": {"type": "string"}, "example": _FLEET_EXAMPLE},
+                JSON: {"schema": {"type": "object"}},
+                "text/yaml": {"schema": {"type": "string"}},
+            },
+        },
+        406: {"description": "The Accept header takes neither YAML nor JSON"},
+        503: {"description": "The database is unreachable, or the export worker failed"},
+    },
+)
+async def get_fleet(request: Request) -> Response:
+    """The registry as loaded, as a fleet file.
+
+    Parks, factories, devices with their own thresholds, and the device types the fleet
+    adds to (or changes of) the built-in ones. ``PUT`` of this answer loads the same
+    registry, so ``GET`` → ``PUT`` → ``GET`` gives the same text. Read in one snapshot, so
+    a load running meanwhile is seen whole or not at all.
+    """
+    chosen = negotiate(request.headers.get("accept"), _OFFERED)
+    if chosen is None:
+        raise ProblemError(406, "Not Acceptable", f"the fleet is served as {YAML} or {JSON}")
+    workers: FleetWorkers = request.app.state.fleet_workers
+    try:
+        body = await workers.export(request.app.state.conninfo, as_json=chosen == JSON)
+    except BrokenProcessPool as exc:
+        raise ProblemError(503, "Fleet worker failed", "the export did not finish; retry") from exc
+    return Response(body, media_type=chosen)
+
+
 @router.put(
     "",
     summary="Replace the fleet",
+    dependencies=[require_scope(Scope.WRITE)],
     openapi_extra={
         "requestBody": {
             "required": True,

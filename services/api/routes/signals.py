@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
+from psycopg import AsyncConnection
 
 from schemas import signals as out
 from services.api.auth import require_scope
+from services.api.csv_stream import PAGE_ROWS, Cell, csv_response, csv_responses, wants_csv
 from services.api.deps import DeviceId, ParkId, PoolDep, Rfc3339, SettingsDep
 from services.api.problems import bad_request, not_found
 from services.core import signals as core
 from services.core.api_keys import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
 from services.core.timeparams import DURATION_PATTERN, parse_duration
-from services.storage import availability, history_queries, signal_queries
+from services.storage import availability, history_queries, signal_bodies, signal_queries
 from services.storage.history_queries import Agg
+from services.storage.signal_queries import ParkInfo
 
 router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
@@ -29,6 +32,10 @@ MAX_WINDOW = timedelta(days=1)
 AS_OF_TOLERANCE = timedelta(minutes=1)
 # Buckets per history or metric request: a week of minutes, or years of days.
 MAX_BUCKETS = 10_080
+# CSV is streamed a page at a time: two years of minutes.
+MAX_CSV_BUCKETS = 1_054_080
+# History buckets computed per query of a CSV export.
+HISTORY_PAGE_BUCKETS = 1440
 DEFAULT_HISTORY = timedelta(hours=24)
 MAX_AVAILABILITY = timedelta(days=366)
 
@@ -101,57 +108,6 @@ def resolve_window(window: str | None, default_s: float) -> float:
     return width.total_seconds()
 
 
-def signal_values(values: core.SignalValues) -> out.SignalValues:
-    """Convert the core's signals to the API model."""
-    return out.SignalValues(
-        online_rate=values.online_rate,
-        operating_rate=values.operating_rate,
-        capacity_utilization=values.capacity_utilization,
-        power_kw=values.power_kw,
-        energy_kwh=values.energy_kwh,
-        energy_intensity_kwh_per_unit=values.energy_intensity_kwh_per_unit,
-        alarm_rate=values.alarm_rate,
-        health_index=values.health_index,
-    )
-
-
-def components(values: core.SignalValues) -> dict[str, out.HealthComponent]:
-    """Convert the health-index components."""
-    return {
-        name: out.HealthComponent(weight=c.weight, value=c.value, points=c.points)
-        for name, c in values.components.items()
-    }
-
-
-def coverage(found: Mapping[core.Signal, core.Coverage]) -> dict[str, out.Coverage]:
-    """Convert per-signal coverage."""
-    return {
-        signal.value: out.Coverage(devices=c.devices, reporting=c.reporting, share=c.share)
-        for signal, c in found.items()
-    }
-
-
-def counts(found: core.ParkCounts) -> out.SignalCounts:
-    """Convert the counts behind the ratios."""
-    return out.SignalCounts(
-        **{name: getattr(found, name) for name in out.SignalCounts.model_fields}
-    )
-
-
-def alarm(found: core.Alarm) -> out.Alarm:
-    """Convert one alarm."""
-    return out.Alarm(
-        device_id=found.device_id,
-        factory_id=found.factory_id,
-        metric=found.metric,
-        reason=found.reason.value,
-        ts=found.ts,
-        value=found.value,
-        text=found.text,
-        threshold=found.threshold,
-    )
-
-
 @router.get(
     "/v1/parks/{park_id}/signals",
     summary="A park's live signals",
@@ -176,30 +132,21 @@ async def park_signals(
         park = await signal_queries.load_park(conn, park_id)
         if park is None:
             raise not_found("park", park_id)
-        [result] = await signal_queries.live_signals(
+        [body] = await signal_bodies.live_bodies(
             conn,
             [park],
             as_of=instant,
             window_s=window_s,
             online_timeout_s=settings.online_timeout_s,
         )
-    return out.ParkSignals(
-        park_id=park.park_id,
-        name=park.name,
-        city=park.city,
-        as_of=instant,
-        window_s=window_s,
-        online_timeout_s=settings.online_timeout_s,
-        signals=signal_values(result.signals),
-        counts=counts(result.counts),
-        components=components(result.signals),
-        coverage=coverage(result.coverage),
-        alarms=[alarm(a) for a in result.alarms],
-    )
+    return body
 
 
 def history_range(
-    start: datetime | None, end: datetime | None, bucket: Bucket
+    start: datetime | None,
+    end: datetime | None,
+    bucket: Bucket,
+    max_buckets: int = MAX_BUCKETS,
 ) -> tuple[datetime, datetime]:
     """Return ``[start, end)`` in whole minutes: defaults, flooring and limits applied.
 
@@ -214,8 +161,8 @@ def history_range(
     start_ts = floor_minute(aware(start, "start")) if start else end_ts - DEFAULT_HISTORY
     if start_ts >= end_ts:
         raise bad_request("start must be at least a minute before end (both are whole minutes)")
-    if (end_ts - start_ts) / bucket.width > MAX_BUCKETS:
-        raise bad_request(f"more than {MAX_BUCKETS} buckets of {bucket.value}; widen the bucket")
+    if (end_ts - start_ts) / bucket.width > max_buckets:
+        raise bad_request(f"more than {max_buckets} buckets of {bucket.value}; widen the bucket")
     return start_ts, end_ts
 
 
@@ -257,7 +204,8 @@ def bucket_body(found: BucketSignals) -> dict[str, Any]:
             "minutes": found.slot.minutes,
             "device_minutes_registered": round(totals.devices_registered),
             "device_minutes_online": sums.devices_reporting,
-            "factory_minutes_with_lines": round(totals.factories_with_lines),
+            "factory_minutes_with_lines": round(found.factory_minutes_with_lines),
+            "factory_minutes_scheduled": round(found.factory_minutes_scheduled),
             "factory_minutes_operating": sums.factories_operating,
             "line_minutes_running": sums.lines_running,
             "line_capacity_units": totals.line_capacity_units,
@@ -286,9 +234,16 @@ def bucket_body(found: BucketSignals) -> dict[str, Any]:
     "/v1/parks/{park_id}/signals/history",
     summary="A park's signals per time bucket",
     response_model=out.SignalHistory,
-    responses=_PARK_ERRORS,
+    responses={
+        **csv_responses(
+            "The buckets; as CSV (`Accept: text/csv`): one row per bucket, its signals and"
+            " counts as columns"
+        ),
+        **_PARK_ERRORS,
+    },
 )
 async def park_signal_history(
+    request: Request,
     park_id: ParkId,
     pool: PoolDep,
     start: Start = None,
@@ -299,13 +254,22 @@ async def park_signal_history(
 
     Each bucket is clipped to the request; device and factory counts are in minutes (a
     device is online in a minute when it sent a reading in it). docs/signals.md defines
-    every signal per bucket.
+    every signal per bucket. ``Accept: text/csv`` streams the same buckets as CSV, up to
+    1,054,080 of them (two years of minutes).
     """
-    start_ts, end_ts = history_range(start, end, bucket)
+    as_csv = wants_csv(request)
+    start_ts, end_ts = history_range(start, end, bucket, MAX_CSV_BUCKETS if as_csv else MAX_BUCKETS)
     async with pool.connection() as conn:
         park = await signal_queries.load_park(conn, park_id)
         if park is None:
             raise not_found("park", park_id)
+        if as_csv:
+            return await csv_response(
+                request,
+                f"{park_id}-signals-{bucket.value}",
+                HISTORY_CSV_HEADER,
+                lambda c: _history_rows(c, park, start_ts, end_ts, bucket),
+            )
         found = await history_queries.park_history(
             conn, park, start=start_ts, end=end_ts, bucket=bucket
         )
@@ -319,15 +283,48 @@ async def park_signal_history(
     return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
+_COUNT_NAMES = tuple(out.BucketCounts.model_fields)
+# A history bucket as a CSV row: its times, its signals, the counts behind them.
+HISTORY_CSV_HEADER = ("ts", "start", "end", *_VALUE_NAMES, *_COUNT_NAMES)
+
+
+async def _history_rows(
+    conn: AsyncConnection, park: ParkInfo, start: datetime, end: datetime, bucket: Bucket
+) -> AsyncIterator[list[list[Cell]]]:
+    """The CSV rows of a history, one page of buckets per query."""
+    async for page in history_queries.park_history_pages(
+        conn, park, start=start, end=end, bucket=bucket, page_buckets=HISTORY_PAGE_BUCKETS
+    ):
+        rows: list[list[Cell]] = []
+        for found in page:
+            body = bucket_body(found)
+            rows.append(
+                [
+                    body["ts"],
+                    body["start"],
+                    body["end"],
+                    *(body["signals"][name] for name in _VALUE_NAMES),
+                    *(body["counts"][name] for name in _COUNT_NAMES),
+                ]
+            )
+        yield rows
+
+
 _DEFAULT_AGG = {"gauge": Agg.AVG, "counter": Agg.INCREASE, "state": Agg.COUNT}
 
 
 @router.get(
     "/v1/parks/{park_id}/metrics/{metric}",
     summary="A park metric per time bucket",
-    responses={**_PARK_ERRORS, 404: {"description": "Unknown park or metric (problem+json)"}},
+    response_model=out.ParkMetric,
+    responses={
+        **csv_responses("The points; as CSV (`Accept: text/csv`): a `ts,value,minutes` header"),
+        **_PARK_ERRORS,
+        404: {"description": "Unknown park or metric (problem+json)"},
+    },
 )
 async def park_metric(
+    request: Request,
     park_id: ParkId,
     metric: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["power_kw"])],
     pool: PoolDep,
@@ -347,13 +344,15 @@ async def park_metric(
         str | None,
         Query(description="state metrics: count the readings in this state", examples=["running"]),
     ] = None,
-) -> out.ParkMetric:
+) -> Response | out.ParkMetric:
     """One value per bucket for the whole park, from the per-minute park roll-up.
 
     For example the park's total ``power_kw`` per 15 minutes (``agg=avg``) or its
     ``output_units`` increase per hour. A bucket without data is ``null``, not left out.
+    ``Accept: text/csv`` streams the same points as CSV, up to 1,054,080 buckets.
     """
-    start_ts, end_ts = history_range(start, end, bucket)
+    as_csv = wants_csv(request)
+    start_ts, end_ts = history_range(start, end, bucket, MAX_CSV_BUCKETS if as_csv else MAX_BUCKETS)
     async with pool.connection() as conn:
         park = await signal_queries.load_park(conn, park_id)
         if park is None:
@@ -375,6 +374,22 @@ async def park_metric(
             raise bad_request("state applies to state metrics only")
         if chosen is Agg.INCREASE and kind != "counter":
             raise bad_request("agg=increase applies to counters only")
+        if as_csv:
+            return await csv_response(
+                request,
+                f"{park_id}-{metric}-{bucket.value}-{chosen.value}",
+                ("ts", "value", "minutes"),
+                lambda c: _metric_rows(
+                    c,
+                    park_id,
+                    metric=metric,
+                    start=start_ts,
+                    end=end_ts,
+                    bucket=bucket,
+                    agg=chosen,
+                    state=state,
+                ),
+            )
         points = await history_queries.park_metric(
             conn,
             park_id,
@@ -396,6 +411,32 @@ async def park_metric(
         end=end_ts,
         points=[out.MetricPoint(ts=p.ts, value=p.value, minutes=p.minutes) for p in points],
     )
+
+
+async def _metric_rows(
+    conn: AsyncConnection,
+    park_id: str,
+    *,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    bucket: Bucket,
+    agg: Agg,
+    state: str | None,
+) -> AsyncIterator[list[tuple[Cell, ...]]]:
+    """The CSV rows of a park metric, a page of points at a time."""
+    async for page in history_queries.park_metric_pages(
+        conn,
+        park_id,
+        metric=metric,
+        start=start,
+        end=end,
+        bucket=bucket,
+        agg=agg,
+        state=state,
+        page_rows=PAGE_ROWS,
+    ):
+        yield [(p.ts, p.value, p.minutes) for p in page]
 
 
 @router.get(

@@ -64,6 +64,11 @@ function pct(ratio, digits = 1) {
   return num(ratio * 100, digits);
 }
 
+// A ratio as "42%", or "—" when it is null (a rate with nothing scheduled).
+function pctText(ratio) {
+  return ratio === null || ratio === undefined ? "—" : `${pct(ratio, 0)}%`;
+}
+
 // A chart figure: the read-out keeps about three significant places; an axis label as
 // many decimals as its step needs.
 function chartNum(value, step) {
@@ -170,6 +175,19 @@ function historySeries(body, pick) {
     const v = pick(row);
     return { t: Date.parse(row.ts ?? row.start), v: v === undefined ? null : v };
   });
+}
+
+// Per history bucket, the share of its factory-minutes with lines that are off shift
+// (planned time); buckets wholly on shift are left out, so a fleet without calendars
+// shades nothing.
+function offShiftShade(body) {
+  return historyRows(body)
+    .map((row) => {
+      const all = row?.counts?.factory_minutes_with_lines ?? 0;
+      const scheduled = row?.counts?.factory_minutes_scheduled ?? all;
+      return { t: Date.parse(row.ts ?? row.start), share: all > 0 ? 1 - scheduled / all : 0 };
+    })
+    .filter((s) => s.share > 0);
 }
 
 function rowOutput(row) {
@@ -376,7 +394,7 @@ class OverviewView {
 
   update() {
     if (!this.parks.length) return;
-    const total = { online: 0, registered: 0, operating: 0, withLines: 0, power: 0, inAlarm: 0, energy: 0 };
+    const total = { online: 0, registered: 0, operating: 0, withLines: 0, offShift: 0, power: 0, inAlarm: 0, energy: 0 };
     let windowS = null;
     for (const p of this.parks) {
       const body = this.live.get(p.park_id);
@@ -389,7 +407,8 @@ class OverviewView {
       total.online += c.devices_online ?? 0;
       total.registered += c.devices_registered ?? 0;
       total.operating += c.factories_operating ?? 0;
-      total.withLines += c.factories_with_lines ?? 0;
+      total.withLines += c.factories_scheduled ?? c.factories_with_lines ?? 0;
+      total.offShift += (c.factories_with_lines ?? 0) - (c.factories_scheduled ?? c.factories_with_lines ?? 0);
       total.power += signalOf(body, "power_kw") ?? 0;
       total.energy += signalOf(body, "energy_kwh") ?? 0;
       total.inAlarm += c.devices_in_alarm ?? 0;
@@ -406,7 +425,7 @@ class OverviewView {
       const alarms = c.devices_in_alarm ?? 0;
       card.querySelector('[data-role="stats"]').innerHTML = [
         stat(t("ov.online"), `${pct(signalOf(body, "online_rate"), 0)}%`, ratioTrend("online_rate")),
-        stat(t("ov.operating"), `${pct(signalOf(body, "operating_rate"), 0)}%`, ratioTrend("operating_rate")),
+        stat(t("ov.operating"), pctText(signalOf(body, "operating_rate")), ratioTrend("operating_rate")),
         stat(t("ov.power"), num(signalOf(body, "power_kw"), 0), powerTrend ? trendHtml(powerTrend.delta, { digits: 0 }) : ""),
         stat(t("ov.alarms"), alarms ? `<span class="reason bad">${num(alarms, 0)}</span>` : "0", ratioTrend("alarm_rate")),
       ].join("");
@@ -424,7 +443,12 @@ class OverviewView {
         `<div class="panel tile"><div class="tile-label">${esc(label)}</div><div class="tile-value"><span class="num">${value}</span><span class="unit">${esc(unit)}</span></div><div class="tile-sub">${esc(sub)}</div></div>`;
       summary.innerHTML = [
         tile(t("sig.online_rate"), pct(total.registered ? total.online / total.registered : null), "%", t("sub.online", { a: total.online, b: total.registered })),
-        tile(t("sig.operating_rate"), pct(total.withLines ? total.operating / total.withLines : null), "%", t("sub.operating", { a: total.operating, b: total.withLines })),
+        tile(
+          t("sig.operating_rate"),
+          pct(total.withLines ? total.operating / total.withLines : null),
+          "%",
+          !total.withLines && total.offShift ? t("sub.none_scheduled") : t(total.offShift ? "sub.operating_planned" : "sub.operating", { a: total.operating, b: total.withLines }),
+        ),
         tile(t("sig.power_kw"), num(total.power, autoDigits(total.power)), t("unit.kw"), t("overview.totals")),
         tile(t("sig.energy_kwh"), num(total.energy, autoDigits(total.energy)), t("unit.kwh"), t("sub.energy", { window: windowText })),
         tile(t("alarms.title"), num(total.inAlarm, 0), "", t("sub.alarm", { a: total.inAlarm, b: total.online })),
@@ -737,8 +761,10 @@ class ParkView {
     };
     const ratioTile = (name, sub, opts = {}) => {
       const v = signalOf(body, name);
+      // A null rate means nothing is scheduled (planned time), not "no data".
+      if (v === null && opts.unscheduled) sub = opts.unscheduled;
       const trend = this.historyTrend((r) => r.signals?.[name]);
-      const level = opts.inverse ? (v > 0.1 ? "bad" : v > 0 ? "warn" : "good") : v >= 0.8 ? "good" : v >= 0.5 ? "warn" : "bad";
+      const level = v === null ? "" : opts.inverse ? (v > 0.1 ? "bad" : v > 0 ? "warn" : "good") : v >= 0.8 ? "good" : v >= 0.5 ? "warn" : "bad";
       return {
         cls: level,
         html: `<div class="tile-label"><span>${esc(t(`sig.${name}`))}</span>${trend ? trendHtml(trend.delta, { scale: 100, suffix: "%", inverse: opts.inverse }) : ""}</div>
@@ -757,10 +783,13 @@ class ParkView {
         <div class="tile-foot">${coverageLine(name)}</div>`,
     });
 
+    const offShift = (c.factories_with_lines ?? 0) > (c.factories_scheduled ?? c.factories_with_lines ?? 0);
     const health = signalOf(body, "health_index");
     const comps = componentsOf(body);
     const compRows = COMPONENTS.map((key) => {
-      const comp = comps[key] ?? {};
+      // A component left out of the index (its rate is null: nothing scheduled).
+      if (!comps[key]) return `<span>${esc(t(`comp.${key}`))}</span><span class="cbar"></span><span class="pts">—</span>`;
+      const comp = comps[key];
       const max = (comp.weight ?? 0) * 100;
       const points = comp.points ?? (comp.weight ?? 0) * (comp.value ?? 0) * 100;
       return `<span>${esc(t(`comp.${key}`))}</span><span class="cbar"><span style="width:${max ? Math.min(100, (points / max) * 100).toFixed(0) : 0}%"></span></span><span class="pts">${num(points, 1)}/${num(max, 0)}</span>`;
@@ -776,14 +805,19 @@ class ParkView {
           </div>
           <div class="tile-foot">${coverageLine("health_index")}</div>`,
       },
-      operating_rate: ratioTile("operating_rate", t("sub.operating", { a: c.factories_operating ?? 0, b: c.factories_with_lines ?? 0 })),
+      operating_rate: ratioTile(
+        "operating_rate",
+        t(offShift ? "sub.operating_planned" : "sub.operating", { a: c.factories_operating ?? 0, b: c.factories_scheduled ?? c.factories_with_lines ?? 0 }),
+        { unscheduled: t("sub.none_scheduled") },
+      ),
       online_rate: ratioTile("online_rate", t("sub.online", { a: c.devices_online ?? 0, b: c.devices_registered ?? 0 })),
       capacity_utilization: ratioTile(
         "capacity_utilization",
         t("sub.capacity", {
           a: num(c.output_units_increase ?? 0, 0),
-          b: num(((c.line_capacity_units_per_hour ?? 0) * (body.window_s ?? 300)) / 3600, 0),
+          b: num(Math.max(0, ((c.line_capacity_units_per_hour ?? 0) * (body.window_s ?? 300)) / 3600 - (c.capacity_units_off_shift ?? 0)), 0),
         }),
+        { unscheduled: t("sub.none_scheduled_window") },
       ),
       power_kw: plainTile(
         "power_kw",
@@ -847,7 +881,7 @@ class ParkView {
       let last = "";
       if (body) {
         if (key === "power") last = `${num(signalOf(body, "power_kw"), autoDigits(signalOf(body, "power_kw")))} kW`;
-        if (key === "operating") last = `${pct(signalOf(body, "operating_rate"), 0)}%`;
+        if (key === "operating") last = pctText(signalOf(body, "operating_rate"));
         if (key === "health") last = num(signalOf(body, "health_index"), 1);
       }
       el.querySelector('[data-role="last"]').textContent = last;
@@ -866,7 +900,8 @@ class ParkView {
         this.historyState === "ok" && this.history ? historySeries(this.history.body, (r) => (rowHasData(r) ? spec.pick(r) : null)) : [];
       const emptyText =
         this.historyState === "loading" ? t("charts.loading") : this.historyState === "unavailable" ? t("charts.unavailable") : t("charts.empty");
-      timeChart(el, { ...spec, points, start, end, bucketMs: range.bucketMs, emptyText });
+      const shade = this.historyState === "ok" && this.history ? offShiftShade(this.history.body) : [];
+      timeChart(el, { ...spec, points, start, end, bucketMs: range.bucketMs, emptyText, shade, shadeTitle: t("charts.off_shift") });
     }
     this.renderChartTitles();
   }
@@ -969,6 +1004,7 @@ class ParkView {
       if (f.devices_online === 0 && f.devices > 0) return `<span class="pill bad">${esc(t("factory.offline"))}</span>`;
       if ((f.devices_in_alarm ?? 0) > 0) return `<span class="pill warn">${esc(t("factory.alarm"))}</span>`;
       if (!f.lines) return `<span class="pill idle">${esc(t("factory.no_lines"))}</span>`;
+      if (f.scheduled === false) return `<span class="pill offshift" data-status="off_shift">${esc(t("factory.off_shift"))}</span>`;
       return f.operating ? `<span class="pill good">${esc(t("factory.running"))}</span>` : `<span class="pill idle">${esc(t("factory.idle"))}</span>`;
     };
     const body = rows
@@ -981,7 +1017,7 @@ class ParkView {
           <td>${known ? status(f) : "—"}</td>
           <td class="num">${known ? `${num(f.devices_online, 0)}/${num(f.devices, 0)}` : "—"}</td>
           <td class="num">${known && f.lines ? `${num(f.lines_running, 0)}/${num(f.lines, 0)}` : "—"}</td>
-          <td class="num hide-narrow">${known && f.lines ? `<span class="mini"><span style="width:${Math.min(100, (cap ?? 0) * 100).toFixed(0)}%"></span></span>${pct(cap, 0)}%` : "—"}</td>
+          <td class="num hide-narrow">${known && f.lines ? `<span class="mini"><span style="width:${Math.min(100, (cap ?? 0) * 100).toFixed(0)}%"></span></span>${cap === null ? "—" : `${pct(cap, 0)}%`}` : "—"}</td>
           <td class="num">${known && f.meters !== 0 ? num(f.power_kw, autoDigits(f.power_kw)) : "—"}</td>
           <td class="num">${known ? (f.devices_in_alarm ? `<span class="reason bad">${num(f.devices_in_alarm, 0)}</span>` : "0") : "—"}</td>
         </tr>`;

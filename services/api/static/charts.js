@@ -69,7 +69,8 @@ function segments(points) {
  * options: points [{t: ms, v: number|null}], start/end (ms), color, kind ("area" | "bars"),
  * yMin/yMax (fixed bounds), format (value, axisStep) → text (axisStep is given for axis
  * labels, so they can use as many digits as the step needs), unit (text after the
- * read-out), bucketMs (bar width for "bars"), emptyText.
+ * read-out), bucketMs (bar width for "bars"), emptyText, shade [{t: ms, share: 0..1}]
+ * (buckets drawn behind the data, darker the more of them is off shift) and shadeTitle.
  */
 export function timeChart(el, options) {
   const width = Math.max(240, Math.round(el.clientWidth || 320));
@@ -83,6 +84,15 @@ export function timeChart(el, options) {
   const y = (v) => PAD.top + ih - ((v - lo) / (hi - lo)) * ih;
 
   const parts = [];
+  const shadeWidth = ((options.bucketMs ?? 0) / (end - start || 1)) * iw;
+  for (const s of options.shade ?? []) {
+    const x0 = Math.max(PAD.left, x(s.t));
+    const x1 = Math.min(PAD.left + iw, x(s.t) + shadeWidth);
+    if (x1 <= x0) continue;
+    parts.push(
+      `<rect class="offshift" x="${x0.toFixed(1)}" y="${PAD.top}" width="${(x1 - x0).toFixed(1)}" height="${ih}" fill-opacity="${(0.35 * s.share).toFixed(3)}"><title>${esc(options.shadeTitle ?? "")}</title></rect>`,
+    );
+  }
   const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
   for (const v of ticks) {
     const yy = y(v).toFixed(1);

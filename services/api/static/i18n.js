@@ -57,6 +57,9 @@ const STRINGS = {
 
     "sub.online": "{a} of {b} devices online",
     "sub.operating": "{a} of {b} factories running",
+    "sub.operating_planned": "{a} of {b} scheduled factories running",
+    "sub.none_scheduled": "no factory scheduled now",
+    "sub.none_scheduled_window": "no line scheduled in window",
     "sub.capacity": "{a} of {b} units in window",
     "sub.power": "{a} of {b} meters online",
     "sub.energy": "used in the last {window}",
@@ -79,6 +82,7 @@ const STRINGS = {
     "charts.empty": "No data in this range",
     "charts.loading": "Loading…",
     "charts.unavailable": "History unavailable",
+    "charts.off_shift": "Shaded: off shift",
 
     "alarms.title": "Devices in alarm",
     "alarms.none": "No device in alarm",
@@ -113,6 +117,7 @@ const STRINGS = {
     "factories.title": "Factories",
     "factory.running": "Running",
     "factory.idle": "Not running",
+    "factory.off_shift": "Off shift",
     "factory.no_lines": "No lines",
     "factory.alarm": "Alarm",
     "factory.offline": "Offline",
@@ -202,6 +207,9 @@ const STRINGS = {
 
     "sub.online": "{b} 台设备中 {a} 台在线",
     "sub.operating": "{b} 家工厂中 {a} 家开工",
+    "sub.operating_planned": "{b} 家排班工厂中 {a} 家开工",
+    "sub.none_scheduled": "当前无工厂排班",
+    "sub.none_scheduled_window": "窗口内无产线排班",
     "sub.capacity": "窗口内产量 {a} / 产能 {b}",
     "sub.power": "{b} 块电表中 {a} 块在线",
     "sub.energy": "近 {window} 用电",
@@ -224,6 +232,7 @@ const STRINGS = {
     "charts.empty": "该时段无数据",
     "charts.loading": "加载中…",
     "charts.unavailable": "历史数据不可用",
+    "charts.off_shift": "阴影：非排班时段",
 
     "alarms.title": "告警设备",
     "alarms.none": "当前无告警设备",
@@ -258,6 +267,7 @@ const STRINGS = {
     "factories.title": "工厂",
     "factory.running": "开工",
     "factory.idle": "停工",
+    "factory.off_shift": "休班",
     "factory.no_lines": "无产线",
     "factory.alarm": "告警",
     "factory.offline": "离线",
