@@ -17,7 +17,7 @@ from types import FrameType
 from schemas.fleet import DeviceType, Factory, Fleet, parse_fleet
 from services.config import MqttSettings, StackSettings
 from services.core.access import CredentialKind, PlatformRole, client_id_prefix, username
-from services.core.calendar import calendar_in_force, work_calendar
+from services.core.calendar import WorkCalendar, calendar_in_force, work_calendar
 from services.stack.stack import platform_mqtt_settings
 from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
 from simulators.history import DEFAULT_SAMPLES_PER_S, Backfill, HistorySite
@@ -174,12 +174,11 @@ def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
     sites = []
     for park in fleet.parks:
         for factory in park.factories:
+            calendar = work_calendar(
+                calendar_in_force(park.calendar, factory.calendar), park.timezone
+            )
             simulator = FactorySimulator(
-                park.id,
-                factory,
-                types,
-                work_calendar(calendar_in_force(park.calendar, factory.calendar), park.timezone),
-                bad_data_rate=args.bad_data_rate,
+                park.id, factory, types, calendar, bad_data_rate=args.bad_data_rate
             )
             if simulator.skipped:
                 logger.warning(
@@ -203,17 +202,24 @@ def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
                 will_device_id=meters[0] if meters else None,
                 outage=outage,
             )
-            history = _history_site(park.id, factory, types, gateway, args.seed)
+            history = _history_site(park.id, factory, types, calendar, gateway, args.seed)
             sites.append(_Site(simulator, factory_rng(args.seed, factory.id), gateway, history))
     return sites
 
 
 def _history_site(
-    park_id: str, factory: Factory, types: dict[str, DeviceType], gateway: Gateway, seed: int
+    park_id: str,
+    factory: Factory,
+    types: dict[str, DeviceType],
+    calendar: WorkCalendar | None,
+    gateway: Gateway,
+    seed: int,
 ) -> HistorySite:
-    """Return a factory's history: its own simulator (no restarts, no bad data) and RNG."""
+    """Return a factory's history: its own simulator (same calendar; no restarts, no bad data)."""
     return HistorySite(
-        make_simulator=lambda: FactorySimulator(park_id, factory, types, restart_rate_per_h=0.0),
+        make_simulator=lambda: FactorySimulator(
+            park_id, factory, types, calendar, restart_rate_per_h=0.0
+        ),
         make_rng=lambda: factory_rng(seed, f"{factory.id}/history"),
         gateway=gateway,
         device_types={d.id: types[d.type] for d in factory.devices if d.type in types},

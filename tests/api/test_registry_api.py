@@ -75,7 +75,7 @@ def test_fleet_put_then_parks_are_listed(api: TestClient) -> None:
 
 
 def test_chinese_names_are_stored_served_and_round_trip(api: TestClient, clean_db: str) -> None:
-    """``name_zh`` of a park and a factory is in the parks list, the detail and the registry."""
+    """``name_zh`` of a park and a factory is in the parks list, the detail and GET /v1/fleet."""
     fleet = FLEET.replace(
         "name: Hebi Digital Economy Park",
         "name: Hebi Digital Economy Park\n    name_zh: 鹤壁数字经济产业园",
@@ -95,6 +95,10 @@ def test_chinese_names_are_stored_served_and_round_trip(api: TestClient, clean_d
         stored = read_fleet(conn)
     assert stored.parks[0].name_zh == "鹤壁数字经济产业园"
     assert stored.parks[0].factories[0].name_zh == "精密零件厂"
+    exported = api.get("/v1/fleet", headers={"accept": "application/json"})
+    assert exported.status_code == 200, exported.text
+    assert exported.json()["parks"][0]["name_zh"] == "鹤壁数字经济产业园"
+    assert exported.json()["parks"][0]["factories"][0]["name_zh"] == "精密零件厂"
     too_long = fleet.replace("name_zh: 精密零件厂", "name_zh: " + "厂" * 201)
     refused = api.put(
         "/v1/fleet", content=too_long.encode(), headers={"content-type": "application/yaml"}

@@ -15,11 +15,12 @@ from pathlib import Path
 import psycopg
 
 from schemas.fleet import Device, Factory, Fleet, Park
+from schemas.telemetry import status_topic
 from services.config import MqttSettings
 from services.storage.fleet_store import load_fleet
 from simulators.fleet import dump_fleet_yaml
 from tests.helpers import wait_until
-from tests.ingest.harness import REPO, IngestProcess, unique_prefix
+from tests.ingest.harness import REPO, IngestProcess, Publisher, unique_prefix
 
 HISTORY_TICKS = 720  # --history-s 720 at --interval-s 1
 # The newest 600 ticks (RECENT_S) of 4 devices leave first, 2,400 samples; at 200 samples/s
@@ -63,6 +64,22 @@ def start_simulator(path: Path, mqtt_settings: MqttSettings, log: Path) -> subpr
         return subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+def clear_statuses(mqtt_settings: MqttSettings, test_fleet: Fleet) -> None:
+    """Remove the simulator's retained statuses, which later tests' workers would receive."""
+    publisher = Publisher(mqtt_settings)
+    try:
+        park = test_fleet.parks[0]
+        infos = [
+            publisher.client.publish(status_topic(park.id, f.id, d.id), b"", qos=1, retain=True)
+            for f in park.factories
+            for d in f.devices
+        ]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        publisher.close()
+
+
 def history_stored(conninfo: str, devices: list[str], first_ts: datetime, end: datetime) -> int:
     """Return how many (device, tick) pairs of the history are stored."""
     with psycopg.connect(conninfo) as conn:
@@ -104,7 +121,9 @@ def test_live_readings_arrive_while_the_history_is_still_being_flushed(
         )
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0, log.read_text(encoding="utf-8")
+        exit_code = process.wait(30)
+        clear_statuses(mqtt_settings, test_fleet)
+    assert exit_code == 0, log.read_text(encoding="utf-8")
     recent_from = start - RECENT_TICKS * timedelta(seconds=1)
     with psycopg.connect(clean_db) as conn:
         recent_last_received, older_first_received = conn.execute(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas.fleet import Device, Factory, builtin_device_types
+from schemas.fleet import Calendar, Device, Factory, Fleet, Park, builtin_device_types
+from simulators.__main__ import _build_sites, build_parser
 from simulators.history import HistorySpan, first_pass, shift_counters
 from simulators.plant import FactorySimulator, factory_rng
 
@@ -85,3 +86,26 @@ def test_shift_keeps_a_counters_kind_and_never_goes_below_zero(
     moved = shift_counters({"c": value, "g": 1.5}, "d", {("d", "c"): offset}, None)
     assert moved == {"c": expected, "g": 1.5}
     assert type(moved["c"]) is type(expected)
+
+
+def test_history_follows_the_factorys_calendar_as_live_does() -> None:
+    """A factory off shift in its calendar has its lines stopped in the history too."""
+    calendar = {"shifts": [{"days": ["mon"], "start": "08:00", "end": "09:00"}]}
+    fleet = Fleet(
+        parks=[
+            Park(
+                id="p1",
+                factories=[factory().model_copy(update={"calendar": Calendar(**calendar)})],
+            )
+        ]
+    )
+    args = build_parser().parse_args(["run", "--fleet", "-", "--port", "1"])
+    [site] = _build_sites(fleet, args)
+    simulator, rng = site.history.make_simulator(), site.history.make_rng()
+    states = {
+        sample.metrics["state"]
+        for tick in range(60)
+        for sample in simulator.step(LIVE_TS + tick * INTERVAL, rng)  # a Tuesday
+        if "state" in sample.metrics
+    }
+    assert states == {"stopped"}
