@@ -234,7 +234,8 @@ def bucket_signals(
     capacity for the bucket's duration, power_kw the park's mean power, alarm_rate
     device-minutes in alarm over online device-minutes. With a ``plan`` (a park with
     calendars) the denominators of operating_rate and capacity_utilization are the
-    scheduled factory-minutes and capacity-time; the numerators stay the roll-up's.
+    scheduled factory-minutes and capacity-time; storage passes the operating factory-minutes
+    inside shifts as ``sums.factories_operating`` (the output numerator stays the roll-up's).
     """
     minutes = slot.minutes
     with_lines = registry.factories_with_lines * minutes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from services.core.calendar import scheduled_intervals
 from services.core.history import (
     BUCKET_ORIGIN,
     Bucket,
@@ -57,6 +58,27 @@ FROM (
 ) parts
 GROUP BY 1
 ORDER BY 1
+"""
+
+# Planned time: each bucket's operating factory-minutes inside the factories' shifts.
+# ``%(factory)s`` / ``%(lo)s`` / ``%(hi)s`` list the scheduled intervals of every factory
+# with lines (from the calendar, services/core/calendar.py); a minute folded before
+# park_1m kept its operating factories counts as the roll-up's number.
+_OPERATING_SCHEDULED_SQL = """
+WITH plan AS (
+    SELECT factory_id, range_agg(tstzrange(lo, hi)) AS scheduled
+    FROM unnest(%(factory)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+        AS p(factory_id, lo, hi)
+    GROUP BY factory_id
+)
+SELECT time_bucket(%(width)s, m.minute, %(origin)s) AS bucket,
+       sum(CASE WHEN m.operating_factories IS NULL THEN m.factories_operating
+                ELSE (SELECT count(*) FROM unnest(m.operating_factories) AS f(factory_id)
+                      JOIN plan USING (factory_id)
+                      WHERE m.minute <@ plan.scheduled) END)::bigint AS operating
+FROM park_1m m
+WHERE m.park_id = %(park)s AND m.minute >= %(start)s AND m.minute < %(end)s
+GROUP BY 1
 """
 
 HOUR = timedelta(hours=1)
@@ -119,11 +141,52 @@ async def park_history(
     registry = park.registry_counts()
     if not park.planned:
         return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
-    plans = bucket_plans(slots, _factory_lines(park))
+    factories = _factory_lines(park)
+    plans = bucket_plans(slots, factories)
+    operating = await _operating_scheduled(conn, params, factories, start=start, end=end)
     return [
-        bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry, plan)
+        bucket_signals(
+            slot,
+            replace(
+                sums.get(slot.ts, MinuteTotals()), factories_operating=operating.get(slot.ts, 0)
+            ),
+            registry,
+            plan,
+        )
         for slot, plan in zip(slots, plans, strict=True)
     ]
+
+
+async def _operating_scheduled(
+    conn: AsyncConnection,
+    params: dict[str, Any],
+    factories: dict[str, FactoryLines],
+    *,
+    start: datetime,
+    end: datetime,
+) -> dict[datetime, int]:
+    """Each bucket's operating factory-minutes that fall inside the factory's shifts."""
+    ids: list[str] = []
+    los: list[datetime] = []
+    his: list[datetime] = []
+    for factory_id, lines in factories.items():
+        for lo, hi in scheduled_intervals(lines.calendar, start, end):
+            ids.append(factory_id)
+            los.append(lo)
+            his.append(hi)
+    query = {
+        "width": params["width"],
+        "origin": params["origin"],
+        "park": params["park"],
+        "start": start,
+        "end": end,
+        "factory": ids,
+        "lo": los,
+        "hi": his,
+    }
+    async with conn.cursor() as cur:
+        await cur.execute(_OPERATING_SCHEDULED_SQL.encode(), query)
+        return {bucket: int(count) for bucket, count in await cur.fetchall()}
 
 
 class Agg(StrEnum):

@@ -279,14 +279,16 @@ WITH rows AS (
 )
 INSERT INTO park_1m AS p (
     park_id, minute, devices_reporting, lines_reporting_state, lines_running,
-    factories_operating, lines_reporting_output, output_units, meters_reporting_power,
-    power_kw, energy_reporting, energy_kwh, alarm_devices_reporting, devices_in_alarm
+    factories_operating, operating_factories, lines_reporting_output, output_units,
+    meters_reporting_power, power_kw, energy_reporting, energy_kwh, alarm_devices_reporting,
+    devices_in_alarm
 )
 SELECT park_id, minute,
        count(DISTINCT device_id),
        count(*) FILTER (WHERE line_state),
        count(*) FILTER (WHERE line_running),
        count(DISTINCT factory_id) FILTER (WHERE line_running),
+       coalesce(array_agg(DISTINCT factory_id) FILTER (WHERE line_running), '{{}}'),
        count(*) FILTER (WHERE line_output),
        coalesce(sum(increase) FILTER (WHERE line_output), 0),
        count(*) FILTER (WHERE meter_power),
@@ -303,6 +305,7 @@ ON CONFLICT (park_id, minute) DO UPDATE SET
     lines_reporting_state = excluded.lines_reporting_state,
     lines_running = excluded.lines_running,
     factories_operating = excluded.factories_operating,
+    operating_factories = excluded.operating_factories,
     lines_reporting_output = excluded.lines_reporting_output,
     output_units = excluded.output_units,
     meters_reporting_power = excluded.meters_reporting_power,

@@ -228,6 +228,44 @@ def test_history_buckets_across_a_daylight_saving_change(api: TestClient, fleet:
     assert all(b["counts"]["factory_minutes_with_lines"] == 60 for b in buckets)
 
 
+def test_history_counts_operating_minutes_only_inside_shifts(api: TestClient, fleet: str) -> None:
+    """Work past a shift's end is not operating time, in any bucket.
+
+    On Tuesday 3 November (Shanghai) l1 runs 19:30-22:30, past f1's 20:00 end; l2 runs
+    21:30-22:30, from half an hour before f2's 22:00 start. Hourly buckets from 19:00:
+    19:00 is f1's last scheduled hour and it runs 30 of its minutes; nothing is scheduled
+    at 20:00 and 21:00; at 22:00 only f2 is, and it runs 30 minutes (f1's 30 minutes that
+    hour are off shift, so they do not count towards the rate).
+    """
+
+    def running(device: str, first: str, last: str) -> list[Reading]:
+        ts, end = local(first), local(last)
+        found = []
+        while ts < end:
+            found.append(reading(device, "state", ts, "running"))
+            ts += timedelta(minutes=1)
+        return found
+
+    write(
+        fleet,
+        running("l1", "2026-11-03T19:30:00", "2026-11-03T22:30:00")
+        + running("l2", "2026-11-03T21:30:00", "2026-11-03T22:30:00"),
+    )
+    response = api.get(
+        "/v1/parks/p1/signals/history",
+        params={
+            "start": local("2026-11-03T19:00:00").isoformat(),
+            "end": local("2026-11-03T23:00:00").isoformat(),
+            "bucket": "1h",
+        },
+    )
+    assert response.status_code == 200, response.text
+    buckets = response.json()["buckets"]
+    assert [b["counts"]["factory_minutes_scheduled"] for b in buckets] == [60, 0, 0, 60]
+    assert [b["counts"]["factory_minutes_operating"] for b in buckets] == [30, 0, 0, 30]
+    assert [b["signals"]["operating_rate"] for b in buckets] == [0.5, None, None, 0.5]
+
+
 def test_time_zones_and_calendars_round_trip_through_the_registry(fleet: str) -> None:
     """The registry reads back the time zones and calendars a fleet load stored."""
     with psycopg.connect(fleet) as conn:

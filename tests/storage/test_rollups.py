@@ -316,6 +316,7 @@ def test_park_minute_worked_by_hand(db: str) -> None:
         "lines_reporting_state": 2,
         "lines_running": 1,  # l1's last state in the minute
         "factories_operating": 1,  # f1
+        "operating_factories": ["f1"],  # the factories behind that count
         "lines_reporting_output": 2,
         "output_units": 23.0,  # l1 1000 -> 1020, l2 400 -> 3 (restart)
         "meters_reporting_power": 2,
