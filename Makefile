@@ -76,7 +76,7 @@ bench: venv
 proto:
 	python3 -m venv .state/protoc
 	.state/protoc/bin/pip install --quiet 'grpcio-tools>=1.76'
-	cd schemas && ../.state/protoc/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. sparkplug_b.proto
+	.state/protoc/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. schemas/sparkplug_b.proto
 
 bench-peers: venv
 	$(PARKSENSE) bench-peers $(BENCH_ARGS)

@@ -40,6 +40,9 @@ from services.core.validate import Limits, MetricRefused, judge_metric, judge_ts
 # are told apart.
 SEQ_WINDOW = 32
 _FULL = (1 << SEQ_WINDOW) - 1
+# Workers stamp receipt on their own clocks; a DBIRTH applied before its NBIRTH by another
+# worker was received at most about this long before it (and normally just after).
+BIRTH_SLACK = timedelta(seconds=2)
 # At most one Rebirth request per edge node this often: a node needs a moment to rebirth,
 # and every message until then would otherwise ask again.
 REBIRTH_INTERVAL = timedelta(seconds=5)
@@ -51,6 +54,8 @@ NodeKey = tuple[str, str]  # (park_id, factory_id)
 class DeviceBirth:
     """What a device's DBIRTH declared: alias → metric name, and each name's data type."""
 
+    born_at: datetime  # when the DBIRTH was received
+    seq: int | None = None  # the DBIRTH's seq
     aliases: Mapping[int, str] = field(default_factory=dict)
     datatypes: Mapping[str, int] = field(default_factory=dict)
 
@@ -110,9 +115,28 @@ def observe_seq(state: NodeState, seq: int) -> tuple[NodeState, tuple[int, ...]]
     return state, ()  # older than the window: already declared lost
 
 
-def born(state: NodeState, bd_seq: int | None, seq: int) -> NodeState:
-    """The state after an NBIRTH: a new session, no device born yet."""
-    return NodeState(bd_seq=bd_seq, seq=seq, seen=_FULL, rebirth_at=state.rebirth_at)
+def born(state: NodeState, bd_seq: int | None, seq: int, received_at: datetime) -> NodeState:
+    """The state after an NBIRTH received at ``received_at``: a new session.
+
+    The births of the session before are dropped. A DBIRTH that another worker applied
+    first may belong to the new session (the edge node sends its DBIRTHs right after its
+    NBIRTH): one received within ``BIRTH_SLACK`` of the NBIRTH with a seq just after it is
+    kept, and its seq counts as seen.
+    """
+
+    def same_session(birth: DeviceBirth) -> bool:
+        if birth.seq is None or birth.born_at < received_at - BIRTH_SLACK:
+            return False
+        return 0 < (birth.seq - seq) % SEQ_MODULUS < SEQ_WINDOW
+
+    devices = {k: v for k, v in state.devices.items() if same_session(v)}
+    fresh = NodeState(
+        bd_seq=bd_seq, seq=seq, seen=_FULL, rebirth_at=state.rebirth_at, devices=devices
+    )
+    for birth in sorted(devices.values(), key=lambda b: b.born_at):
+        if birth.seq is not None:
+            fresh, _ = observe_seq(fresh, birth.seq)
+    return fresh
 
 
 def judge_frames(
@@ -156,7 +180,12 @@ class _Judgement:
     def run(self) -> FrameOutcome:
         kind = self.frame.address.message_type
         if kind is MessageType.NBIRTH:
-            self.state = born(self.state, _bd_seq(self.frame), (self.frame.seq or 0) % SEQ_MODULUS)
+            self.state = born(
+                self.state,
+                _bd_seq(self.frame),
+                (self.frame.seq or 0) % SEQ_MODULUS,
+                self.frame.received_at,
+            )
         elif kind is MessageType.NDEATH:
             self._node_death()
         else:
@@ -242,7 +271,7 @@ class _Judgement:
                 aliases[metric.alias] = metric.name
             if metric.datatype is not None:
                 datatypes[metric.name] = metric.datatype
-        birth = DeviceBirth(aliases, datatypes)
+        birth = DeviceBirth(self.frame.received_at, self.frame.seq, aliases, datatypes)
         self.state = replace(self.state, devices={**self.state.devices, device.device_id: birth})
         self.statuses.append(
             StatusUpdate(

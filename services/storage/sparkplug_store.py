@@ -9,6 +9,7 @@ edge nodes wait for each other instead of deadlocking.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -70,6 +71,8 @@ async def apply(
 def _state(row: TupleRow) -> NodeState:
     devices = {
         device_id: DeviceBirth(
+            born_at=datetime.fromisoformat(birth["born_at"]),
+            seq=birth.get("seq"),
             aliases={int(alias): str(name) for alias, name in birth["aliases"].items()},
             datatypes={str(name): int(t) for name, t in birth["datatypes"].items()},
         )
@@ -80,9 +83,11 @@ def _state(row: TupleRow) -> NodeState:
     )
 
 
-def _devices_json(state: NodeState) -> dict[str, dict[str, dict[str, object]]]:
+def _devices_json(state: NodeState) -> dict[str, dict[str, object]]:
     return {
         device_id: {
+            "born_at": birth.born_at.isoformat(),
+            "seq": birth.seq,
             "aliases": {str(alias): name for alias, name in birth.aliases.items()},
             "datatypes": dict(birth.datatypes),
         }

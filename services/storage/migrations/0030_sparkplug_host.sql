@@ -10,8 +10,8 @@ CREATE TABLE sparkplug_nodes (
     seq        smallint CHECK (seq BETWEEN 0 AND 255),
     seen       bigint NOT NULL CHECK (seen BETWEEN 0 AND 4294967295),
     rebirth_at timestamptz,
-    -- Each born device's DBIRTH: {"device": {"aliases": {"1": "power_kw"},
-    -- "datatypes": {"power_kw": 10}}}; at most MAX_METRICS aliases per device.
+    -- Each born device's DBIRTH: {"device": {"born_at": "…", "seq": 1, "aliases":
+    -- {"1": "power_kw"}, "datatypes": {"power_kw": 10}}}; at most MAX_METRICS aliases each.
     devices    jsonb NOT NULL DEFAULT '{}',
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (park_id, factory_id)
