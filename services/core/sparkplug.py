@@ -310,8 +310,8 @@ class _Judgement:
                     " in force",
                 )
                 continue
-            if name == BD_SEQ_METRIC or name.startswith(CONTROL_PREFIXES):
-                continue
+            if metric.value is None or name == BD_SEQ_METRIC or name.startswith(CONTROL_PREFIXES):
+                continue  # a null value (declared, not measured) or a control: no reading
             self._reading(device, name, metric, birth)
 
     def _reading(

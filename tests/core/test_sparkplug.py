@@ -277,8 +277,14 @@ def test_a_birth_applied_before_its_nbirth_stays_with_the_new_session() -> None:
 
 
 def test_control_metrics_are_not_readings() -> None:
-    """The Node and Device Control metrics are the specification's, not measurements."""
-    ddata = payload(2, [{"name": "Device Control/Rebirth", "boolean_value": False}])
+    """Control metrics (the specification's) and null values (declared, unmeasured): no rows."""
+    ddata = payload(
+        2,
+        [
+            {"name": "Device Control/Rebirth", "boolean_value": False},
+            {"name": "power_kw", "datatype": DataType.DOUBLE, "is_null": True},
+        ],
+    )
     outcome = judged([*birth_frames(), frame("DDATA", ddata)])
     assert outcome.outcomes[-1].readings == ()
     assert outcome.outcomes[-1].rejections == ()
