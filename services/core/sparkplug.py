@@ -193,9 +193,10 @@ class _Judgement:
         return FrameOutcome(tuple(self.readings), tuple(self.rejections), tuple(self.statuses))
 
     def _sequenced(self, kind: MessageType) -> None:
-        if self.state.bd_seq is None:
+        if self.state.bd_seq is None and kind is not MessageType.DBIRTH:
             # Data from a node whose NBIRTH this host has not seen (it was born before
-            # ingest started, or its birth was lost): ask for one.
+            # ingest started, or its birth was lost): ask for one. Not for a DBIRTH, which
+            # another worker may have applied just before its NBIRTH.
             self.wants_rebirth = True
         seq = self.frame.seq
         if seq is None or not 0 <= seq < SEQ_MODULUS:

@@ -274,6 +274,7 @@ def test_a_birth_applied_before_its_nbirth_stays_with_the_new_session() -> None:
     for seq in range(2, SEQ_WINDOW + 3):
         state, lost = observe_seq(state, seq)
         assert lost == ()
+    assert judged([dbirth, nbirth]).rebirths == ()  # a first birth, reordered: no request
 
 
 def test_control_metrics_are_not_readings() -> None:
