@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 INSTALL_SYSTEM := bash deploy/install-system.sh
 INSTALL_FLAGS :=
 
-.PHONY: help system venv test lint up down demo bench bench-peers status
+.PHONY: help system venv test lint up down demo bench bench-peers status proto
 
 help:
 	@echo "make demo    everything: system packages, virtualenv, stack, simulator; prints the dashboard URL"
@@ -31,8 +31,14 @@ system:
 $(PYTHON):
 	python3 -m venv $(VENV)
 
+# pysparkplug is the tests' Sparkplug B edge node (an implementation no one here wrote). It
+# declares paho-mqtt<2 but runs on paho 2's compatibility API, so it is installed without
+# its own requirements (protobuf, which it also needs, comes with parksense).
+PYSPARKPLUG := pysparkplug==0.6.1
+
 $(STAMP): pyproject.toml | $(PYTHON)
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet --no-deps '$(PYSPARKPLUG)'
 	touch $@
 
 venv: system $(STAMP)
@@ -64,6 +70,13 @@ demo: venv
 
 bench: venv
 	$(PARKSENSE) bench $(BENCH_ARGS)
+
+# Regenerate the Sparkplug B payload code from schemas/sparkplug_b.proto (protoc from
+# grpcio-tools, in a throwaway virtualenv: the generated files are committed).
+proto:
+	python3 -m venv .state/protoc
+	.state/protoc/bin/pip install --quiet 'grpcio-tools>=1.76'
+	.state/protoc/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. schemas/sparkplug_b.proto
 
 bench-peers: venv
 	$(PARKSENSE) bench-peers $(BENCH_ARGS)

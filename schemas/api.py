@@ -73,6 +73,11 @@ class DeviceLatest(_Out):
     type: str
     online: bool
     last_seen: datetime | None
+    status_reason: str | None = Field(
+        default=None,
+        description="What last announced the device's state: a status message (`status`),"
+        " a Sparkplug B birth (`birth`) or death (`death`); null when nothing has",
+    )
     metrics: dict[str, LatestValue]
 
 

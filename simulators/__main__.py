@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,10 +24,13 @@ from simulators.fleet import dump_fleet_yaml, generate_demo_fleet
 from simulators.history import DEFAULT_SAMPLES_PER_S, Backfill, HistorySite
 from simulators.plant import FactorySimulator, factory_rng, factory_seed
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
+from simulators.sparkplug_gateway import SparkplugGateway
 
 logger = logging.getLogger("simulators")
 
 PROGRESS_EVERY_S = 10.0
+# The --protocol value that makes gateways Sparkplug B edge nodes (simulators/sparkplug_gateway.py).
+SPARKPLUG = "sparkplug"
 # With --speedup and no --backfill-s, replay this much history before catching up.
 DEFAULT_SPEEDUP_BACKFILL_S = 24 * 3600.0
 STOP_TIMEOUT_S = 10.0
@@ -43,6 +47,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text}")
     return value
 
 
@@ -66,7 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=mqtt.password.get_secret_value() if mqtt.password else None,
         help="broker password (default PARKSENSE_MQTT_PASSWORD)",
     )
-    run.add_argument("--protocol", choices=[p.value for p in MqttProtocol], default="5")
+    run.add_argument(
+        "--protocol",
+        choices=[*(p.value for p in MqttProtocol), SPARKPLUG],
+        default="5",
+        help="MQTT version of the JSON gateways, or 'sparkplug': gateways speak Sparkplug B"
+        " (over MQTT 3.1.1; --sparkplug-share says how many, the rest JSON over MQTT 5)",
+    )
+    run.add_argument(
+        "--sparkplug-share",
+        type=_share,
+        default=1.0,
+        help="with --protocol sparkplug, the share of factories that speak it (default 1: all)",
+    )
     run.add_argument("--interval-s", type=_positive_float, default=5.0, help="sampling interval")
     run.add_argument(
         "--duration-s", type=_positive_float, default=None, help="stop after (default: SIGTERM)"
@@ -152,12 +175,15 @@ def _fleet(args: argparse.Namespace) -> int:
 
 @dataclass(slots=True)
 class _Site:
-    """A factory's simulator, its RNG, its gateway and the makings of its history."""
+    """A factory's simulator, its RNG, its gateway and the makings of its history.
+
+    Sparkplug B edge nodes have no history: Sparkplug has no store-and-forward arrays.
+    """
 
     simulator: FactorySimulator
     rng: random.Random
-    gateway: Gateway
-    history: HistorySite
+    gateway: Gateway | SparkplugGateway
+    history: HistorySite | None
 
 
 def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
@@ -166,51 +192,76 @@ def _build_sites(fleet: Fleet, args: argparse.Namespace) -> list[_Site]:
         port=args.port,
         username=args.username,
         password=args.password,
-        protocol=MqttProtocol(args.protocol),
+        protocol=MqttProtocol.V5 if args.protocol == SPARKPLUG else MqttProtocol(args.protocol),
         client_id_prefix=args.client_id_prefix
         or client_id_prefix(args.username or username(CredentialKind.PLATFORM, "simulator")),
     )
     types = fleet.all_device_types()
     sites = []
-    for park in fleet.parks:
-        for factory in park.factories:
-            calendar = work_calendar(
-                calendar_in_force(park.calendar, factory.calendar), park.timezone
-            )
-            simulator = FactorySimulator(
-                park.id, factory, types, calendar, bad_data_rate=args.bad_data_rate
-            )
-            if simulator.skipped:
-                logger.warning(
-                    "No model for %d devices of factory %s (custom types): %s",
-                    len(simulator.skipped),
-                    factory.id,
-                    ", ".join(simulator.skipped[:5]),
-                )
-            if not simulator.device_ids:
-                continue
-            outage = None
-            if args.outage_every is not None:
-                phase_s = factory_seed(args.seed, factory.id) % 1000 / 1000 * args.outage_every
-                outage = OutageSchedule(args.outage_every, args.outage_s, phase_s)
-            meters = [d for d in simulator.device_ids if d in simulator.meters]
-            gateway = Gateway(
-                park.id,
+    factories = [(park, factory) for park in fleet.parks for factory in park.factories]
+    # Every n-th factory speaks Sparkplug B, n from the share (1: all of them).
+    sparkplug_every = round(1 / args.sparkplug_share) if args.protocol == SPARKPLUG else 0
+    for index, (park, factory) in enumerate(factories):
+        calendar = work_calendar(calendar_in_force(park.calendar, factory.calendar), park.timezone)
+        simulator = FactorySimulator(
+            park.id, factory, types, calendar, bad_data_rate=args.bad_data_rate
+        )
+        if simulator.skipped:
+            logger.warning(
+                "No model for %d devices of factory %s (custom types): %s",
+                len(simulator.skipped),
                 factory.id,
-                simulator.device_ids,
-                settings,
-                will_device_id=meters[0] if meters else None,
-                outage=outage,
+                ", ".join(simulator.skipped[:5]),
             )
-            history = _history_site(park.id, factory, types, calendar, gateway, args.seed)
-            sites.append(_Site(simulator, factory_rng(args.seed, factory.id), gateway, history))
+        if not simulator.device_ids:
+            continue
+        outage = None
+        if args.outage_every is not None:
+            phase_s = factory_seed(args.seed, factory.id) % 1000 / 1000 * args.outage_every
+            outage = OutageSchedule(args.outage_every, args.outage_s, phase_s)
+        sparkplug = bool(sparkplug_every) and index % sparkplug_every == 0
+        gateway = _gateway(
+            park.id, factory, simulator, types, settings, outage, sparkplug=sparkplug
+        )
+        history = (
+            _history_site(park.id, factory, types, calendar, gateway, args.seed)
+            if isinstance(gateway, Gateway)
+            else None
+        )
+        sites.append(_Site(simulator, factory_rng(args.seed, factory.id), gateway, history))
     return sites
+
+
+def _gateway(
+    park_id: str,
+    factory: Factory,
+    simulator: FactorySimulator,
+    types: Mapping[str, DeviceType],
+    settings: GatewaySettings,
+    outage: OutageSchedule | None,
+    *,
+    sparkplug: bool,
+) -> Gateway | SparkplugGateway:
+    """The factory's gateway: JSON (will on its first meter) or a Sparkplug B edge node."""
+    if sparkplug:
+        kinds = {device.id: device.type for device in factory.devices}
+        metrics = {d: list(types[kinds[d]].metrics) for d in simulator.device_ids}
+        return SparkplugGateway(park_id, factory.id, metrics, settings)
+    meters = [d for d in simulator.device_ids if d in simulator.meters]
+    return Gateway(
+        park_id,
+        factory.id,
+        simulator.device_ids,
+        settings,
+        will_device_id=meters[0] if meters else None,
+        outage=outage,
+    )
 
 
 def _history_site(
     park_id: str,
     factory: Factory,
-    types: dict[str, DeviceType],
+    types: Mapping[str, DeviceType],
     calendar: WorkCalendar | None,
     gateway: Gateway,
     seed: int,
@@ -281,7 +332,8 @@ def _backfill(sites: list[_Site], args: argparse.Namespace) -> Backfill | None:
     if not args.history_s:
         return None
     interval = timedelta(seconds=args.interval_s)
-    return Backfill([site.history for site in sites], interval, args.history_s, args.history_rate)
+    histories = [site.history for site in sites if site.history is not None]
+    return Backfill(histories, interval, args.history_s, args.history_rate)
 
 
 def _loop(

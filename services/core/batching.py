@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from services.core.deadletters import DeadLetter, dead_letter
 from services.core.readings import MessageOutcome, Reading, StatusUpdate
+from services.core.sparkplug_payload import Frame
 
 
 @dataclass(slots=True)
@@ -16,6 +17,8 @@ class Batch:
     readings: list[Reading] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)  # one per refused message
     statuses: list[StatusUpdate] = field(default_factory=list)
+    # Sparkplug B messages, judged in the write transaction against their edge nodes' state.
+    frames: list[Frame] = field(default_factory=list)
 
     @property
     def messages(self) -> int:
@@ -58,11 +61,15 @@ class Batcher:
         """Whether the size trigger has fired."""
         return self._rows >= self.max_rows
 
-    def add(self, token: int, outcome: MessageOutcome, now: float) -> None:
-        """Add one judged message, identified by its acknowledgement token."""
+    def add(self, token: int, outcome: MessageOutcome | Frame, now: float) -> None:
+        """Add one judged message (or a Sparkplug one, judged when written) by its token."""
         if self._oldest is None:
             self._oldest = now
         self._batch.tokens.append(token)
+        if isinstance(outcome, Frame):
+            self._batch.frames.append(outcome)
+            self._rows += max(1, len(outcome.metrics))
+            return
         self._batch.readings.extend(outcome.readings)
         if outcome.rejections:
             self._batch.dead_letters.append(dead_letter(*outcome.rejections))

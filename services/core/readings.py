@@ -28,6 +28,19 @@ class RejectReason(StrEnum):
     UNKNOWN_STATE = "unknown_state"
     UNSTORABLE_TEXT = "unstorable_text"
     STORAGE_REJECTED = "storage_rejected"
+    # Sparkplug B (services/core/sparkplug.py)
+    MALFORMED_PROTOBUF = "malformed_protobuf"
+    TOO_MANY_METRICS = "too_many_metrics"
+    SEQ_GAP = "seq_gap"
+    UNKNOWN_ALIAS = "unknown_alias"
+
+
+class StatusReason(StrEnum):
+    """What moved a device's announced online state."""
+
+    STATUS = "status"  # a status message (or its last will)
+    BIRTH = "birth"  # a Sparkplug DBIRTH
+    DEATH = "death"  # a Sparkplug DDEATH, or the NDEATH of its gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,7 @@ class StatusUpdate:
     online: bool
     ts: datetime
     received_at: datetime
+    reason: StatusReason = StatusReason.STATUS
 
 
 @dataclass(frozen=True, slots=True)

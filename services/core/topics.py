@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from schemas.telemetry import ID_PATTERN, TOPIC_ROOT
+from services.core.sparkplug_payload import NAMESPACE as SPARKPLUG_NAMESPACE
 
 _ID = re.compile(ID_PATTERN)
 # The last level of the topic on which the platform publishes a park's signals.
@@ -69,9 +70,10 @@ def subscription_filters(share_group: str | None) -> list[str]:
     """Return the topic filters ingest subscribes to, shared when a group is given.
 
     Everything under the root, so that a message on a topic outside the contract (an extra
-    level, an unknown channel) becomes a ``bad_topic`` dead letter instead of going unseen.
+    level, an unknown channel) becomes a ``bad_topic`` dead letter instead of going unseen;
+    likewise everything in the Sparkplug B namespace.
     """
-    filters = [f"{TOPIC_ROOT}/#"]
+    filters = [f"{TOPIC_ROOT}/#", f"{SPARKPLUG_NAMESPACE}/#"]
     if share_group:
         return [f"$share/{share_group}/{f}" for f in filters]
     return filters

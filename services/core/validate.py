@@ -193,7 +193,7 @@ def _status_rejection(
     )
 
 
-def _judge_sample(  # noqa: C901 - one rule after another, in the order a reading is judged
+def _judge_sample(
     sample: object,
     topic: str,
     payload: bytes,
@@ -232,46 +232,64 @@ def _judge_sample(  # noqa: C901 - one rule after another, in the order a readin
     except ValueError as exc:
         refuse(RejectReason.INVALID_TIMESTAMP, str(exc))
         return
-    if ts > received_at + limits.max_future:
-        refuse(
-            RejectReason.FUTURE_TIMESTAMP,
-            f"ts {ts.isoformat()} is more than {limits.max_future} after receipt",
-            ts=ts,
-        )
-        return
-    if ts < received_at - limits.retention:
-        refuse(
-            RejectReason.TOO_OLD,
-            f"ts {ts.isoformat()} is older than the retention of {limits.retention}",
-            ts=ts,
-        )
+    late = judge_ts(ts, received_at, limits)
+    if late is not None:
+        refuse(late.reason, late.detail, ts=ts)
         return
     for metric, raw in metrics.items():
-        rule = device.metrics.get(metric)
-        if rule is None:
-            # Registry names are storable, so only an unknown name needs the check.
-            if not storable(metric):
-                refuse(
-                    RejectReason.UNSTORABLE_TEXT,
-                    f"metric name {shown(metric)} holds U+0000 or a lone surrogate",
-                    sanitised(metric),
-                    ts,
-                )
-                continue
-            refuse(
-                RejectReason.UNKNOWN_METRIC,
-                f"type {device.type_id} has no metric {shown(metric)}",
-                metric,
-                ts,
-            )
-            continue
-        judged = judge_value(rule, raw)
-        if isinstance(judged, Refused):
-            refuse(judged.reason, f"{metric}: {judged.detail}", metric, ts)
+        judged = judge_metric(device, metric, raw)
+        if isinstance(judged, MetricRefused):
+            refuse(judged.reason, judged.detail, judged.metric, ts)
             continue
         readings.append(
             Reading(device.device_id, metric, ts, judged.value, judged.text, received_at)
         )
+
+
+def judge_ts(ts: datetime, received_at: datetime, limits: Limits) -> Refused | None:
+    """Refuse a measured time too far after receipt or older than the retention."""
+    if ts > received_at + limits.max_future:
+        return Refused(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"ts {ts.isoformat()} is more than {limits.max_future} after receipt",
+        )
+    if ts < received_at - limits.retention:
+        return Refused(
+            RejectReason.TOO_OLD,
+            f"ts {ts.isoformat()} is older than the retention of {limits.retention}",
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRefused:
+    """A refused metric of a device: why, and the name as a dead letter may store it."""
+
+    reason: RejectReason
+    detail: str
+    metric: str
+
+
+def judge_metric(device: DeviceEntry, metric: str, raw: object) -> Accepted | MetricRefused:
+    """Judge one named metric value of a device against its type."""
+    rule = device.metrics.get(metric)
+    if rule is None:
+        # Registry names are storable, so only an unknown name needs the check.
+        if not storable(metric):
+            return MetricRefused(
+                RejectReason.UNSTORABLE_TEXT,
+                f"metric name {shown(metric)} holds U+0000 or a lone surrogate",
+                sanitised(metric),
+            )
+        return MetricRefused(
+            RejectReason.UNKNOWN_METRIC,
+            f"type {device.type_id} has no metric {shown(metric)}",
+            metric,
+        )
+    judged = judge_value(rule, raw)
+    if isinstance(judged, Refused):
+        return MetricRefused(judged.reason, f"{metric}: {judged.detail}", metric)
+    return judged
 
 
 @dataclass(frozen=True, slots=True)

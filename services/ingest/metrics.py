@@ -33,6 +33,10 @@ DEAD_LETTERS_UNSTORABLE = Counter(
     "Refused messages not even a minimal dead letter could record: logged and acknowledged",
 )
 STATUS_UPDATES = Counter("parksense_ingest_status_updates", "Device status messages stored")
+SPARKPLUG_REBIRTHS = Counter(
+    "parksense_ingest_sparkplug_rebirths",
+    "Sparkplug B Rebirth requests published to edge nodes (NCMD)",
+)
 ACKS_SKIPPED = Counter(
     "parksense_ingest_acks_skipped",
     "Committed messages not acknowledged because their connection dropped (redelivered)",

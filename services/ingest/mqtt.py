@@ -178,6 +178,14 @@ class MqttConsumer:
         self._wake()
         return len(mids)
 
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish at QoS 0 (as Sparkplug commands are sent); False when not connected."""
+        if not self._connected:
+            return False
+        self._client.publish(topic, payload, qos=0)
+        self._wake()
+        return True
+
     @property
     def held(self) -> int:
         """Messages delivered to the pipeline and not yet released."""

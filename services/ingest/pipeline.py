@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -34,13 +35,27 @@ from services.core.deadletters import DeadLetter, dead_letter, minimal_dead_lett
 from services.core.outcomes import StorageOutcome, backoff_s, classify
 from services.core.readings import MessageOutcome, Reading, Rejection, RejectReason, StatusUpdate
 from services.core.registry import Registry
+from services.core.sparkplug import (
+    FrameOutcome,
+    NodeKey,
+    NodeState,
+    SparkplugOutcome,
+    judge_frames,
+)
+from services.core.sparkplug_payload import (
+    Frame,
+    is_sparkplug_topic,
+    read_frame,
+    rebirth_command,
+    rebirth_topic,
+)
 from services.core.validate import Limits, judge_message
 from services.ingest import metrics
 from services.ingest.mqtt import MqttConsumer, RawMessage
 from services.storage.errors import UnencodableRowError
 from services.storage.fleet_store import read_registry
 from services.storage.heartbeat import Heartbeat, beat
-from services.storage.writer import BatchWriter
+from services.storage.writer import BatchWriter, WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +201,12 @@ class Pipeline:
         self._pending_raw.append((token, raw))
         self._batcher.add(token, self._judge(raw), time.monotonic())
 
-    def _judge(self, raw: RawMessage) -> MessageOutcome:
-        """Judge one message against the registry in use."""
+    def _judge(self, raw: RawMessage) -> MessageOutcome | Frame:
+        """Judge one message against the registry in use (a Sparkplug one when written)."""
         received_at = datetime.fromtimestamp(raw.received_at, UTC)
         try:
+            if is_sparkplug_topic(raw.topic):
+                return read_frame(raw.topic, raw.payload, received_at)
             return judge_message(raw.topic, raw.payload, self._registry, received_at, self._limits)
         except Exception:  # a bug in validation must not stall the pipeline
             logger.exception("Judging a message on %s failed; dead-lettering it", raw.topic)
@@ -234,7 +251,9 @@ class Pipeline:
             error = exc.error
         else:
             return
-        if batch.dead_letters:
+        if batch.frames:
+            await self._split_frames(batch, error)
+        elif batch.dead_letters:
             # Each dead letter on its own, each with its own fallback; the rest as before.
             await self._write_splitting(replace(batch, dead_letters=[]))
             for letter in batch.dead_letters:
@@ -252,6 +271,15 @@ class Pipeline:
             await self._write_splitting(Batch(statuses=batch.statuses[half:]))
         elif batch.statuses:
             await self._write_dead_letter(_storage_rejected(batch.statuses[0], error))
+
+    async def _split_frames(self, batch: Batch, error: psycopg.Error | UnencodableRowError) -> None:
+        """Sparkplug messages turn into rows inside the write: try each on its own."""
+        await self._write_splitting(replace(batch, frames=[]))
+        if len(batch.frames) > 1:
+            for frame in batch.frames:
+                await self._write_splitting(Batch(frames=[frame]))
+        else:
+            await self._write_dead_letter(_frame_rejected(batch.frames[0], error))
 
     async def _write_dead_letter(self, letter: DeadLetter) -> None:
         """Write one dead letter; if refused, its minimal form; if that too, count and log."""
@@ -291,7 +319,7 @@ class Pipeline:
         while True:
             started = time.monotonic()
             try:
-                result = await self._writer.write(batch)
+                result = await self._writer.write(batch, self._judge_sparkplug)
             except (psycopg.Error, UnencodableRowError) as exc:
                 outcome = classify(exc.sqlstate)
                 await self._writer.close()
@@ -316,16 +344,68 @@ class Pipeline:
                 continue
             elapsed = time.monotonic() - started
             self._set_degraded(degraded=False)
-            self._record(batch, result.inserted, result.duplicates, elapsed)
+            self._record(batch, result, elapsed)
+            if result.sparkplug is not None:
+                self._request_rebirths(result.sparkplug.rebirths)
             return
 
-    def _record(self, batch: Batch, inserted: int, duplicates: int, elapsed: float) -> None:
+    def _judge_sparkplug(
+        self, states: Mapping[NodeKey, NodeState], frames: Sequence[Frame]
+    ) -> SparkplugOutcome:
+        """Judge Sparkplug messages against their edge nodes' states, in the write transaction."""
+        try:
+            return judge_frames(states, frames, self._registry, self._limits)
+        except Exception:  # a bug in judging must not stall the pipeline
+            logger.exception(
+                "Judging %d Sparkplug messages failed; dead-lettering them", len(frames)
+            )
+            refused = tuple(
+                FrameOutcome(
+                    rejections=(
+                        Rejection(
+                            reason=RejectReason.INVALID_PAYLOAD,
+                            detail="internal error while validating; see the ingest log",
+                            topic=frame.topic,
+                            received_at=frame.received_at,
+                            payload=frame.payload,
+                            park_id=frame.address.park_id,
+                            device_id=frame.address.device_id,
+                        ),
+                    )
+                )
+                for frame in frames
+            )
+            return SparkplugOutcome(refused, states, ())
+
+    def _request_rebirths(self, nodes: Sequence[NodeKey]) -> None:
+        """Ask edge nodes to rebirth (after the commit that recorded why)."""
+        consumer = self._consumer
+        if not nodes or consumer is None:
+            return
+        payload = rebirth_command(int(time.time() * 1000))
+        for park_id, factory_id in nodes:
+            if consumer.publish(rebirth_topic(park_id, factory_id), payload):
+                metrics.SPARKPLUG_REBIRTHS.inc()
+                logger.info("Asked edge node %s/%s to rebirth", park_id, factory_id)
+            else:
+                logger.warning(
+                    "Not connected: no Rebirth request to %s/%s (its next message asks again)",
+                    park_id,
+                    factory_id,
+                )
+
+    def _record(self, batch: Batch, result: WriteResult, elapsed: float) -> None:
         metrics.COMMIT_SECONDS.observe(elapsed)
-        metrics.BATCH_ROWS.observe(len(batch.readings) + len(batch.dead_letters))
-        metrics.READINGS_RECEIVED.inc(len(batch.readings))
-        metrics.READINGS_STORED.inc(inserted)
-        metrics.READINGS_DUPLICATE.inc(duplicates)
-        metrics.STATUS_UPDATES.inc(len(batch.statuses))
+        metrics.BATCH_ROWS.observe(result.staged + result.dead_letters)
+        metrics.READINGS_RECEIVED.inc(result.staged)
+        metrics.READINGS_STORED.inc(result.inserted)
+        metrics.READINGS_DUPLICATE.inc(result.duplicates)
+        metrics.STATUS_UPDATES.inc(result.statuses)
+        rejections = (
+            [r for o in result.sparkplug.outcomes for r in o.rejections] if result.sparkplug else []
+        )
+        for rejection in rejections:
+            metrics.REFUSED.labels(rejection.reason.value).inc()
         for letter in batch.dead_letters:
             for group in letter.groups:
                 metrics.REFUSED.labels(group.reason.value).inc(group.refused)
@@ -494,6 +574,21 @@ def _storage_rejected(
             device_id=row.device_id,
             metric=row.metric if isinstance(row, Reading) else "online",
             ts=row.ts,
+        )
+    )
+
+
+def _frame_rejected(frame: Frame, error: psycopg.Error | UnencodableRowError) -> DeadLetter:
+    """A dead letter for a Sparkplug message whose rows the database refused."""
+    return dead_letter(
+        Rejection(
+            reason=RejectReason.STORAGE_REJECTED,
+            detail=f"database refused the message's rows ({error.sqlstate}): {_first_line(error)}",
+            topic=frame.topic,
+            received_at=frame.received_at,
+            payload=frame.payload,
+            park_id=frame.address.park_id,
+            device_id=frame.address.device_id,
         )
     )
 

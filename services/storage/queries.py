@@ -125,6 +125,7 @@ class DeviceState:
     last_seen: datetime | None
     status_online: bool | None
     status_ts: datetime | None
+    status_reason: str | None = None
 
 
 async def device_state(conn: AsyncConnection, device_id: str) -> DeviceState:
@@ -143,13 +144,20 @@ async def device_state(conn: AsyncConnection, device_id: str) -> DeviceState:
             for row in await cur.fetchall()
         }
         await cur.execute(
-            "SELECT online, status_ts, last_seen_ts FROM device_status WHERE device_id = %s",
+            "SELECT online, status_ts, status_reason, last_seen_ts FROM device_status"
+            " WHERE device_id = %s",
             (device_id,),
         )
         status = await cur.fetchone()
     if status is None:
         return DeviceState(metrics, None, None, None)
-    return DeviceState(metrics, status["last_seen_ts"], status["online"], status["status_ts"])
+    return DeviceState(
+        metrics,
+        status["last_seen_ts"],
+        status["online"],
+        status["status_ts"],
+        status["status_reason"],
+    )
 
 
 async def dead_letters(

@@ -29,9 +29,12 @@ from psycopg.copy import AsyncLibpqWriter
 from psycopg.rows import TupleRow
 
 from services.core.batching import Batch
-from services.core.deadletters import DeadLetter
-from services.storage import rollups
+from services.core.deadletters import DeadLetter, dead_letter
+from services.core.readings import Reading, StatusUpdate
+from services.core.sparkplug import SparkplugOutcome
+from services.storage import rollups, sparkplug_store
 from services.storage.errors import UnencodableRowError
+from services.storage.sparkplug_store import SparkplugJudge
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +135,11 @@ _ALL_NEW = _Derived.over("staging_readings")
 _SOME_NEW = _Derived.over("fresh_readings")
 
 _UPDATE_STATUS = """
-INSERT INTO device_status AS s (device_id, online, status_ts, updated_at)
-VALUES (%s, %s, %s, now())
+INSERT INTO device_status AS s (device_id, online, status_ts, status_reason, updated_at)
+VALUES (%s, %s, %s, %s, now())
 ON CONFLICT (device_id) DO UPDATE
-SET online = excluded.online, status_ts = excluded.status_ts, updated_at = now()
+SET online = excluded.online, status_ts = excluded.status_ts,
+    status_reason = excluded.status_reason, updated_at = now()
 WHERE s.status_ts IS NULL OR excluded.status_ts >= s.status_ts
 """
 
@@ -166,6 +170,8 @@ class WriteResult:
     inserted: int
     dead_letters: int  # refused messages written
     statuses: int
+    # What the batch's Sparkplug messages became (judged in the transaction), if it had any.
+    sparkplug: SparkplugOutcome | None = None
 
     @property
     def duplicates(self) -> int:
@@ -203,15 +209,15 @@ class BatchWriter:
             except psycopg.Error:
                 logger.debug("Closing a broken connection failed", exc_info=True)
 
-    async def write(self, batch: Batch) -> WriteResult:
-        """Write one batch in one transaction.
+    async def write(self, batch: Batch, sparkplug: SparkplugJudge | None = None) -> WriteResult:
+        """Write one batch in one transaction; ``sparkplug`` judges its Sparkplug messages.
 
         Raises:
             psycopg.Error: the transaction failed and was rolled back; nothing is stored.
             UnencodableRowError: a value could not even be sent (rolled back too).
         """
         try:
-            return await self._write(batch)
+            return await self._write(batch, sparkplug)
         except UnicodeEncodeError as exc:
             # psycopg encodes text itself and cannot encode a lone surrogate.
             raise UnencodableRowError(str(exc)) from exc
@@ -221,16 +227,31 @@ class BatchWriter:
             # Refused by psycopg before sending (a NUL in a text parameter).
             raise UnencodableRowError(str(exc)) from exc
 
-    async def _write(self, batch: Batch) -> WriteResult:
+    async def _write(self, batch: Batch, sparkplug: SparkplugJudge | None) -> WriteResult:
         if self._conn is None or self._conn.closed:
             await self.connect()
         conn = self._conn
         if conn is None:
             raise psycopg.OperationalError("no database connection")
         inserted = 0
+        outcome: SparkplugOutcome | None = None
+        readings: list[Reading] = batch.readings
+        statuses: list[StatusUpdate] = batch.statuses
+        letters: list[DeadLetter] = batch.dead_letters
         async with conn.transaction(), conn.cursor() as cur:
-            if batch.readings:
-                inserted, derived = await _insert_readings(conn, cur, batch)
+            if batch.frames:
+                if sparkplug is None:
+                    raise ValueError("a batch with Sparkplug messages needs their judge")
+                # First, so that the edge nodes' rows are locked before any reading is.
+                outcome = await sparkplug_store.apply(cur, batch.frames, sparkplug)
+                readings = [*readings, *(r for o in outcome.outcomes for r in o.readings)]
+                statuses = [*statuses, *(s for o in outcome.outcomes for s in o.statuses)]
+                letters = [
+                    *letters,
+                    *(dead_letter(*o.rejections) for o in outcome.outcomes if o.rejections),
+                ]
+            if readings:
+                inserted, derived = await _insert_readings(conn, cur, readings)
                 if inserted:
                     # No global lock: each statement locks its rows in key order, and the
                     # roll-ups are only logged as pieces (folded by maintenance).
@@ -238,18 +259,20 @@ class BatchWriter:
                     await cur.execute(derived.last_seen)
                     await rollups.record_dirty(cur, derived.fresh)
                 await cur.execute(derived.delivery)
-            if batch.statuses:
-                ordered = sorted(batch.statuses, key=lambda s: (s.device_id, s.ts))
+            if statuses:
+                ordered = sorted(statuses, key=lambda s: (s.device_id, s.ts))
                 await cur.executemany(
-                    _UPDATE_STATUS, [(s.device_id, s.online, s.ts) for s in ordered]
+                    _UPDATE_STATUS,
+                    [(s.device_id, s.online, s.ts, s.reason.value) for s in ordered],
                 )
-            if batch.dead_letters:
-                await _copy_dead_letters(cur, batch.dead_letters)
+            if letters:
+                await _copy_dead_letters(cur, letters)
         return WriteResult(
-            staged=len(batch.readings),
+            staged=len(readings),
             inserted=inserted,
-            dead_letters=len(batch.dead_letters),
-            statuses=len(batch.statuses),
+            dead_letters=len(letters),
+            statuses=len(statuses),
+            sparkplug=outcome,
         )
 
 
@@ -266,13 +289,13 @@ class _Recorder(AsyncLibpqWriter):
 
 
 async def _insert_readings(
-    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], batch: Batch
+    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], readings: list[Reading]
 ) -> tuple[int, _Derived]:
     """Store the batch's new readings; return how many were inserted and where they are."""
     recorder = _Recorder(cur)
     async with cur.copy(_COPY_STAGING, writer=recorder) as copy:
         copy.set_types(_STAGING_TYPES)
-        for r in sorted(batch.readings, key=_KEY):
+        for r in sorted(readings, key=_KEY):
             await copy.write_row((r.device_id, r.metric, r.ts, r.value, r.text, r.received_at))
     try:
         # A savepoint: a refused COPY rolls back alone, the staged rows stay.
@@ -283,7 +306,7 @@ async def _insert_readings(
         # 23505: a reading of the batch is stored already (a redelivery) or is in it twice.
         await cur.execute(_INSERT_FRESH)
         return max(cur.rowcount, 0), _SOME_NEW
-    return len(batch.readings), _ALL_NEW
+    return len(readings), _ALL_NEW
 
 
 async def _copy_dead_letters(cur: psycopg.AsyncCursor[TupleRow], letters: list[DeadLetter]) -> None:

@@ -37,10 +37,13 @@ def test_other_topics_are_not_parsed(topic: str) -> None:
     assert parse_topic(topic) is None
 
 
-def test_ingest_subscribes_to_everything_under_the_root() -> None:
-    """One filter takes every topic under parksense/v1/, shared through a group when set."""
-    assert subscription_filters("ingest") == ["$share/ingest/parksense/v1/#"]
-    assert subscription_filters(None) == ["parksense/v1/#"]
+def test_ingest_subscribes_to_everything_under_both_roots() -> None:
+    """One filter per namespace (parksense/v1/, spBv1.0/), shared through a group when set."""
+    assert subscription_filters("ingest") == [
+        "$share/ingest/parksense/v1/#",
+        "$share/ingest/spBv1.0/#",
+    ]
+    assert subscription_filters(None) == ["parksense/v1/#", "spBv1.0/#"]
 
 
 def test_legacy_filters_are_the_per_channel_ones() -> None:

@@ -101,6 +101,7 @@ def test_history_follows_the_factorys_calendar_as_live_does() -> None:
     )
     args = build_parser().parse_args(["run", "--fleet", "-", "--port", "1"])
     [site] = _build_sites(fleet, args)
+    assert site.history is not None  # a JSON gateway has a history
     simulator, rng = site.history.make_simulator(), site.history.make_rng()
     states = {
         sample.metrics["state"]

@@ -58,6 +58,7 @@ async def latest(device_id: DeviceId, pool: PoolDep, settings: SettingsDep) -> D
         type=device.type_id,
         online=fresh and not announced_offline,
         last_seen=state.last_seen,
+        status_reason=state.status_reason,
         metrics=state.metrics,
     )
 
