@@ -15,7 +15,8 @@
  *
  * Both callbacks run before the password and ACL files' own checks: they refuse, or defer
  * so that those files still decide. Mosquitto runs the client-id check again for every
- * connected client when it reloads.
+ * connected client when it reloads; a session restored from persistence whose client has
+ * not connected yet is let be there (see on_basic_auth).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,18 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	if(ed->username == NULL){
 		/* Anonymous: allow_anonymous false refuses it. */
 		return MOSQ_ERR_PLUGIN_DEFER;
+	}
+	if(ed->password == NULL && mosquitto_client_address(ed->client) == NULL){
+		/* A session restored from the persistence file whose client has not connected
+		 * since the broker started (no password is ever saved, and Mosquitto refuses a TCP
+		 * connection, the only kind the stack listens for, without a peer address): only a
+		 * reload (SIGHUP) checks it. Refusing it there makes Mosquitto
+		 * 2.0.11 "disconnect" the offline session and put it on its session-expiry list a
+		 * second time; once the session is taken over or expires, the list keeps a pointer
+		 * to the freed client and the broker crashes (docs/security.md, "Mosquitto 2.0.11
+		 * notes"). Kept, the session can do nothing until its client connects, and that
+		 * CONNECT is checked in full (a new client with an address and a password). */
+		return MOSQ_ERR_SUCCESS;
 	}
 	client_id = mosquitto_client_id(ed->client);
 	length = strlen(ed->username);

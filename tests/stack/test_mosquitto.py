@@ -1,4 +1,4 @@
-"""The private Mosquitto broker: persistent sessions survive a restart, big messages pass."""
+"""The private Mosquitto broker: sessions survive restarts and reloads, big messages pass."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from services.config import MqttSettings
+from services.access.sync import BrokerSync
+from services.config import BrokerAuthSettings, MqttSettings
 from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
 from tests.helpers import mqtt_client_id, platform_mqtt, wait_until
@@ -104,6 +105,50 @@ def test_broker_restart_keeps_queued_qos1_message_of_persistent_session(
             message="the queued message did not survive the restart",
         )
     assert received.messages == [(f"{prefix}/telemetry", b'{"seq": 1}', 1)]
+
+
+def test_reloads_after_a_restart_keep_a_restored_offline_session(
+    mosquitto: MosquittoBroker,
+    mqtt_settings: MqttSettings,
+    broker_auth: BrokerAuthSettings,
+    db_conninfo: str,
+) -> None:
+    """Credential syncs after a broker restart leave a restored, offline session alone.
+
+    Mosquitto 2.0.11 re-checks every session at a reload, offline ones too. One restored
+    from the persistence file has no password, so the check refused it and the broker
+    "disconnected" it: it lost its ACLs (messages for it were dropped) and each further
+    reload put it on the session-expiry list again, which crashed the broker once the
+    session was taken over (docs/security.md, "Mosquitto 2.0.11 notes"). The plugin lets
+    such a session be until its client connects.
+    """
+    prefix = f"parksense/v1/{uuid.uuid4().hex[:8]}/f/d"
+    reader = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
+    client_id = f"restored-{uuid.uuid4().hex[:8]}"
+    with mqtt5_client(mosquitto, reader, client_id) as (client, _):
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.subscribe(f"{prefix}/#", qos=1)
+        assert subscribed.wait(10), "no SUBACK"
+    mosquitto.restart()
+
+    sync = BrokerSync(broker_auth, MqttSettings(host=mosquitto.host, port=mosquitto.port))
+    sync.sync(db_conninfo)
+    sync.sync(db_conninfo)
+    publish_qos1(mosquitto, mqtt_settings, f"{prefix}/telemetry", b'{"seq": 2}')
+
+    with mqtt5_client(mosquitto, reader, client_id) as (_, received):
+        assert received.session_present is True
+        wait_until(
+            lambda: received.messages,
+            timeout_s=10,
+            message="the message for the restored session was dropped at a reload",
+        )
+    assert received.messages == [(f"{prefix}/telemetry", b'{"seq": 2}', 1)]
+    # The takeover that used to leave the broker a dangling pointer; it still runs.
+    with mqtt5_client(mosquitto, reader, client_id, persistent=False):
+        pass
+    assert mosquitto.is_running()
 
 
 def test_broker_passes_messages_above_the_payload_contract(
