@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from services.api.app import create_app
 from services.api.routes.dashboard import STATIC_DIR
 from services.config import ApiSettings, DatabaseSettings
-from tests.helpers import LOCAL_URL
+from tests.harness.environment import LOCAL_URL
 
 # Any absolute URL; the only ones allowed are XML namespaces, which browsers never fetch.
 _URL = re.compile(r"""(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}""", re.IGNORECASE)

@@ -16,7 +16,8 @@ from paho.mqtt.properties import Properties
 from services.config import MqttSettings
 from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
-from tests.helpers import mqtt_client_id, platform_mqtt, wait_until
+from tests.harness.environment import mqtt_client_id, platform_mqtt
+from tests.harness.waiting import wait_until
 
 SESSION_EXPIRY_S = 3600
 
