@@ -44,13 +44,13 @@ PASSTHROUGH = {
         "run the maintenance process (roll-up folding, availability, retention) in the foreground",
     ),
     "sim": ("simulators.__main__", "run the device simulator (see `parksense sim --help`)"),
-    "bench": ("simulators.bench", "run the load benchmark (see `parksense bench --help`)"),
+    "bench": ("tools.bench", "run the load benchmark (see `parksense bench --help`)"),
     "bench-peers": (
         "tools.bench_peers",
         "issue 10's load against parksense and a tuned peer (see `parksense bench-peers --help`)",
     ),
     "screenshot": (
-        "services.api.screenshot",
+        "tools.screenshot",
         "save a screenshot of the dashboard (see `parksense screenshot --help`)",
     ),
 }
@@ -251,19 +251,23 @@ def _demo_fleet_options(args: argparse.Namespace) -> dict[str, int]:
     }
 
 
-def _demo_fleet_yaml(args: argparse.Namespace) -> str:
-    from simulators.fleet import dump_fleet_yaml, generate_demo_fleet  # noqa: PLC0415 - lazy
+def _write_demo_fleet(args: argparse.Namespace, output: Path | None = None) -> int:
+    """Write the demo fleet (to ``output``, else to stdout); return the exit status.
 
-    try:
-        fleet = generate_demo_fleet(**_demo_fleet_options(args))
-    except ValueError as exc:
-        raise CliError(_one_line(exc)) from exc
-    return dump_fleet_yaml(fleet)
+    The simulator owns the demo fleet; its ``fleet`` command is run by module name, as
+    ``sim`` is, so ``services`` never imports ``simulators``. A refused option is reported
+    by the simulator, on stderr.
+    """
+    argv = ["fleet"]
+    for name, value in _demo_fleet_options(args).items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    if output is not None:
+        argv += ["--output", str(output)]
+    return int(_load_entry_point(PASSTHROUGH["sim"][0])(argv) or 0)
 
 
 def _cmd_fleet_demo(_settings: Settings, args: argparse.Namespace) -> int:
-    sys.stdout.write(_demo_fleet_yaml(args))
-    return 0
+    return _write_demo_fleet(args)
 
 
 def _history_args(settings: Settings) -> list[str]:
@@ -291,7 +295,9 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     fleet_file = stack.state_dir / DEMO_FLEET_FILE
     # An existing file is kept (a user may have edited it) unless new options were given.
     if not fleet_file.exists() or _demo_fleet_options(args):
-        fleet_file.write_text(_demo_fleet_yaml(args), encoding="utf-8")
+        status = _write_demo_fleet(args, fleet_file)
+        if status:
+            return status
         logger.info("Wrote the demo fleet to %s", fleet_file)
     logger.info("%s", _fleet_summary(_load_fleet_file(settings, str(fleet_file))))
     if not stack.simulator_running():

@@ -17,7 +17,7 @@ from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
 from services.storage.credentials import issue_credential
 from services.storage.migrate import apply_migrations
-from tests.helpers import (
+from tests.harness.environment import (
     PLATFORM_PASSWORDS,
     TEST_CLUSTER_SETTINGS,
     free_port,

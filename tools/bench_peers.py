@@ -40,7 +40,7 @@ from services.stack.stack import (
     ingest_client_id,
     platform_mqtt_settings,
 )
-from simulators.bench import machine_facts
+from tools.bench import machine_facts
 from tools.mqtt_packets import (
     DISCONNECT,
     PUBACK,

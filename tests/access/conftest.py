@@ -12,8 +12,8 @@ from services.access.sync import BrokerSync
 from services.api.app import create_app
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
-from tests.helpers import LOCAL_URL
-from tests.ingest.harness import IngestProcess
+from tests.harness.environment import LOCAL_URL
+from tests.harness.ingest import IngestProcess
 
 
 @pytest.fixture

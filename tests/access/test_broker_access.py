@@ -15,9 +15,10 @@ from fastapi.testclient import TestClient
 from services.config import MqttSettings
 from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
-from tests.access.client import NOT_AUTHORIZED, Client, accepted
-from tests.helpers import mqtt_client_id, platform_mqtt, wait_until
-from tests.ingest.harness import IngestProcess, LoadFleet, Publisher, count_rows, make_messages
+from tests.harness.environment import mqtt_client_id, platform_mqtt
+from tests.harness.ingest import IngestProcess, LoadFleet, Publisher, count_rows, make_messages
+from tests.harness.mqtt_client import NOT_AUTHORIZED, Client, accepted
+from tests.harness.waiting import wait_until
 
 STORE_TIMEOUT_S = 30.0
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
-from tests.helpers import LOCAL_URL
+from tests.harness.environment import LOCAL_URL
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from services.api.app import create_app
 from services.cli import main as cli_main
 from services.config import ApiSettings, DatabaseSettings
-from tests.helpers import LOCAL_URL
+from tests.harness.environment import LOCAL_URL
 
 BOOTSTRAP = "bootstrap-admin-key-for-tests-0123456789"
 FLEET = """

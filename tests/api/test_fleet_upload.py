@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
-from tests.browser.harness import ApiServer
-from tests.helpers import LOCAL_URL, wait_until
+from tests.harness.environment import LOCAL_URL
+from tests.harness.live import ApiServer
+from tests.harness.waiting import wait_until
 
 YAML = {"content-type": "application/yaml"}
 SMALL = """

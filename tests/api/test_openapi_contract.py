@@ -10,8 +10,8 @@ from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings
 from services.storage.fleet_store import load_fleet
 from tests.api.test_registry_api import FLEET
-from tests.browser.harness import ApiServer
-from tests.ingest.harness import REPO
+from tests.harness.ingest import REPO
+from tests.harness.live import ApiServer
 
 ADMIN_KEY = "psk_schemathesis-admin-key-0123456789abcdef"
 CONFIG = Path(__file__).with_name("schemathesis.toml")

@@ -12,7 +12,7 @@ import pytest
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings
 from services.storage.fleet_store import load_fleet
-from tests.browser.harness import ApiServer, SseClient
+from tests.harness.live import ApiServer, SseClient
 
 FLEET = """
 parks:

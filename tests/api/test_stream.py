@@ -9,8 +9,8 @@ from urllib.parse import quote
 import pytest
 
 from services.config import DatabaseSettings, MqttSettings
-from tests.browser.harness import LiveStack, SseClient, SseEvent, live_stack, now_ts, sample, send
-from tests.helpers import wait_until
+from tests.harness.live import LiveStack, SseClient, SseEvent, live_stack, now_ts, sample, send
+from tests.harness.waiting import wait_until
 
 
 @pytest.fixture

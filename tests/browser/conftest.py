@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from services.api.screenshot import CHROMIUM_ARGS, find_chromium, find_cjk_font
 from services.config import DatabaseSettings, MqttSettings
-from tests.browser.harness import LiveStack, live_stack
-from tests.ingest.harness import REPO
+from tests.harness.ingest import REPO
+from tests.harness.live import LiveStack, live_stack
+from tools.screenshot import CHROMIUM_ARGS, find_chromium, find_cjk_font
 
 ARTIFACTS = REPO / "test-artifacts"
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from services.api.app import create_app
 from services.api.routes.dashboard import STATIC_DIR
 from services.config import ApiSettings, DatabaseSettings
-from tests.helpers import LOCAL_URL
+from tests.harness.environment import LOCAL_URL
 
 # Any absolute URL; the only ones allowed are XML namespaces, which browsers never fetch.
 _URL = re.compile(r"""(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}""", re.IGNORECASE)
@@ -37,9 +37,14 @@ def test_root_serves_the_dashboard_page(client: TestClient) -> None:
 def test_every_asset_the_page_loads_is_served_with_its_type(client: TestClient) -> None:
     """The scripts, the stylesheet and the icon referenced by the pages are all served."""
     page = client.get("/").text
-    scripts = "".join(client.get(f"/static/{n}").text for n in ("app.js", "charts.js", "i18n.js"))
     referenced = set(re.findall(r"""/static/([\w./-]+)""", page))
-    referenced |= {m + ".js" for m in re.findall(r"""from "\./([\w-]+)\.js\"""", scripts)}
+    # Follow the modules' imports from the entry module, transitively.
+    pending = ["app.js"]
+    while pending:
+        script = client.get(f"/static/{pending.pop()}").text
+        imported = {m + ".js" for m in re.findall(r"""from "\./([\w-]+)\.js\"""", script)}
+        pending += sorted(imported - referenced)
+        referenced |= imported
     assert {"app.js", "style.css", "favicon.svg", "charts.js", "i18n.js"} <= referenced
     types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
     for name in sorted(referenced):

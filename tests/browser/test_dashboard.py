@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from services.stack.postgres import PostgresCluster
-from tests.browser.harness import LIVE_TIMEOUT_S, LiveStack, now_ts, sample, send
+from tests.harness.live import LIVE_TIMEOUT_S, LiveStack, now_ts, sample, send
 
 pytestmark = pytest.mark.browser
 

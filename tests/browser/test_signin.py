@@ -11,9 +11,9 @@ from playwright.sync_api import Browser, expect
 from services.config import BrokerAuthSettings, DatabaseSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
-from tests.access.client import NOT_AUTHORIZED, Client
-from tests.browser.harness import LIVE_TIMEOUT_S, LiveStack, live_stack, sample, send
-from tests.helpers import PLATFORM_PASSWORDS
+from tests.harness.environment import PLATFORM_PASSWORDS
+from tests.harness.live import LIVE_TIMEOUT_S, LiveStack, live_stack, sample, send
+from tests.harness.mqtt_client import NOT_AUTHORIZED, Client
 
 pytestmark = pytest.mark.browser
 

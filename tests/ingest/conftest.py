@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.config import DatabaseSettings, MqttSettings
-from tests.ingest.harness import IngestProcess, LoadFleet, unique_prefix
+from tests.harness.ingest import IngestProcess, LoadFleet, unique_prefix
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import orjson
 import psycopg
 
 from services.config import MqttSettings
-from tests.helpers import wait_until
-from tests.ingest.harness import (
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     dead_letter_messages,
     publish_concurrently,
 )
+from tests.harness.waiting import wait_until
 
 # Enough messages that whole 8 KiB pages (each table and index gets its first one) are
 # spread over them, so the figure is what a message costs, not what a first page costs.

@@ -17,8 +17,7 @@ import pytest
 from services.config import MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
-from tests.helpers import wait_until
-from tests.ingest.harness import (
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     Row,
@@ -29,6 +28,7 @@ from tests.ingest.harness import (
     scrape,
     stored_rows,
 )
+from tests.harness.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

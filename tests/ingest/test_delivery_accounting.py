@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings, MqttSettings
-from tests.helpers import LOCAL_URL, wait_until
-from tests.ingest.harness import (
+from tests.harness.environment import LOCAL_URL
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     count_rows,
@@ -18,6 +18,7 @@ from tests.ingest.harness import (
     make_messages,
     publish_concurrently,
 )
+from tests.harness.waiting import wait_until
 
 
 def test_park_delivery_counts_duplicates_and_refusals(

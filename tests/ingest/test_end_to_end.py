@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings, MqttSettings
-from tests.helpers import LOCAL_URL, wait_until
-from tests.ingest.harness import (
+from tests.harness.environment import LOCAL_URL
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     Publisher,
@@ -22,6 +22,7 @@ from tests.ingest.harness import (
     publish_concurrently,
     stored_rows,
 )
+from tests.harness.waiting import wait_until
 
 
 @pytest.fixture

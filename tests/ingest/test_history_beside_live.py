@@ -19,8 +19,8 @@ from schemas.telemetry import status_topic
 from services.config import MqttSettings
 from services.storage.fleet_store import load_fleet
 from simulators.fleet import dump_fleet_yaml
-from tests.helpers import wait_until
-from tests.ingest.harness import REPO, IngestProcess, Publisher, unique_prefix
+from tests.harness.ingest import REPO, IngestProcess, Publisher, unique_prefix
+from tests.harness.waiting import wait_until
 
 HISTORY_TICKS = 720  # --history-s 720 at --interval-s 1
 # The newest 600 ticks (RECENT_S) of 4 devices leave first, 2,400 samples; at 200 samples/s

@@ -16,8 +16,7 @@ from services.config import MqttSettings
 from services.ingest.mqtt import KEEPALIVE_S
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
-from tests.helpers import wait_until
-from tests.ingest.harness import (
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     Publisher,
@@ -27,6 +26,7 @@ from tests.ingest.harness import (
     scrape,
     stored_rows,
 )
+from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

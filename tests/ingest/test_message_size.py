@@ -13,14 +13,15 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from schemas.telemetry import MAX_PAYLOAD_BYTES
 from services.config import MqttSettings
 from services.stack.mosquitto import MAX_PACKET_BYTES, MESSAGE_SIZE_LIMIT_BYTES
-from tests.helpers import mqtt_client_id, wait_until
-from tests.ingest.harness import (
+from tests.harness.environment import mqtt_client_id
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     dead_letter_messages,
     dead_letter_reasons,
     mqtt_client,
 )
+from tests.harness.waiting import wait_until
 
 # MQTT 5 reason code 0x95, "Packet too large" (MQTT 5.0 section 2.4).
 PACKET_TOO_LARGE = 0x95

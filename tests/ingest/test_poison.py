@@ -10,8 +10,7 @@ import orjson
 import psycopg
 
 from services.config import MqttSettings
-from tests.helpers import wait_until
-from tests.ingest.harness import (
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     Publisher,
@@ -21,6 +20,7 @@ from tests.ingest.harness import (
     dead_letter_reasons,
     scrape,
 )
+from tests.harness.waiting import wait_until
 
 
 def _publish(mqtt_settings: MqttSettings, messages: list[tuple[str, bytes]]) -> None:

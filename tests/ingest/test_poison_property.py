@@ -27,8 +27,8 @@ from services.core.deadletters import stored_topic
 from services.core.registry import Registry, registry_from_fleet
 from services.core.validate import Limits, judge_message
 from services.storage.fleet_store import load_fleet
-from tests.helpers import wait_until
-from tests.ingest.harness import IngestProcess, Publisher, acked_all, unique_prefix
+from tests.harness.ingest import IngestProcess, Publisher, acked_all, unique_prefix
+from tests.harness.waiting import wait_until
 
 PREFIX = unique_prefix()
 PARK, FACTORY = f"{PREFIX}-park", f"{PREFIX}-f1"

@@ -13,8 +13,7 @@ from schemas.fleet import parse_fleet
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings, MqttSettings
 from services.storage.fleet_store import load_fleet
-from tests.helpers import wait_until
-from tests.ingest.harness import (
+from tests.harness.ingest import (
     IngestProcess,
     Publisher,
     Row,
@@ -24,6 +23,7 @@ from tests.ingest.harness import (
     stored_rows,
     unique_prefix,
 )
+from tests.harness.waiting import wait_until
 
 ITERATIONS = 30
 # Two messages per load: a shared subscription hands them to the two workers in turn.

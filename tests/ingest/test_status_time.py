@@ -8,8 +8,8 @@ import orjson
 import psycopg
 
 from services.config import MqttSettings
-from tests.helpers import wait_until
-from tests.ingest.harness import IngestProcess, LoadFleet, Publisher, dead_letter_reasons
+from tests.harness.ingest import IngestProcess, LoadFleet, Publisher, dead_letter_reasons
+from tests.harness.waiting import wait_until
 
 
 def online_state(conninfo: str, device_id: str) -> tuple[bool | None, datetime | None] | None:

@@ -12,8 +12,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import MqttSettings
 from services.core.topics import legacy_subscription_filters
-from tests.helpers import wait_until
-from tests.ingest.harness import (
+from tests.harness.ingest import (
     IngestProcess,
     LoadFleet,
     Publisher,
@@ -23,6 +22,7 @@ from tests.ingest.harness import (
     dead_letter_reasons,
     mqtt_client,
 )
+from tests.harness.waiting import wait_until
 
 
 def test_unmatched_topics_are_bad_topic_dead_letters_and_signals_are_ignored(

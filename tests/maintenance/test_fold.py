@@ -11,7 +11,7 @@ import pytest
 
 from services.core.readings import Reading
 from services.storage.rollups import FoldResult, fold, rebuild
-from tests.helpers import wait_until
+from tests.harness.waiting import wait_until
 from tests.storage.test_rollups import fold_now, load, reading, rows, t, write_batches
 
 ROLLUP_QUERIES = {

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.config import DatabaseSettings
 from services.stack.stack import PROJECT_ROOT, settings_env
-from tests.helpers import wait_until
+from tests.harness.waiting import wait_until
 from tests.storage.test_rollups import load, reading, rows, write_batches
 
 

@@ -30,9 +30,10 @@ from services.stack.mosquitto import MosquittoBroker
 from services.stack.stack import PROJECT_ROOT, settings_env
 from services.storage.credentials import IssuedCredential, issue_credential
 from services.storage.fleet_store import load_fleet
-from tests.access.client import Client
-from tests.helpers import LOCAL_URL, platform_mqtt, wait_until
-from tests.ingest.harness import IngestProcess
+from tests.harness.environment import LOCAL_URL, platform_mqtt
+from tests.harness.ingest import IngestProcess
+from tests.harness.mqtt_client import Client
+from tests.harness.waiting import wait_until
 
 WAIT_S = 30.0
 

@@ -35,12 +35,12 @@ from services.config import BrokerAuthSettings, MqttSettings
 from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
 from simulators.__main__ import main
-from simulators.bench import main as bench_main
-from simulators.bench_registry import BENCH_PARK
 from simulators.fleet import dump_fleet_yaml
 from simulators.publisher import Gateway, GatewaySettings, MqttProtocol, OutageSchedule
-from tests import helpers
-from tests.helpers import free_port, mqtt_client_id, platform_mqtt
+from tests.harness import waiting
+from tests.harness.environment import free_port, mqtt_client_id, platform_mqtt
+from tools.bench import main as bench_main
+from tools.bench_registry import BENCH_PARK
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 20.0
@@ -48,7 +48,7 @@ TIMEOUT_S = 20.0
 
 def wait_until(predicate: Callable[[], object], timeout_s: float = TIMEOUT_S) -> None:
     """Poll ``predicate`` every 20 ms until it is true; fail the test after ``timeout_s``."""
-    helpers.wait_until(predicate, timeout_s, interval_s=0.02)
+    waiting.wait_until(predicate, timeout_s, interval_s=0.02)
 
 
 def port_open(port: int) -> bool:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from services.config import DatabaseSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from tests.access.conftest import api, broker_sync  # noqa: F401 - fixtures used here too
-from tests.ingest.harness import IngestProcess, unique_prefix
+from tests.harness.ingest import IngestProcess, unique_prefix
 from tests.sparkplug.edge import EdgeSite, Gateway
 
 

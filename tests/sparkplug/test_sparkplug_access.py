@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from services.config import MqttSettings
 from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
-from tests.access.client import NOT_AUTHORIZED, Client, accepted
-from tests.helpers import platform_mqtt
+from tests.harness.environment import platform_mqtt
+from tests.harness.mqtt_client import NOT_AUTHORIZED, Client, accepted
 from tests.sparkplug.edge import EdgeSite
 
 

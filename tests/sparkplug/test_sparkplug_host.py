@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from pysparkplug import DataType, Device, Metric, get_current_timestamp
 
 from services.core.sparkplug import SEQ_WINDOW
-from tests.helpers import wait_until
-from tests.ingest.harness import IngestProcess, scrape
+from tests.harness.ingest import IngestProcess, scrape
+from tests.harness.waiting import wait_until
 from tests.sparkplug.edge import LINE_ALIASES, METER_ALIASES, EdgeSite, Gateway, metric
 
 # pysparkplug runs on paho 2's compatibility API, which warns that it is deprecated.

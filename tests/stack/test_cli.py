@@ -12,7 +12,7 @@ from schemas.fleet import parse_fleet
 from services.cli import main
 from services.config import BrokerAuthSettings, DatabaseSettings
 from services.stack.mosquitto import MosquittoBroker
-from tests.access.client import Client
+from tests.harness.mqtt_client import Client
 
 
 @pytest.fixture

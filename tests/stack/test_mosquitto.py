@@ -17,7 +17,8 @@ from services.access.sync import BrokerSync
 from services.config import BrokerAuthSettings, MqttSettings
 from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
-from tests.helpers import mqtt_client_id, platform_mqtt, wait_until
+from tests.harness.environment import mqtt_client_id, platform_mqtt
+from tests.harness.waiting import wait_until
 
 SESSION_EXPIRY_S = 3600
 

@@ -11,7 +11,7 @@ import pytest
 
 from services.stack.errors import ServiceStartError, StackError
 from services.stack.postgres import PostgresCluster
-from tests.helpers import TEST_CLUSTER_SETTINGS, free_port, make_temp_dir
+from tests.harness.environment import TEST_CLUSTER_SETTINGS, free_port, make_temp_dir
 
 
 def test_migrated_test_database_has_timescaledb(db_conninfo: str) -> None:

@@ -14,7 +14,8 @@ import pytest
 from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
 from services.stack.processes import pid_alive, port_open
 from services.stack.stack import Stack, http_ok
-from tests.helpers import free_port, make_temp_dir, wait_until
+from tests.harness.environment import free_port, make_temp_dir
+from tests.harness.waiting import wait_until
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from services.config import DatabaseSettings, MqttSettings, StackSettings
 from services.core.access import PlatformRole
 from services.stack.stack import platform_mqtt_settings
 from services.storage.fleet_store import read_fleet
-from simulators.bench_load import (
+from tools.bench_load import (
     ACK_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
     METRICS_PER_SAMPLE,
@@ -43,12 +43,12 @@ from simulators.bench_load import (
     LoadPlan,
     Publisher,
 )
-from simulators.bench_registry import (
+from tools.bench_registry import (
     DEVICE_PREFIX,
     bench_park,
     without_bench_park,
 )
-from simulators.bench_stats import (
+from tools.bench_stats import (
     BenchReport,
     Buckets,
     parse_histogram,

@@ -29,8 +29,9 @@ import psycopg
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
 from services.storage.fleet_store import load_fleet
-from tests.helpers import free_port, wait_until
-from tests.ingest.harness import REPO, IngestProcess, Publisher, unique_prefix
+from tests.harness.environment import free_port
+from tests.harness.ingest import REPO, IngestProcess, Publisher, unique_prefix
+from tests.harness.waiting import wait_until
 
 # How long a waiting test gives the whole path (MQTT → ingest → database → poll → client).
 LIVE_TIMEOUT_S = 20.0

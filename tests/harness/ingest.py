@@ -22,7 +22,8 @@ from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
 from services.core.access import PlatformRole
 from services.storage.fleet_store import load_fleet
-from tests.helpers import free_port, mqtt_client_id, platform_mqtt, wait_until
+from tests.harness.environment import free_port, mqtt_client_id, platform_mqtt
+from tests.harness.waiting import wait_until
 
 Row = tuple[str, str, datetime, float]
 

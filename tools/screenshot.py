@@ -1,6 +1,6 @@
 """Take a screenshot of a running dashboard with the system's Chromium (for the README).
 
-``python -m services.api.screenshot --url http://127.0.0.1:8000/ --park hebi-tech
+``python -m tools.screenshot --url http://127.0.0.1:8000/ --park hebi-tech
 --out docs/img/dashboard.png`` opens the page, waits until its data is live and the charts
 are drawn, and saves a PNG. Playwright drives Debian's ``chromium``; no browser is
 downloaded (``deploy/install-system.sh --browser`` installs it).

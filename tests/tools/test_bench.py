@@ -7,12 +7,12 @@ import pytest
 
 from schemas.fleet import Device, DeviceType, Factory, Fleet, MetricSpec, Park, Thresholds
 from services.storage.fleet_store import load_fleet, read_fleet
-from simulators.bench_registry import (
+from tools.bench_registry import (
     BENCH_PARK,
     bench_park,
     without_bench_park,
 )
-from simulators.bench_stats import (
+from tools.bench_stats import (
     BenchReport,
     add_buckets,
     histogram_quantile,

@@ -1,11 +1,9 @@
-"""Test helpers: waiting with a deadline, and free TCP ports for real services."""
+"""The tests' environment: free TCP ports and folders for real services, platform credentials."""
 
 from __future__ import annotations
 
 import socket
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -42,24 +40,6 @@ def mqtt_client_id(settings: MqttSettings, name: str) -> str:
     """Return a client id under the prefix of the credential in ``settings``."""
     assert settings.username is not None, "test clients always connect with a credential"
     return client_id(settings.username, name)
-
-
-def wait_until(
-    predicate: Callable[[], object],
-    timeout_s: float,
-    interval_s: float = 0.05,
-    message: str = "",
-) -> None:
-    """Poll ``predicate`` until it returns something truthy.
-
-    Raises:
-        AssertionError: ``timeout_s`` passed first; carries ``message``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(message or f"condition not met within {timeout_s} s")
-        time.sleep(interval_s)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

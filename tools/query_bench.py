@@ -116,7 +116,7 @@ class Timing:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m simulators.query_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.query_bench", description=__doc__)
     parser.add_argument("--database", default=DEFAULT_DATABASE, help="created if missing")
     parser.add_argument("--devices", type=int, default=1000, help="devices in the park")
     parser.add_argument("--days", type=int, default=30, help="days of per-minute data")

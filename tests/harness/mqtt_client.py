@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.helpers import wait_until
+from tests.harness.waiting import wait_until
 
 TIMEOUT_S = 10.0
 # MQTT 5 reason code "Not authorized" (PUBACK, SUBACK, CONNACK).

@@ -1,0 +1,1 @@
+"""Shared test harnesses: real services, real processes, real clients, and waiting."""
