@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 # How often the loop wakes when idle, to notice a stop request or a due registry refresh.
 _IDLE_WAKE_S = 0.2
+# While a batch is written, what arrived is judged every this many seconds: a wake-up per
+# message would cost more than the judging, and a write takes tens of milliseconds or more.
+_JUDGE_SLICE_S = 0.02
 # Heartbeats tell the API this worker is alive; the API calls a worker stale after 3 missed.
 _HEARTBEAT_S = 2.0
 # Commit lag is observed for at most this many readings per batch (a stride sample).
@@ -103,8 +106,7 @@ class Pipeline:
         self._ledger_epoch = 0
         self._writer = BatchWriter(self._conninfo)
         self._registry = Registry()
-        # Messages from the network thread; None is a wake-up: a write has finished.
-        self._queue: asyncio.Queue[RawMessage | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[RawMessage] = asyncio.Queue()
         # The batch being written, if any (at most one write in flight).
         self._writing: asyncio.Task[None] | None = None
         self._next_token = 0
@@ -169,15 +171,20 @@ class Pipeline:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                raw = await asyncio.wait_for(self._queue.get(), timeout=self._wait_s())
-            except TimeoutError:
-                pass
+            writing = self._writing
+            if writing is not None and not writing.done():
+                # Judge what arrived during the write in slices, not one wake-up a message.
+                await asyncio.wait({writing}, timeout=_JUDGE_SLICE_S)
             else:
-                self._take(raw)
-                # Take what is already queued without yielding, up to a full batch.
-                while not self._batcher.full and not self._queue.empty():
-                    self._take(self._queue.get_nowait())
+                try:
+                    raw = await asyncio.wait_for(self._queue.get(), timeout=self._wait_s())
+                except TimeoutError:
+                    pass
+                else:
+                    self._accept(raw)
+            # Take what is already queued without yielding, up to a full batch.
+            while not self._batcher.full and not self._queue.empty():
+                self._accept(self._queue.get_nowait())
             await self._advance_writes()
             now = time.monotonic()
             if now >= self._next_refresh:
@@ -187,15 +194,8 @@ class Pipeline:
 
     def _wait_s(self) -> float:
         """How long to wait for the next message before looking at the batch again."""
-        if self._writing is not None:
-            # The write's end puts a wake-up in the queue; until then only messages matter.
-            return _IDLE_WAKE_S
         wait = self._batcher.seconds_until_due(time.monotonic())
         return _IDLE_WAKE_S if wait is None else min(wait, _IDLE_WAKE_S)
-
-    def _take(self, raw: RawMessage | None) -> None:
-        if raw is not None:
-            self._accept(raw)
 
     async def _advance_writes(self) -> None:
         """Finish a write that has ended; start the next when its batch is due.
@@ -216,7 +216,6 @@ class Pipeline:
             return
         batch = await self._judged_in_force(batch, pending)
         self._writing = asyncio.create_task(self._write_and_ack(batch))
-        self._writing.add_done_callback(lambda _: self._queue.put_nowait(None))
 
     async def _finish_write(self) -> None:
         """Wait for the write in flight, if any (re-raising what ended it)."""
@@ -596,7 +595,7 @@ class Pipeline:
             async with asyncio.timeout(deadline):
                 await self._finish_write()
                 while not self._queue.empty():
-                    self._take(self._queue.get_nowait())
+                    self._accept(self._queue.get_nowait())
                 await self._flush()
         except TimeoutError:
             logger.warning(
