@@ -20,6 +20,12 @@ class MetricRule:
     states: frozenset[str] = frozenset()
     alarm_states: frozenset[str] = frozenset()
 
+    def within(self, value: float) -> bool:
+        """Return whether a value lies in the valid range (outside it a reading is refused)."""
+        return (self.min_value is None or value >= self.min_value) and (
+            self.max_value is None or value <= self.max_value
+        )
+
     def in_alarm(self, value: float | None, text: str | None) -> bool:
         """Return whether a stored value puts its device in alarm."""
         if self.kind is MetricKind.STATE:

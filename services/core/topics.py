@@ -21,6 +21,14 @@ class Channel(StrEnum):
     STATUS = "status"
 
 
+_CHANNELS = {channel.value: channel for channel in Channel}
+# A device's topic in one match (cheaper per message than splitting and matching each id).
+_ID_BODY = ID_PATTERN.removeprefix("^").removesuffix("$")
+_DEVICE_TOPIC = re.compile(
+    f"{re.escape(TOPIC_ROOT)}/({_ID_BODY})/({_ID_BODY})/({_ID_BODY})/({'|'.join(_CHANNELS)})"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TopicAddress:
     """The ids a topic names."""
@@ -33,16 +41,11 @@ class TopicAddress:
 
 def parse_topic(topic: str) -> TopicAddress | None:
     """Return the address a topic names, or None when it is not a parksense v1 topic."""
-    parts = topic.split("/")
-    if len(parts) != 6 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:  # noqa: PLR2004
+    match = _DEVICE_TOPIC.fullmatch(topic)
+    if match is None:
         return None
-    park_id, factory_id, device_id, channel = parts[2:]
-    if not all(_ID.fullmatch(part) for part in (park_id, factory_id, device_id)):
-        return None
-    try:
-        return TopicAddress(park_id, factory_id, device_id, Channel(channel))
-    except ValueError:
-        return None
+    park_id, factory_id, device_id, channel = match.groups()
+    return TopicAddress(park_id, factory_id, device_id, _CHANNELS[channel])
 
 
 def signals_topic(park_id: str) -> str:

@@ -22,6 +22,7 @@ from services.core.topics import Channel, TopicAddress, is_platform_topic, parse
 # Epoch milliseconds outside these bounds cannot be turned into a datetime.
 _MIN_EPOCH_MS = -62_135_596_800_000
 _MAX_EPOCH_MS = 253_402_300_799_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ def parse_ts(raw: object) -> datetime:
     if isinstance(raw, int) and not isinstance(raw, bool):
         if not _MIN_EPOCH_MS <= raw <= _MAX_EPOCH_MS:
             raise _TimestampError(f"epoch milliseconds {shown(raw)} out of range")
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=raw)
+        return _EPOCH + timedelta(milliseconds=raw)
     if isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw)
@@ -310,8 +311,17 @@ class Refused:
 
 def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
     """Judge one metric value against its rule."""
-    if rule.kind is MetricKind.STATE and isinstance(raw, str) and raw in rule.states:
-        return Accepted(None, raw)  # registry states are storable text
+    # The common cases first: a known state, a finite float within range.
+    if rule.kind is MetricKind.STATE:
+        if isinstance(raw, str) and raw in rule.states:
+            return Accepted(None, raw)  # registry states are storable text
+    elif isinstance(raw, float) and math.isfinite(raw) and rule.within(raw):
+        return Accepted(raw, None)
+    return _judge_other_value(rule, raw)
+
+
+def _judge_other_value(rule: MetricRule, raw: object) -> Accepted | Refused:
+    """Judge a value that is not one of the common cases (most are refused here)."""
     if isinstance(raw, str) and not storable(raw):
         return Refused(
             RejectReason.UNSTORABLE_TEXT, f"{shown(raw)} holds U+0000 or a lone surrogate"
@@ -330,9 +340,7 @@ def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
         return Refused(RejectReason.NOT_FINITE, f"{shown(raw)} does not fit a double")
     if not math.isfinite(value):
         return Refused(RejectReason.NOT_FINITE, f"{shown(raw)} is not a finite number")
-    if (rule.min_value is not None and value < rule.min_value) or (
-        rule.max_value is not None and value > rule.max_value
-    ):
+    if not rule.within(value):
         return Refused(
             RejectReason.OUT_OF_RANGE,
             f"{value:g} is outside the valid range [{rule.min_value}, {rule.max_value}]",

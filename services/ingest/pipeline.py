@@ -8,7 +8,14 @@ paho ─▶ queue ─▶ decode ─▶ validate ─▶ Batcher ─▶ COPY + com
 Memory is bounded by ``max_buffered_messages``: the consumer releases a slot only when
 the message's batch has committed, and while no slot is free it stops reading the socket
 (see ``mqtt.py``), so the broker holds the rest. Nothing is acknowledged before its batch
-commits, so while the database is away memory stays flat. One batch is written at a time.
+commits, so while the database is away memory stays flat.
+
+One batch is written at a time, and the loop keeps judging while it is in flight: the
+next batch fills while the previous one is written, and is written only once that write
+has committed and its acknowledgements have left. So acknowledgements still leave in
+arrival order, each only after its own batch's commit, and the fleet version is read
+before each write as before. A batch that fills up while a write is in flight waits for
+it (the loop then stops taking messages, and the buffer bound holds the rest).
 
 A fleet load is in force when it returns: before a batch is written the fleet version is
 read, and if a load committed after the batch's messages were judged they are judged
@@ -61,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 # How often the loop wakes when idle, to notice a stop request or a due registry refresh.
 _IDLE_WAKE_S = 0.2
+# While a batch is written, what arrived is judged every this many seconds: a wake-up per
+# message would cost more than the judging, and a write takes tens of milliseconds or more.
+_JUDGE_SLICE_S = 0.02
 # Heartbeats tell the API this worker is alive; the API calls a worker stale after 3 missed.
 _HEARTBEAT_S = 2.0
 # Commit lag is observed for at most this many readings per batch (a stride sample).
@@ -97,6 +107,8 @@ class Pipeline:
         self._writer = BatchWriter(self._conninfo)
         self._registry = Registry()
         self._queue: asyncio.Queue[RawMessage] = asyncio.Queue()
+        # The batch being written, if any (at most one write in flight).
+        self._writing: asyncio.Task[None] | None = None
         self._next_token = 0
         self._token_epochs: dict[int, int] = {}
         # The pending batch's messages as received, and the oldest registry version they
@@ -159,25 +171,57 @@ class Pipeline:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            now = time.monotonic()
-            wait = self._batcher.seconds_until_due(now)
-            timeout = _IDLE_WAKE_S if wait is None else min(wait, _IDLE_WAKE_S)
-            try:
-                raw = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-            except TimeoutError:
-                pass
+            writing = self._writing
+            if writing is not None and not writing.done():
+                # Judge what arrived during the write in slices, not one wake-up a message.
+                await asyncio.wait({writing}, timeout=_JUDGE_SLICE_S)
             else:
-                self._accept(raw)
-                # Take what is already queued without yielding, up to a full batch.
-                while not self._batcher.full and not self._queue.empty():
-                    self._accept(self._queue.get_nowait())
+                try:
+                    raw = await asyncio.wait_for(self._queue.get(), timeout=self._wait_s())
+                except TimeoutError:
+                    pass
+                else:
+                    self._accept(raw)
+            # Take what is already queued without yielding, up to a full batch.
+            while not self._batcher.full and not self._queue.empty():
+                self._accept(self._queue.get_nowait())
+            await self._advance_writes()
             now = time.monotonic()
-            if self._batcher.due(now):
-                await self._flush()
             if now >= self._next_refresh:
                 await self._refresh_registry()
             if now >= self._next_heartbeat:
                 await self._heartbeat()
+
+    def _wait_s(self) -> float:
+        """How long to wait for the next message before looking at the batch again."""
+        wait = self._batcher.seconds_until_due(time.monotonic())
+        return _IDLE_WAKE_S if wait is None else min(wait, _IDLE_WAKE_S)
+
+    async def _advance_writes(self) -> None:
+        """Finish a write that has ended; start the next when its batch is due.
+
+        A due batch waits while a write is in flight; a full one makes the loop wait for
+        that write, so at most two batches are held and one is written at a time.
+        """
+        if self._writing is not None and (self._writing.done() or self._batcher.full):
+            await self._finish_write()
+        if self._writing is None and self._batcher.due(time.monotonic()):
+            await self._start_write()
+
+    async def _start_write(self) -> None:
+        """Take the pending batch, judge it in force, and start writing it."""
+        batch = self._batcher.take()
+        pending, self._pending_raw = self._pending_raw, []
+        if not batch.tokens:
+            return
+        batch = await self._judged_in_force(batch, pending)
+        self._writing = asyncio.create_task(self._write_and_ack(batch))
+
+    async def _finish_write(self) -> None:
+        """Wait for the write in flight, if any (re-raising what ended it)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     def _accept(self, raw: RawMessage) -> None:
         metrics.MESSAGES_RECEIVED.inc()
@@ -223,11 +267,13 @@ class Pipeline:
             )
 
     async def _flush(self) -> None:
-        batch = self._batcher.take()
-        pending, self._pending_raw = self._pending_raw, []
-        if not batch.tokens:
-            return
-        batch = await self._judged_in_force(batch, pending)
+        """Write everything received so far and wait for it (on shutdown)."""
+        await self._finish_write()
+        await self._start_write()
+        await self._finish_write()
+
+    async def _write_and_ack(self, batch: Batch) -> None:
+        """Write one batch, then acknowledge what its commit settled, in arrival order."""
         await self._write_splitting(batch)
         self._ledger.settle(batch.tokens)
         released = self._ledger.release()
@@ -547,6 +593,7 @@ class Pipeline:
         deadline = self._settings.shutdown_deadline_s
         try:
             async with asyncio.timeout(deadline):
+                await self._finish_write()
                 while not self._queue.empty():
                     self._accept(self._queue.get_nowait())
                 await self._flush()

@@ -1,0 +1,124 @@
+"""Ingest judges the next batch while one is written, yet acknowledges each after its commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+
+from services.config import MqttSettings
+from tests.helpers import wait_until
+from tests.ingest.harness import IngestProcess, LoadFleet, Publisher, scrape, stored_rows
+
+
+def _message(fleet: LoadFleet, device_id: str, ts: datetime) -> tuple[str, bytes]:
+    sample = {"ts": ts.isoformat().replace("+00:00", "Z"), "metrics": {"temp_c": 21.5}}
+    return fleet.topic(device_id), orjson.dumps(sample)
+
+
+def _create_chunk(conninfo: str, device_id: str, ts: datetime) -> None:
+    """Make the hypertable chunk for ``ts`` exist (two open inserts would queue on creating it)."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "INSERT INTO readings (device_id, metric, ts, value, received_at)"
+            " VALUES (%s, 'temp_c', %s, 0, now())",
+            (device_id, ts),
+        )
+        conn.commit()
+        conn.execute("DELETE FROM readings WHERE device_id = %s", (device_id,))
+
+
+def _hold_key(conninfo: str, device_id: str, ts: datetime) -> psycopg.Connection:
+    """Insert a reading's key in an open transaction: a COPY of that key waits for it."""
+    conn = psycopg.connect(conninfo)
+    conn.execute(
+        "INSERT INTO readings (device_id, metric, ts, value, received_at)"
+        " VALUES (%s, 'temp_c', %s, 0, now())",
+        (device_id, ts),
+    )
+    return conn
+
+
+@dataclass(frozen=True)
+class _Counts:
+    received: float
+    acked: float
+
+
+def _counts(worker: IngestProcess) -> _Counts:
+    figures = scrape(worker.metrics_port)
+    return _Counts(
+        received=figures.get("parksense_ingest_messages_received_total", 0.0),
+        acked=figures.get("parksense_ingest_messages_acked_total", 0.0),
+    )
+
+
+def _ingest_waits_on_a_lock(conninfo: str, client_id: str) -> bool:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (f"ingest:{client_id}",),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_batch_received_during_a_write_is_acknowledged_only_after_its_own_commit(
+    clean_db: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
+) -> None:
+    """A message judged while an earlier batch is written waits for its own batch's commit."""
+    first_device, second_device = fleet.device_ids[:2]
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    _create_chunk(clean_db, fleet.device_ids[-1], ts)
+    first_hold = _hold_key(clean_db, first_device, ts)
+    second_hold = _hold_key(clean_db, second_device, ts)
+    publisher = Publisher(mqtt_settings)
+    try:
+        publisher.publish_all([_message(fleet, first_device, ts)])
+        wait_until(
+            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
+            30,
+            message="the first batch's write did not reach the held key",
+        )
+        before = _counts(worker)
+        assert before.acked < before.received  # the first message waits for its commit
+        publisher.publish_all([_message(fleet, second_device, ts)])
+        # Taken and judged while the first write is in flight: the loop kept consuming.
+        wait_until(
+            lambda: _counts(worker).received == before.received + 1,
+            30,
+            message="ingest did not take the second message while the first batch was written",
+        )
+        assert _counts(worker).acked == before.acked
+
+        first_hold.rollback()
+        wait_until(
+            lambda: _counts(worker).acked == before.received,
+            30,
+            message="the first batch was not acknowledged after its commit",
+        )
+        # The second batch is written only now, and waits on its own held key.
+        wait_until(
+            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
+            30,
+            message="the second batch's write did not reach its held key",
+        )
+        assert _counts(worker).acked == before.received
+        assert {row[0] for row in stored_rows(clean_db, fleet.prefix)} == {first_device}
+
+        second_hold.rollback()
+        wait_until(
+            lambda: _counts(worker).acked == before.received + 1,
+            30,
+            message="the second message was not acknowledged after its commit",
+        )
+        assert stored_rows(clean_db, fleet.prefix) == {
+            (first_device, "temp_c", ts, 21.5),
+            (second_device, "temp_c", ts, 21.5),
+        }
+    finally:
+        first_hold.close()
+        second_hold.close()
+        publisher.close()
