@@ -9,8 +9,8 @@ import orjson
 import psycopg
 
 from services.config import MqttSettings
-from tests.helpers import wait_until
-from tests.ingest.harness import IngestProcess, LoadFleet, Publisher, scrape, stored_rows
+from tests.harness.ingest import IngestProcess, LoadFleet, Publisher, scrape, stored_rows
+from tests.harness.waiting import wait_until
 
 
 def _message(fleet: LoadFleet, device_id: str, ts: datetime) -> tuple[str, bytes]:
