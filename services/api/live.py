@@ -31,14 +31,14 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from services.api import live_frames as frames
-from services.api import live_queries
-from services.api.live_frames import Change, EventName, FactoryName, ParkFrame
+from services.api.live_frames import Change, EventName, ParkFrame
 from services.config import ApiSettings
 from services.core import signals as core
-from services.core.calendar import factory_times
+from services.core.registry import ParkInfo
+from services.storage import alarms as alarm_queries
 from services.storage import signal_queries
+from services.storage.registry import RegistryCache
 from services.storage.signal_bodies import park_signals_body
-from services.storage.signal_queries import ParkInfo
 
 logger = logging.getLogger(__name__)
 
@@ -138,16 +138,6 @@ class Subscription:
             yield event
 
 
-@dataclass(frozen=True, slots=True)
-class _Registry:
-    """What a poller keeps per fleet version: the park, its factories and metric units."""
-
-    park: ParkInfo
-    names: dict[str, FactoryName]
-    units: dict[tuple[str, str], str]
-    types: dict[str, str]
-
-
 def signals_body(
     park: ParkInfo,
     result: core.ParkSignals,
@@ -177,6 +167,7 @@ class ParkPoller:
         settings: ApiSettings,
         *,
         on_exit: Callable[[ParkPoller], None],
+        registry: RegistryCache | None = None,
         queue_size: int = CLIENT_QUEUE_EVENTS,
         linger_s: float = LINGER_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -185,6 +176,8 @@ class ParkPoller:
         self.park_id = park_id
         self.pool = pool
         self.settings = settings
+        # The hub's, shared by its pollers; a poller on its own reads its own.
+        self.registry = registry or RegistryCache()
         self.epoch = secrets.token_hex(4)
         self.queue_size = queue_size
         self.linger_s = linger_s
@@ -199,7 +192,6 @@ class ParkPoller:
         self._replay_floor = 0
         self._latest_factories: tuple[frames.FactoryRow, ...] | None = None
         self._stale: StreamEvent | None = None
-        self._registry: _Registry | None = None
         self._task: asyncio.Task[None] | None = None
 
     # -- subscriptions --
@@ -366,50 +358,36 @@ class ParkPoller:
         else:
             self.publish(frame)
 
-    async def _registry_for(self, conn: AsyncConnection) -> _Registry:
-        # The signals keep one registry per fleet version; names and units follow it.
-        park = await signal_queries.load_park(conn, self.park_id)
+    async def _park(self, conn: AsyncConnection) -> ParkInfo:
+        park = (await self.registry.current(conn)).park(self.park_id)
         if park is None:
             raise ParkGoneError(self.park_id)
-        if self._registry is not None and self._registry.park is park:
-            return self._registry
-        self._registry = _Registry(
-            park=park,
-            names=await live_queries.factory_names(conn, self.park_id),
-            units=await live_queries.metric_units(conn),
-            types={d.device_id: d.type_id for d in park.devices},
-        )
-        return self._registry
+        return park
 
     async def _frame(self, conn: AsyncConnection) -> ParkFrame:
-        registry = await self._registry_for(conn)
+        park = await self._park(conn)
         as_of = self._clock()
         window_s = float(self.settings.signal_window_s)
         timeout_s = float(self.settings.online_timeout_s)
-        observations = await signal_queries.observe(
-            conn, registry.park.devices, as_of=as_of, window_s=window_s
+        [state] = await signal_queries.live_states(
+            conn, [park], as_of=as_of, window_s=window_s, online_timeout_s=timeout_s
         )
-        planned = factory_times(registry.park.calendars, as_of=as_of, window_s=window_s)
-        result = core.park_signals(
-            observations,
-            as_of=as_of,
-            window_s=window_s,
-            online_timeout_s=timeout_s,
-            planned=planned,
-        )
-        alarms = frames.device_alarms(result.alarms, registry.types, registry.units)
-        alarms = await self._with_since(conn, alarms, as_of)
+        observations, planned, result = state.observations, state.planned, state.signals
+        types = {d.device_id: d.type_id for d in park.devices}
+        units = {(d.type_id, m): rule.unit for d in park.devices for m, rule in d.metrics.items()}
+        alarms = frames.device_alarms(result.alarms, types, units)
+        alarms = await self._with_since(conn, alarms, result.alarms, as_of)
         return ParkFrame(
             park_id=self.park_id,
             as_of=as_of,
             signals=signals_body(
-                registry.park, result, as_of=as_of, window_s=window_s, online_timeout_s=timeout_s
+                park, result, as_of=as_of, window_s=window_s, online_timeout_s=timeout_s
             ),
             alarms=alarms,
             offline=frames.offline_devices(observations, as_of=as_of, online_timeout_s=timeout_s),
             factories=frames.factory_rows(
                 observations,
-                registry.names,
+                park.factories,
                 as_of=as_of,
                 window_s=window_s,
                 online_timeout_s=timeout_s,
@@ -418,7 +396,11 @@ class ParkPoller:
         )
 
     async def _with_since(
-        self, conn: AsyncConnection, alarms: dict[str, frames.DeviceAlarm], as_of: datetime
+        self,
+        conn: AsyncConnection,
+        alarms: dict[str, frames.DeviceAlarm],
+        causes: Sequence[core.Alarm],
+        as_of: datetime,
     ) -> dict[str, frames.DeviceAlarm]:
         """Carry each continuing alarm's start over; look up the start of new ones."""
         previous = self.frame.alarms if self.frame else {}
@@ -430,7 +412,10 @@ class ParkPoller:
                 known[device_id] = replace(found, since=before.since)
             else:
                 new.append(found)
-        starts = await live_queries.alarm_starts(conn, new, as_of=as_of)
+        fresh = {found.device_id for found in new}
+        starts = await alarm_queries.alarm_starts(
+            conn, [a for a in causes if a.device_id in fresh], as_of=as_of
+        )
         for found in new:
             begun = [starts.get((found.device_id, c.metric)) for c in found.causes]
             since = min((b for b in begun if b is not None), default=None)
@@ -454,6 +439,7 @@ class LiveHub:
         self,
         pool: AsyncConnectionPool,
         settings: ApiSettings,
+        registry: RegistryCache,
         *,
         queue_size: int = CLIENT_QUEUE_EVENTS,
         linger_s: float = LINGER_S,
@@ -461,6 +447,7 @@ class LiveHub:
         """Create a hub with no pollers."""
         self.pool = pool
         self.settings = settings
+        self.registry = registry
         self.queue_size = queue_size
         self.linger_s = linger_s
         self.pollers: dict[str, ParkPoller] = {}
@@ -481,6 +468,7 @@ class LiveHub:
                 self.pool,
                 self.settings,
                 on_exit=self._forget,
+                registry=self.registry,
                 queue_size=self.queue_size,
                 linger_s=self.linger_s,
             )
