@@ -271,7 +271,7 @@ WITH rows AS (
     FROM (
         SELECT park_id, metric, minute, count(*)::integer AS devices, sum(n)::integer AS n,
                sum(sum) AS sum, min(min) AS min, max(max) AS max, sum(sum / n) AS mean_sum,
-               sum(increase) FILTER (WHERE kind = 'counter') AS increase
+               sum(increase) FILTER (WHERE kind = %(counter_kind)s) AS increase
         FROM rows
         GROUP BY park_id, metric, minute
     ) a

@@ -75,7 +75,7 @@ _INCREASE_SQL = """
 WITH park_keys AS (
     SELECT d.device_id, m.metric
     FROM devices d
-    JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = 'counter'
+    JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = %(counter_kind)s
     WHERE d.park_id = ANY(%(parks)s)
 ), unfolded AS (
     SELECT DISTINCT x.device_id, x.metric
@@ -161,6 +161,7 @@ async def counter_increases(
         "end": end,
         "first": floor_minute(start),
         "last": floor_minute(end),
+        "counter_kind": MetricKind.COUNTER.value,
     }
     async with conn.cursor() as cur:
         await cur.execute(_INCREASE_SQL, params)
