@@ -15,6 +15,7 @@ from services.api.auth import API_KEY_HEADER, KeyRing, TrustedHostMiddleware
 from services.api.guards import InputGuardMiddleware
 from services.api.routes import ROUTERS
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
+from services.storage.registry import RegistryCache
 
 _DESCRIPTION = """Industry state, sensed on one network.
 
@@ -65,6 +66,7 @@ def create_app(
     app.state.conninfo = conninfo
     app.state.broker_sync = broker_sync or BrokerSync(BrokerAuthSettings(), MqttSettings())
     app.state.key_ring = KeyRing(settings.key_list())
+    app.state.registry = RegistryCache()
     problems.install(app)
     for router in ROUTERS:
         app.include_router(router)

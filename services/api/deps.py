@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, WithJsonSchema
 
 from schemas.telemetry import ID_PATTERN
 from services.config import ApiSettings
+from services.storage.registry import RegistryCache
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
@@ -26,8 +27,15 @@ def get_settings(request: Request) -> ApiSettings:
     return settings
 
 
+def get_registry(request: Request) -> RegistryCache:
+    """Return the app's registry (read again when a fleet load moves it)."""
+    registry: RegistryCache = request.app.state.registry
+    return registry
+
+
 PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+RegistryDep = Annotated[RegistryCache, Depends(get_registry)]
 ParkId = Annotated[str, Path(pattern=ID_PATTERN, examples=["hebi-tech"])]
 DeviceId = Annotated[str, Path(pattern=ID_PATTERN, examples=["f01-meter-1"])]
 FactoryId = Annotated[str, Path(pattern=ID_PATTERN, examples=["f01"])]

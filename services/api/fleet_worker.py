@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from schemas.fleet import parse_fleet
 from schemas.fleet_text import FleetLimits, FleetTextError, FleetTooLargeError
-from services.storage.fleet_store import FleetCounts, load_fleet, read_fleet
+from services.storage.fleet_store import FleetCounts, load_fleet, read_fleet, registered_devices
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +77,6 @@ def parse_and_load(body: bytes, limits: FleetLimits, conninfo: str) -> FleetOutc
     except ValueError as exc:
         return FleetOutcome(status=422, title="Invalid fleet", detail=str(exc))
     return FleetOutcome(counts=load_fleet(conninfo, fleet))
-
-
-def registered_devices(conninfo: str) -> int:
-    """How many devices the registry holds."""
-    with psycopg.connect(conninfo) as conn:
-        row = conn.execute("SELECT count(*) FROM devices").fetchone()
-    return int(row[0]) if row else 0
 
 
 def export_fleet(conninfo: str, *, as_json: bool) -> bytes:

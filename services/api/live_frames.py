@@ -16,6 +16,7 @@ from enum import StrEnum
 import orjson
 
 from services.core import signals as core
+from services.core.registry import FactoryInfo
 
 # Changes in one tick above this are sent as one snapshot instead: a mass outage would
 # otherwise put hundreds of events in every client's queue at once.
@@ -98,14 +99,6 @@ class FactoryRow:
     devices_in_alarm: int
     health_index: float
     scheduled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class FactoryName:
-    """A factory's display name and industry."""
-
-    name: str
-    industry: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +198,7 @@ def offline_devices(
 
 def factory_rows(
     observations: Sequence[core.DeviceObservation],
-    names: Mapping[str, FactoryName],
+    names: Mapping[str, FactoryInfo],
     *,
     as_of: datetime,
     window_s: float,
@@ -231,7 +224,7 @@ def factory_rows(
         )
         times = (planned or {}).get(factory_id)
         counts = result.counts
-        name = names.get(factory_id, FactoryName(factory_id, ""))
+        name = names.get(factory_id, FactoryInfo(factory_id, ""))
         rows.append(
             FactoryRow(
                 factory_id=factory_id,

@@ -14,12 +14,18 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from services.core.calendar import WorkCalendar, scheduled_seconds_each
+from services.core.registry import ParkInfo
 from services.core.signals import (
+    ENERGY_METRIC,
+    LINE_TYPE,
+    METER_TYPE,
     Coverage,
     Signal,
     SignalTotals,
     SignalValues,
+    can_alarm,
     derive_signals,
+    has_counter,
 )
 
 MINUTE = timedelta(minutes=1)
@@ -62,6 +68,20 @@ class RegistryCounts:
     meters: int = 0
     energy_devices: int = 0
     alarm_devices: int = 0
+
+
+def registry_counts(park: ParkInfo) -> RegistryCounts:
+    """Count a park's devices by the role they play in the signals."""
+    lines = [d for d in park.devices if d.type_id == LINE_TYPE]
+    return RegistryCounts(
+        devices=len(park.devices),
+        factories_with_lines=len({d.factory_id for d in lines}),
+        lines=len(lines),
+        line_capacity_units_per_hour=sum(d.capacity_units_per_hour or 0.0 for d in lines),
+        meters=sum(d.type_id == METER_TYPE for d in park.devices),
+        energy_devices=sum(has_counter(d, ENERGY_METRIC) for d in park.devices),
+        alarm_devices=sum(any(map(can_alarm, d.metrics.values())) for d in park.devices),
+    )
 
 
 @dataclass(frozen=True, slots=True)

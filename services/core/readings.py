@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 
 class RejectReason(StrEnum):
@@ -97,3 +98,38 @@ class MessageOutcome:
     def rows(self) -> int:
         """Rows this message adds to a batch (at least one, so empty messages still count)."""
         return max(1, len(self.readings) + len(self.rejections))
+
+
+class Addressed(Protocol):
+    """What a parsed topic tells about where a message belongs."""
+
+    @property
+    def park_id(self) -> str:
+        """The park the topic names."""
+        ...
+
+    @property
+    def device_id(self) -> str | None:
+        """The device the topic names, if it names one."""
+        ...
+
+
+def refused_message(
+    reason: RejectReason,
+    detail: str,
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    address: Addressed | None = None,
+) -> MessageOutcome:
+    """Return the outcome of a message refused whole, with the ids its topic gave."""
+    rejection = Rejection(
+        reason=reason,
+        detail=detail,
+        topic=topic,
+        received_at=received_at,
+        payload=payload,
+        park_id=address.park_id if address else None,
+        device_id=address.device_id if address else None,
+    )
+    return MessageOutcome(rejections=(rejection,))

@@ -1,11 +1,12 @@
-"""The device registry as ingest sees it: each device's place and the rules for its metrics."""
+"""The device registry: each device's place, the rules for its metrics, and the parks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from schemas.fleet import DeviceType, Fleet, MetricKind, MetricSpec, Thresholds
+from schemas.fleet import DEFAULT_TIMEZONE, DeviceType, Fleet, MetricKind, MetricSpec, Thresholds
+from services.core.calendar import WorkCalendar, calendar_in_force, work_calendar
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +14,7 @@ class MetricRule:
     """How one metric of one device is judged: kind, valid range, states and alarm bounds."""
 
     kind: MetricKind
+    unit: str = ""
     min_value: float | None = None
     max_value: float | None = None
     alarm_min: float | None = None
@@ -25,16 +27,6 @@ class MetricRule:
         return (self.min_value is None or value >= self.min_value) and (
             self.max_value is None or value <= self.max_value
         )
-
-    def in_alarm(self, value: float | None, text: str | None) -> bool:
-        """Return whether a stored value puts its device in alarm."""
-        if self.kind is MetricKind.STATE:
-            return text is not None and text in self.alarm_states
-        if value is None:
-            return False
-        too_low = self.alarm_min is not None and value < self.alarm_min
-        too_high = self.alarm_max is not None and value > self.alarm_max
-        return too_low or too_high
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +42,52 @@ class DeviceEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class FactoryInfo:
+    """A factory's display name and industry."""
+
+    name: str
+    industry: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParkInfo:
+    """A park and its registered devices, with the rules their signals are judged by.
+
+    ``calendars`` holds, per factory, the calendar in force (its own or the park's, in the
+    park's time zone); a factory without one is always scheduled. ``factories`` names
+    every factory of the park, in id order.
+    """
+
+    park_id: str
+    name: str
+    city: str
+    devices: tuple[DeviceEntry, ...]
+    timezone: str = DEFAULT_TIMEZONE
+    calendars: Mapping[str, WorkCalendar | None] = field(default_factory=dict)
+    factories: Mapping[str, FactoryInfo] = field(default_factory=dict)
+
+    @property
+    def planned(self) -> bool:
+        """Whether any factory of the park follows a calendar."""
+        return any(c is not None for c in self.calendars.values())
+
+
+@dataclass(frozen=True, slots=True)
 class Registry:
-    """A snapshot of the fleet at one fleet version."""
+    """A snapshot of the fleet at one fleet version: devices by id and parks by id."""
 
     devices: Mapping[str, DeviceEntry] = field(default_factory=dict)
     version: int = 0
+    parks: Mapping[str, ParkInfo] = field(default_factory=dict)
+
+    def park(self, park_id: str) -> ParkInfo | None:
+        """Return a park with its devices, or None when it is not registered."""
+        return self.parks.get(park_id)
+
+    def city(self, city: str) -> list[ParkInfo]:
+        """Return the parks of a city (matched without regard to case), in park id order."""
+        wanted = city.casefold()
+        return [p for p in self.parks.values() if p.city.casefold() == wanted]
 
 
 def metric_rule(spec: MetricSpec, override: Thresholds | None = None) -> MetricRule:
@@ -62,6 +95,7 @@ def metric_rule(spec: MetricSpec, override: Thresholds | None = None) -> MetricR
     alarm = override if override is not None else spec.alarm
     return MetricRule(
         kind=spec.kind,
+        unit=spec.unit,
         min_value=spec.min,
         max_value=spec.max,
         alarm_min=alarm.min if alarm else None,
@@ -80,13 +114,20 @@ def type_rules(
 
 
 def registry_from_fleet(fleet: Fleet, version: int = 0) -> Registry:
-    """Build a registry snapshot from a validated fleet."""
+    """Build a registry snapshot from a validated fleet (parks in id order, devices too)."""
     types = fleet.all_device_types()
     devices: dict[str, DeviceEntry] = {}
-    for park in fleet.parks:
-        for factory in park.factories:
+    parks: dict[str, ParkInfo] = {}
+    for park in sorted(fleet.parks, key=lambda p: p.id):
+        members: list[DeviceEntry] = []
+        calendars: dict[str, WorkCalendar | None] = {}
+        factories: dict[str, FactoryInfo] = {}
+        for factory in sorted(park.factories, key=lambda f: f.id):
+            factories[factory.id] = FactoryInfo(factory.name, factory.industry)
+            found = calendar_in_force(park.calendar, factory.calendar)
+            calendars[factory.id] = work_calendar(found, park.timezone)
             for device in factory.devices:
-                devices[device.id] = DeviceEntry(
+                entry = DeviceEntry(
                     device_id=device.id,
                     park_id=park.id,
                     factory_id=factory.id,
@@ -94,4 +135,15 @@ def registry_from_fleet(fleet: Fleet, version: int = 0) -> Registry:
                     metrics=type_rules(types[device.type], device.thresholds),
                     capacity_units_per_hour=device.capacity_units_per_hour,
                 )
-    return Registry(devices=devices, version=version)
+                devices[device.id] = entry
+                members.append(entry)
+        parks[park.id] = ParkInfo(
+            park_id=park.id,
+            name=park.name,
+            city=park.city,
+            devices=tuple(sorted(members, key=lambda d: d.device_id)),
+            timezone=park.timezone,
+            calendars=calendars,
+            factories=factories,
+        )
+    return Registry(devices=devices, version=version, parks=parks)

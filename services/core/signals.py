@@ -69,6 +69,7 @@ __all__ = [
     "park_signals",
     "ratio",
     "round_half_up",
+    "sql_parameters",
     "totals_from_counts",
 ]
 
@@ -88,6 +89,27 @@ WEIGHT_ONLINE = 0.25
 WEIGHT_NO_ALARM = 0.20
 
 SECONDS_PER_HOUR = 3600.0
+
+
+def sql_parameters() -> dict[str, str]:
+    """Return the signal vocabulary and the alarm rule's words as bound parameters for SQL.
+
+    SQL that applies these rules (the roll-up fold) names them ``%(line_type)s`` and so
+    on, so each word is written once, here and in ``alarms``.
+    """
+    return {
+        "line_type": LINE_TYPE,
+        "meter_type": METER_TYPE,
+        "state_metric": STATE_METRIC,
+        "running_state": RUNNING_STATE,
+        "output_metric": OUTPUT_METRIC,
+        "energy_metric": ENERGY_METRIC,
+        "power_metric": POWER_METRIC,
+        "fault_state": FAULT_STATE,
+        "counter_kind": MetricKind.COUNTER.value,
+        "gauge_kind": MetricKind.GAUGE.value,
+        "state_kind": MetricKind.STATE.value,
+    }
 
 
 class Signal(StrEnum):

@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from schemas.sparkplug_b_pb2 import Payload
 from schemas.telemetry import ID_PATTERN, MAX_PAYLOAD_BYTES, MAX_SAMPLES_PER_MESSAGE
 from services.core.decode import DecodeFailure
-from services.core.readings import MessageOutcome, Rejection, RejectReason
+from services.core.readings import MessageOutcome, RejectReason, refused_message
 from services.core.text import shown
 
 NAMESPACE = "spBv1.0"
@@ -168,7 +168,7 @@ def read_frame(topic: str, payload: bytes, received_at: datetime) -> Frame | Mes
         return MessageOutcome()
     address = parse_sparkplug_topic(topic)
     if address is None:
-        return _refused(
+        return refused_message(
             RejectReason.BAD_TOPIC,
             f"not {NAMESPACE}/{{park}}/{{N|D}}{{BIRTH|DEATH|DATA}}/{{factory}}[/{{device}}]"
             f" with valid ids: {shown(topic)}",
@@ -178,28 +178,8 @@ def read_frame(topic: str, payload: bytes, received_at: datetime) -> Frame | Mes
         )
     frame = decode_frame(topic, address, payload, received_at)
     if isinstance(frame, DecodeFailure):
-        return _refused(frame.reason, frame.detail, topic, payload, received_at, address)
+        return refused_message(frame.reason, frame.detail, topic, payload, received_at, address)
     return frame
-
-
-def _refused(
-    reason: RejectReason,
-    detail: str,
-    topic: str,
-    payload: bytes,
-    received_at: datetime,
-    address: SparkplugTopic | None = None,
-) -> MessageOutcome:
-    rejection = Rejection(
-        reason=reason,
-        detail=detail,
-        topic=topic,
-        received_at=received_at,
-        payload=payload,
-        park_id=address.park_id if address else None,
-        device_id=address.device_id if address else None,
-    )
-    return MessageOutcome(rejections=(rejection,))
 
 
 def decode_frame(

@@ -14,10 +14,11 @@ from services.core.readings import (
     Rejection,
     RejectReason,
     StatusUpdate,
+    refused_message,
 )
 from services.core.registry import DeviceEntry, MetricRule, Registry
 from services.core.text import sanitised, shown, storable
-from services.core.topics import Channel, TopicAddress, is_platform_topic, parse_topic
+from services.core.topics import Channel, is_platform_topic, parse_topic
 
 # Epoch milliseconds outside these bounds cannot be turned into a datetime.
 _MIN_EPOCH_MS = -62_135_596_800_000
@@ -70,7 +71,7 @@ def judge_message(
     if address is None:
         if is_platform_topic(topic):
             return MessageOutcome()
-        return _whole(
+        return refused_message(
             RejectReason.BAD_TOPIC,
             "not parksense/v1/{park}/{factory}/{device}/{telemetry|status}"
             f" with valid ids: {shown(topic)}",
@@ -80,7 +81,7 @@ def judge_message(
         )
     device = registry.devices.get(address.device_id)
     if device is None:
-        return _whole(
+        return refused_message(
             RejectReason.UNKNOWN_DEVICE,
             f"device {address.device_id!r} is not registered",
             topic,
@@ -89,7 +90,7 @@ def judge_message(
             address,
         )
     if (device.park_id, device.factory_id) != (address.park_id, address.factory_id):
-        return _whole(
+        return refused_message(
             RejectReason.TOPIC_MISMATCH,
             f"device {device.device_id!r} is registered in "
             f"{device.park_id}/{device.factory_id}, not "
@@ -103,32 +104,12 @@ def judge_message(
         return _judge_status(topic, payload, device, received_at, limits)
     samples = decode_samples(payload)
     if isinstance(samples, DecodeFailure):
-        return _whole(samples.reason, samples.detail, topic, payload, received_at, address)
+        return refused_message(samples.reason, samples.detail, topic, payload, received_at, address)
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     for sample in samples:
         _judge_sample(sample, topic, payload, device, received_at, limits, readings, rejections)
     return MessageOutcome(tuple(readings), tuple(rejections))
-
-
-def _whole(
-    reason: RejectReason,
-    detail: str,
-    topic: str,
-    payload: bytes,
-    received_at: datetime,
-    address: TopicAddress | None = None,
-) -> MessageOutcome:
-    rejection = Rejection(
-        reason=reason,
-        detail=detail,
-        topic=topic,
-        received_at=received_at,
-        payload=payload,
-        park_id=address.park_id if address else None,
-        device_id=address.device_id if address else None,
-    )
-    return MessageOutcome(rejections=(rejection,))
 
 
 def _judge_status(

@@ -60,8 +60,8 @@ from services.core.validate import Limits, judge_message
 from services.ingest import metrics
 from services.ingest.mqtt import MqttConsumer, RawMessage
 from services.storage.errors import UnencodableRowError
-from services.storage.fleet_store import read_registry
 from services.storage.heartbeat import Heartbeat, beat
+from services.storage.registry import fleet_version, read_registry
 from services.storage.writer import BatchWriter, WriteResult
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,6 @@ _JUDGE_SLICE_S = 0.02
 _HEARTBEAT_S = 2.0
 # Commit lag is observed for at most this many readings per batch (a stride sample).
 _LAG_SAMPLES_PER_BATCH = 256
-# The fleet version in force; read before every flush (an index-only scan, ~0.1 ms).
-_FLEET_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM fleet_versions"
 
 
 class _RowsRejectedError(Exception):
@@ -497,9 +495,7 @@ class Pipeline:
 
     async def _sync_registry(self, conn: psycopg.AsyncConnection, *, force: bool = False) -> None:
         """Load the registry unless the one in use has the database's fleet version."""
-        cur = await conn.execute(_FLEET_VERSION_SQL)
-        row = await cur.fetchone()
-        version = int(row[0]) if row else 0
+        version = await fleet_version(conn)
         if not force and version == self._registry.version:
             return
         # One snapshot: a load committing meanwhile must not mix two fleets in one registry.

@@ -34,8 +34,9 @@ from services.core.access import CredentialKind, PlatformRole, client_id, userna
 from services.core.sharing import ShareSchedule
 from services.core.topics import signals_topic
 from services.maintenance.mqtt import RetainedPublisher
-from services.storage import signal_log, signal_queries
+from services.storage import signal_log
 from services.storage.leadership import SIGNALS_PUBLISHER_LOCK, try_lead
+from services.storage.registry import RegistryCache
 from services.storage.signal_bodies import live_bodies
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class SignalsPublisher:
         self._mqtt = RetainedPublisher(mqtt, publisher_client_id()) if mqtt else None
         self._schedule = ShareSchedule(settings.republish_interval_s)
         self._epoch = 0
+        self._registry = RegistryCache()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Lead or stand by until ``stop`` is set."""
@@ -122,7 +124,7 @@ class SignalsPublisher:
             # A new broker connection (or its loss): everything is due once it is up.
             self._schedule.reset()
             self._epoch = epoch
-        parks = list((await signal_queries.registry(conn)).values())
+        parks = list((await self._registry.current(conn)).parks.values())
         bodies = await live_bodies(
             conn,
             parks,

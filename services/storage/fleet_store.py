@@ -1,4 +1,4 @@
-"""Load a fleet file into the registry tables, and read the registry back for ingest."""
+"""Load a fleet file into the registry tables, and read them back as a fleet (the export)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ from dataclasses import dataclass
 
 import orjson
 import psycopg
-from psycopg.rows import dict_row
 
-from schemas.fleet import (
-    Calendar,
-    Device,
-    DeviceType,
-    Factory,
-    Fleet,
-    MetricKind,
-    MetricSpec,
-    Park,
-    Thresholds,
-    builtin_device_types,
-)
-from services.core.registry import DeviceEntry, MetricRule, Registry
+from schemas.fleet import Calendar, Fleet
+from services.storage import registry
+from services.storage.registry import fleet_from_rows
 
 logger = logging.getLogger(__name__)
 
@@ -141,82 +130,17 @@ def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:
 
 
 def read_fleet(conn: psycopg.Connection) -> Fleet:
-    """Read the registry back as a fleet (custom device types and threshold overrides included).
-
-    A device type is part of the fleet when it is not built in, or when the stored one
-    differs from the built-in one of its id (the fleet replaced it).
-    """
-    builtin = {t.id: t for t in builtin_device_types()}
-    types: dict[str, DeviceType] = {}
-    rows = conn.execute(
-        "SELECT t.type_id, t.description, t.attributes, m.metric, m.kind, m.unit, m.min_value,"
-        " m.max_value, m.alarm_min, m.alarm_max, m.states, m.alarm_states"
-        " FROM device_types t JOIN device_type_metrics m USING (type_id)"
-        " ORDER BY t.type_id, m.metric"
-    ).fetchall()
-    specs: dict[str, dict[str, MetricSpec]] = {}
-    heads: dict[str, tuple[str, list[str]]] = {}
-    for type_id, description, attributes, metric, kind, unit, lo, hi, amin, amax, st, ast in rows:
-        heads[type_id] = (description, list(attributes or []))
-        alarm = None if amin is None and amax is None else Thresholds(min=amin, max=amax)
-        specs.setdefault(type_id, {})[metric] = MetricSpec(
-            kind=MetricKind(kind),
-            unit=unit,
-            min=lo,
-            max=hi,
-            alarm=alarm,
-            states=st,
-            alarm_states=ast,
-        )
-    for type_id, (description, attributes) in heads.items():
-        stored = DeviceType(
-            id=type_id, description=description, metrics=specs[type_id], attributes=attributes
-        )
-        if stored != builtin.get(type_id):
-            types[type_id] = stored
-    devices: dict[str, list[Device]] = {}
-    for device_id, factory_id, type_id, capacity, thresholds in conn.execute(
-        "SELECT device_id, factory_id, type_id, capacity_units_per_hour, thresholds"
-        " FROM devices ORDER BY device_id"
-    ):
-        devices.setdefault(factory_id, []).append(
-            Device(
-                id=device_id,
-                type=type_id,
-                capacity_units_per_hour=capacity,
-                thresholds=thresholds or {},
-            )
-        )
-    factories: dict[str, list[Factory]] = {}
-    for factory_id, park_id, name, name_zh, industry, calendar in conn.execute(
-        "SELECT factory_id, park_id, name, name_zh, industry, calendar"
-        " FROM factories ORDER BY factory_id"
-    ):
-        factories.setdefault(park_id, []).append(
-            Factory(
-                id=factory_id,
-                name=name,
-                name_zh=name_zh,
-                industry=industry,
-                calendar=calendar,
-                devices=devices.get(factory_id, []),
-            )
-        )
-    parks = [
-        Park(
-            id=park_id,
-            name=name,
-            name_zh=name_zh,
-            city=city,
-            timezone=timezone,
-            calendar=calendar,
-            factories=factories.get(park_id, []),
-        )
-        for park_id, name, name_zh, city, timezone, calendar in conn.execute(
-            "SELECT park_id, name, name_zh, city, timezone, calendar FROM parks ORDER BY park_id"
+    """Read the registry back as a fleet (custom device types and threshold overrides included)."""
+    rows = [
+        conn.execute(sql).fetchall()
+        for sql in (
+            registry.TYPES_SQL,
+            registry.DEVICES_SQL,
+            registry.FACTORIES_SQL,
+            registry.PARKS_SQL,
         )
     ]
-    return Fleet(device_types=list(types.values()), parks=parks)
+    return fleet_from_rows(*rows)
 
 
 def _calendar_json(calendar: Calendar | None) -> str | None:
@@ -224,61 +148,8 @@ def _calendar_json(calendar: Calendar | None) -> str | None:
     return None if calendar is None else calendar.model_dump_json()
 
 
-_TYPE_METRICS_SQL = """
-SELECT type_id, metric, kind, min_value, max_value, alarm_min, alarm_max, states, alarm_states
-FROM device_type_metrics
-"""
-
-_DEVICES_SQL = """
-SELECT d.device_id, d.park_id, d.factory_id, d.type_id, d.capacity_units_per_hour, d.thresholds
-FROM devices d
-"""
-
-
-async def read_registry(conn: psycopg.AsyncConnection) -> Registry:
-    """Read the registry snapshot ingest judges readings against."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT coalesce(max(version), 0) AS version FROM fleet_versions")
-        version_row = await cur.fetchone()
-        version = int(version_row["version"]) if version_row else 0
-        await cur.execute(_TYPE_METRICS_SQL)
-        rules: dict[str, dict[str, MetricRule]] = {}
-        for row in await cur.fetchall():
-            rules.setdefault(row["type_id"], {})[row["metric"]] = MetricRule(
-                kind=MetricKind(row["kind"]),
-                min_value=row["min_value"],
-                max_value=row["max_value"],
-                alarm_min=row["alarm_min"],
-                alarm_max=row["alarm_max"],
-                states=frozenset(row["states"] or ()),
-                alarm_states=frozenset(row["alarm_states"] or ()),
-            )
-        await cur.execute(_DEVICES_SQL)
-        devices: dict[str, DeviceEntry] = {}
-        for row in await cur.fetchall():
-            metrics = dict(rules.get(row["type_id"], {}))
-            for metric, raw in (row["thresholds"] or {}).items():
-                if metric in metrics:
-                    override = Thresholds.model_validate(raw)
-                    metrics[metric] = _with_alarm(metrics[metric], override)
-            devices[row["device_id"]] = DeviceEntry(
-                device_id=row["device_id"],
-                park_id=row["park_id"],
-                factory_id=row["factory_id"],
-                type_id=row["type_id"],
-                metrics=metrics,
-                capacity_units_per_hour=row["capacity_units_per_hour"],
-            )
-    return Registry(devices=devices, version=version)
-
-
-def _with_alarm(rule: MetricRule, override: Thresholds) -> MetricRule:
-    return MetricRule(
-        kind=rule.kind,
-        min_value=rule.min_value,
-        max_value=rule.max_value,
-        alarm_min=override.min,
-        alarm_max=override.max,
-        states=rule.states,
-        alarm_states=rule.alarm_states,
-    )
+def registered_devices(conninfo: str) -> int:
+    """How many devices the registry holds."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM devices").fetchone()
+    return int(row[0]) if row else 0

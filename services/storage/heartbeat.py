@@ -43,3 +43,24 @@ async def beat(conn: psycopg.AsyncConnection, heartbeat: Heartbeat) -> None:
             heartbeat.buffered,
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """One worker as the readiness check sees it."""
+
+    client_id: str
+    degraded: bool
+    stale: bool
+
+
+async def worker_health(conn: psycopg.AsyncConnection, stale_after_s: float) -> list[WorkerHealth]:
+    """Return the workers that reported in the last day, stale when silent ``stale_after_s``."""
+    cur = await conn.execute(
+        "SELECT client_id, degraded,"
+        " extract(epoch FROM now() - heartbeat_at) > %s AS stale"
+        " FROM ingest_workers WHERE heartbeat_at > now() - interval '1 day'"
+        " ORDER BY client_id",
+        (stale_after_s,),
+    )
+    return [WorkerHealth(c, bool(d), bool(s)) for c, d, s in await cur.fetchall()]

@@ -22,9 +22,10 @@ from services.core.history import (
     bucket_signals,
     bucket_slots,
     bucket_start,
+    registry_counts,
 )
+from services.core.registry import ParkInfo
 from services.core.signals import LINE_TYPE
-from services.storage.signal_queries import ParkInfo
 
 _SUM_COLUMNS = [f.name for f in fields(MinuteTotals)]
 
@@ -138,7 +139,7 @@ async def park_history(
         for row in await cur.fetchall():
             values: list[Any] = [row[name] for name in _SUM_COLUMNS]
             sums[row["bucket"]] = MinuteTotals(*values)
-    registry = park.registry_counts()
+    registry = registry_counts(park)
     if not park.planned:
         return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
     factories = _factory_lines(park)

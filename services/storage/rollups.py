@@ -35,6 +35,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from services.core.signals import sql_parameters
+
 logger = logging.getLogger(__name__)
 
 # Transaction-level advisory lock of roll-up maintenance ("rlup"); any constant works as
@@ -215,7 +217,10 @@ SELECT DISTINCT device_id, minute FROM fresh_1m
 
 # The sums behind the history of a park's signals for one minute, from readings_1m and
 # the registry (docs/signals.md, "Per minute"). ``{rows_from}`` joins readings_1m r,
-# devices d and device_type_metrics m for the park minutes to recompute.
+# devices d and device_type_metrics m for the park minutes to recompute. The signal
+# vocabulary and the alarm rule (core.alarms.metric_alarm) come bound from
+# core.signals.sql_parameters(); tests/storage/test_alarm_rule_sql.py checks they agree.
+_VOCABULARY = sql_parameters()
 _PARK_MINUTES = """
 WITH rows AS (
     SELECT d.park_id, r.minute, d.device_id, d.factory_id, d.type_id, m.metric, m.kind,
@@ -231,19 +236,19 @@ WITH rows AS (
     {rows_from}
 ), flagged AS (
     SELECT rows.*,
-           (type_id = 'production_line' AND metric = 'state') AS line_state,
-           (type_id = 'production_line' AND metric = 'state' AND last_text = 'running')
-               AS line_running,
-           (type_id = 'production_line' AND metric = 'output_units' AND kind = 'counter')
+           (type_id = %(line_type)s AND metric = %(state_metric)s) AS line_state,
+           (type_id = %(line_type)s AND metric = %(state_metric)s
+               AND last_text = %(running_state)s) AS line_running,
+           (type_id = %(line_type)s AND metric = %(output_metric)s AND kind = %(counter_kind)s)
                AS line_output,
-           (type_id = 'power_meter' AND metric = 'power_kw') AS meter_power,
-           (metric = 'energy_kwh' AND kind = 'counter') AS energy,
-           (kind = 'state' OR (kind = 'gauge'
+           (type_id = %(meter_type)s AND metric = %(power_metric)s) AS meter_power,
+           (metric = %(energy_metric)s AND kind = %(counter_kind)s) AS energy,
+           (kind = %(state_kind)s OR (kind = %(gauge_kind)s
                AND (alarm_min IS NOT NULL OR alarm_max IS NOT NULL))) AS can_alarm,
            CASE kind
-               WHEN 'state' THEN last_text = 'fault'
+               WHEN %(state_kind)s THEN last_text = %(fault_state)s
                    OR last_text = ANY(coalesce(alarm_states, '{{}}'::text[]))
-               WHEN 'gauge' THEN last_value < alarm_min OR last_value > alarm_max
+               WHEN %(gauge_kind)s THEN last_value < alarm_min OR last_value > alarm_max
                ELSE false
            END AS in_alarm
     FROM rows
@@ -266,7 +271,7 @@ WITH rows AS (
     FROM (
         SELECT park_id, metric, minute, count(*)::integer AS devices, sum(n)::integer AS n,
                sum(sum) AS sum, min(min) AS min, max(max) AS max, sum(sum / n) AS mean_sum,
-               sum(increase) FILTER (WHERE kind = 'counter') AS increase
+               sum(increase) FILTER (WHERE kind = %(counter_kind)s) AS increase
         FROM rows
         GROUP BY park_id, metric, minute
     ) a
@@ -508,7 +513,7 @@ async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
             await cur.execute(_REPLACE)
             await cur.execute(_TOUCH_FRESH)
             await cur.execute(_STITCH_FRESH)
-            await cur.execute(_PARK_MINUTES_TOUCHED)
+            await cur.execute(_PARK_MINUTES_TOUCHED, _VOCABULARY)
             await cur.execute(_PARK_HOURS_TOUCHED)
             await cur.execute(
                 "UPDATE rollup_fold_progress SET folded_at = now(), keys = keys + %s,"
@@ -630,8 +635,8 @@ async def rebuild(
                 "DELETE FROM touched_minutes WHERE minute >= %(start)s AND minute < %(end)s",
                 params,
             )
-            await cur.execute(_REBUILD_PARK_MINUTES, params)
-            await cur.execute(_PARK_MINUTES_TOUCHED)  # the minute after the range
+            await cur.execute(_REBUILD_PARK_MINUTES, {**params, **_VOCABULARY})
+            await cur.execute(_PARK_MINUTES_TOUCHED, _VOCABULARY)  # the minute after the range
             await cur.execute(
                 "DELETE FROM park_1h WHERE hour >= %(start)s AND hour < %(end)s", params
             )

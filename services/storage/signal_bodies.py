@@ -14,8 +14,8 @@ from psycopg import AsyncConnection
 
 from schemas import signals as out
 from services.core import signals as core
+from services.core.registry import ParkInfo
 from services.storage import signal_queries
-from services.storage.signal_queries import ParkInfo
 
 
 def signal_values(values: core.SignalValues) -> out.SignalValues:

@@ -1,194 +1,25 @@
-"""Read queries behind the live park and city signals: registry, latest values, increases."""
+"""Read queries behind the live park and city signals: latest values, statuses, increases."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
-from schemas.fleet import DEFAULT_TIMEZONE, Calendar, MetricKind
-from services.core.calendar import WorkCalendar, calendar_in_force, factory_times, work_calendar
-from services.core.history import RegistryCounts, floor_minute
-from services.core.registry import DeviceEntry, MetricRule
+from schemas.fleet import MetricKind
+from services.core.calendar import FactoryTime, factory_times
+from services.core.history import floor_minute
+from services.core.registry import DeviceEntry, ParkInfo
 from services.core.signals import (
-    ENERGY_METRIC,
-    LINE_TYPE,
-    METER_TYPE,
     DeviceObservation,
     MetricValue,
     ParkSignals,
     StatusPoint,
-    can_alarm,
-    has_counter,
     park_signals,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ParkInfo:
-    """A park and its registered devices, with the rules their signals are judged by.
-
-    ``calendars`` holds, per factory, the calendar in force (its own or the park's, in the
-    park's time zone); a factory without one is always scheduled.
-    """
-
-    park_id: str
-    name: str
-    city: str
-    devices: tuple[DeviceEntry, ...]
-    timezone: str = DEFAULT_TIMEZONE
-    calendars: Mapping[str, WorkCalendar | None] = field(default_factory=dict)
-
-    @property
-    def planned(self) -> bool:
-        """Whether any factory of the park follows a calendar."""
-        return any(c is not None for c in self.calendars.values())
-
-    def registry_counts(self) -> RegistryCounts:
-        """The park's devices by the role they play in the signals."""
-        lines = [d for d in self.devices if d.type_id == LINE_TYPE]
-        return RegistryCounts(
-            devices=len(self.devices),
-            factories_with_lines=len({d.factory_id for d in lines}),
-            lines=len(lines),
-            line_capacity_units_per_hour=sum(d.capacity_units_per_hour or 0.0 for d in lines),
-            meters=sum(d.type_id == METER_TYPE for d in self.devices),
-            energy_devices=sum(has_counter(d, ENERGY_METRIC) for d in self.devices),
-            alarm_devices=sum(any(map(can_alarm, d.metrics.values())) for d in self.devices),
-        )
-
-
-_TYPE_METRICS_SQL = """
-SELECT type_id, metric, kind, min_value, max_value, alarm_min, alarm_max, states, alarm_states
-FROM device_type_metrics
-"""
-
-_DEVICES_SQL = """
-SELECT d.device_id, d.park_id, d.factory_id, d.type_id, d.capacity_units_per_hour, d.thresholds
-FROM devices d
-ORDER BY d.device_id
-"""
-
-
-def _rule(row: Mapping[str, Any]) -> MetricRule:
-    return MetricRule(
-        kind=MetricKind(row["kind"]),
-        min_value=row["min_value"],
-        max_value=row["max_value"],
-        alarm_min=row["alarm_min"],
-        alarm_max=row["alarm_max"],
-        states=frozenset(row["states"] or ()),
-        alarm_states=frozenset(row["alarm_states"] or ()),
-    )
-
-
-def _with_thresholds(rule: MetricRule, override: Mapping[str, Any]) -> MetricRule:
-    """A device's own thresholds replace its type's (both bounds, as in the fleet file)."""
-    return MetricRule(
-        kind=rule.kind,
-        min_value=rule.min_value,
-        max_value=rule.max_value,
-        alarm_min=override.get("min"),
-        alarm_max=override.get("max"),
-        states=rule.states,
-        alarm_states=rule.alarm_states,
-    )
-
-
-# Each fleet load writes a fleet_versions row; the registry read for a version is kept
-# and reused until the next load (a few milliseconds saved on every signals request).
-# Keyed by database too, so one process may serve (or test) several.
-_REGISTRY_CACHE_SIZE = 8
-_registry_cache: dict[tuple[str, int, datetime], dict[str, ParkInfo]] = {}
-
-
-async def _read_registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT park_id, name, city, timezone, calendar FROM parks ORDER BY park_id"
-        )
-        parks = await cur.fetchall()
-        await cur.execute("SELECT factory_id, park_id, calendar FROM factories")
-        factories = await cur.fetchall()
-        await cur.execute(_TYPE_METRICS_SQL)
-        rules: dict[str, dict[str, MetricRule]] = defaultdict(dict)
-        for row in await cur.fetchall():
-            rules[row["type_id"]][row["metric"]] = _rule(row)
-        await cur.execute(_DEVICES_SQL)
-        devices: dict[str, list[DeviceEntry]] = defaultdict(list)
-        for row in await cur.fetchall():
-            metrics = dict(rules.get(row["type_id"], {}))
-            for metric, override in (row["thresholds"] or {}).items():
-                if metric in metrics:
-                    metrics[metric] = _with_thresholds(metrics[metric], override)
-            devices[row["park_id"]].append(
-                DeviceEntry(
-                    device_id=row["device_id"],
-                    park_id=row["park_id"],
-                    factory_id=row["factory_id"],
-                    type_id=row["type_id"],
-                    metrics=metrics,
-                    capacity_units_per_hour=row["capacity_units_per_hour"],
-                )
-            )
-    calendars: dict[str, dict[str, WorkCalendar | None]] = defaultdict(dict)
-    zones = {p["park_id"]: p for p in parks}
-    for row in factories:
-        park = zones[row["park_id"]]
-        found = calendar_in_force(_calendar(park["calendar"]), _calendar(row["calendar"]))
-        calendars[row["park_id"]][row["factory_id"]] = work_calendar(found, park["timezone"])
-    return {
-        p["park_id"]: ParkInfo(
-            p["park_id"],
-            p["name"],
-            p["city"],
-            tuple(devices.get(p["park_id"], ())),
-            timezone=p["timezone"],
-            calendars=calendars.get(p["park_id"], {}),
-        )
-        for p in parks
-    }
-
-
-def _calendar(stored: Mapping[str, Any] | None) -> Calendar | None:
-    """A stored calendar (written by a validated fleet load), or None."""
-    return None if stored is None else Calendar.model_validate(stored)
-
-
-async def registry(conn: AsyncConnection) -> dict[str, ParkInfo]:
-    """Return every park with its devices, read once per fleet version."""
-    cur = await conn.execute(
-        "SELECT version, loaded_at FROM fleet_versions ORDER BY version DESC LIMIT 1"
-    )
-    row = await cur.fetchone()
-    if row is None:  # parks written without a fleet load: nothing to key a cache on
-        return await _read_registry(conn)
-    info = conn.info
-    key = (f"{info.host}:{info.port}/{info.dbname}", int(row[0]), row[1])
-    found = _registry_cache.get(key)
-    if found is None:
-        found = await _read_registry(conn)
-        if len(_registry_cache) >= _REGISTRY_CACHE_SIZE:
-            _registry_cache.pop(next(iter(_registry_cache)))
-        _registry_cache[key] = found
-    return found
-
-
-async def load_park(conn: AsyncConnection, park_id: str) -> ParkInfo | None:
-    """Return a park with its devices and their rules, or None when it is not registered."""
-    return (await registry(conn)).get(park_id)
-
-
-async def load_city(conn: AsyncConnection, city: str) -> list[ParkInfo]:
-    """Return the parks of a city (matched without regard to case), with their devices."""
-    wanted = city.casefold()
-    return [p for p in (await registry(conn)).values() if p.city.casefold() == wanted]
-
 
 # Every metric's newest reading of the parks' devices; those after as_of (as_of in the
 # past) are replaced by a lookup in readings.
@@ -244,7 +75,7 @@ _INCREASE_SQL = """
 WITH park_keys AS (
     SELECT d.device_id, m.metric
     FROM devices d
-    JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = 'counter'
+    JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = %(counter_kind)s
     WHERE d.park_id = ANY(%(parks)s)
 ), unfolded AS (
     SELECT DISTINCT x.device_id, x.metric
@@ -330,6 +161,7 @@ async def counter_increases(
         "end": end,
         "first": floor_minute(start),
         "last": floor_minute(end),
+        "counter_kind": MetricKind.COUNTER.value,
     }
     async with conn.cursor() as cur:
         await cur.execute(_INCREASE_SQL, params)
@@ -405,6 +237,49 @@ async def observe(
     return observations
 
 
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """A park at one instant: what was observed of each device, its planned time, its signals."""
+
+    park: ParkInfo
+    observations: tuple[DeviceObservation, ...]
+    planned: Mapping[str, FactoryTime]
+    signals: ParkSignals
+
+
+async def live_states(
+    conn: AsyncConnection,
+    parks: Sequence[ParkInfo],
+    *,
+    as_of: datetime,
+    window_s: float,
+    online_timeout_s: float,
+) -> list[LiveState]:
+    """Observe the parks at ``as_of`` (one query for all) and compute each one's signals.
+
+    The ``/signals`` route, the city signals, the live stream and the shared signals all
+    come through here.
+    """
+    devices = [d for park in parks for d in park.devices]
+    observations = await observe(conn, devices, as_of=as_of, window_s=window_s)
+    by_park: dict[str, list[DeviceObservation]] = defaultdict(list)
+    for observation in observations:
+        by_park[observation.device.park_id].append(observation)
+    states = []
+    for park in parks:
+        members = tuple(by_park.get(park.park_id, ()))
+        planned = factory_times(park.calendars, as_of=as_of, window_s=window_s)
+        signals = park_signals(
+            members,
+            as_of=as_of,
+            window_s=window_s,
+            online_timeout_s=online_timeout_s,
+            planned=planned,
+        )
+        states.append(LiveState(park, members, planned, signals))
+    return states
+
+
 async def live_signals(
     conn: AsyncConnection,
     parks: Sequence[ParkInfo],
@@ -414,18 +289,7 @@ async def live_signals(
     online_timeout_s: float,
 ) -> list[ParkSignals]:
     """Compute the live signals of each park at ``as_of`` over the window."""
-    devices = [d for park in parks for d in park.devices]
-    observations = await observe(conn, devices, as_of=as_of, window_s=window_s)
-    by_park: dict[str, list[DeviceObservation]] = defaultdict(list)
-    for observation in observations:
-        by_park[observation.device.park_id].append(observation)
-    return [
-        park_signals(
-            by_park.get(park.park_id, []),
-            as_of=as_of,
-            window_s=window_s,
-            online_timeout_s=online_timeout_s,
-            planned=factory_times(park.calendars, as_of=as_of, window_s=window_s),
-        )
-        for park in parks
-    ]
+    states = await live_states(
+        conn, parks, as_of=as_of, window_s=window_s, online_timeout_s=online_timeout_s
+    )
+    return [state.signals for state in states]

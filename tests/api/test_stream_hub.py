@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from services.api.live import MAX_REPLAY, ParkPoller, StreamEvent, Subscription, parse_event_id
+from services.api.live_feed import MAX_REPLAY, ParkFeed, StreamEvent, Subscription, parse_event_id
 from services.api.live_frames import (
     MAX_CHANGES_PER_TICK,
     AlarmCause,
@@ -17,7 +16,6 @@ from services.api.live_frames import (
     ParkFrame,
     changes,
 )
-from services.config import ApiSettings
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
@@ -60,14 +58,13 @@ def drain(sub: Subscription) -> list[StreamEvent]:
 
 
 @pytest.fixture
-def poller() -> ParkPoller:
-    """A poller that is fed frames by the test instead of polling (never started)."""
-    pool = AsyncConnectionPool("host=127.0.0.1", open=False)
-    return ParkPoller("p", pool, ApiSettings(), on_exit=lambda _: None, queue_size=8)
+def poller() -> ParkFeed:
+    """A park's feed, fed frames by the test as its poller would (no database)."""
+    return ParkFeed("p", queue_size=8)
 
 
 def test_a_client_that_stops_reading_is_disconnected_and_others_keep_going(
-    poller: ParkPoller,
+    poller: ParkFeed,
 ) -> None:
     """A full queue ends that client's stream; a client that reads is unaffected."""
     slow, fast = poller.subscribe(None), poller.subscribe(None)
@@ -84,7 +81,7 @@ def test_a_client_that_stops_reading_is_disconnected_and_others_keep_going(
 
 
 def test_first_frame_gives_waiting_clients_a_snapshot_then_factories_and_signals(
-    poller: ParkPoller,
+    poller: ParkFeed,
 ) -> None:
     """Clients that came before the first poll get the same start as later ones."""
     early = poller.subscribe(None)
@@ -97,7 +94,7 @@ def test_first_frame_gives_waiting_clients_a_snapshot_then_factories_and_signals
     assert [e.event for e in drain(late)] == ["snapshot", "factories", "signals"]
 
 
-def test_every_frame_sends_signals_with_increasing_ids(poller: ParkPoller) -> None:
+def test_every_frame_sends_signals_with_increasing_ids(poller: ParkFeed) -> None:
     """Each poll is a ``signals`` event; ids name the poller and count up."""
     sub = poller.subscribe(None)
     for n in range(4):
@@ -111,7 +108,7 @@ def test_every_frame_sends_signals_with_increasing_ids(poller: ParkPoller) -> No
     assert len(set(seqs)) == len(seqs)
 
 
-def test_reconnect_replays_missed_changes_or_falls_back_to_a_snapshot(poller: ParkPoller) -> None:
+def test_reconnect_replays_missed_changes_or_falls_back_to_a_snapshot(poller: ParkFeed) -> None:
     """A known Last-Event-ID replays the missed changes; too many missed gives a snapshot."""
     first = poller.subscribe(None)
     poller.publish(frame(0))
@@ -136,7 +133,7 @@ def test_reconnect_replays_missed_changes_or_falls_back_to_a_snapshot(poller: Pa
 
 
 def test_stale_is_sent_once_and_given_to_newcomers_until_a_fresh_frame(
-    poller: ParkPoller,
+    poller: ParkFeed,
 ) -> None:
     """A failing poll sends one ``stale`` event; a new client gets it too; signals end it."""
     sub = poller.subscribe(None)
@@ -153,7 +150,7 @@ def test_stale_is_sent_once_and_given_to_newcomers_until_a_fresh_frame(
     assert [e.event for e in drain(sub)] == ["signals"]
 
 
-def test_a_client_waiting_through_an_outage_still_gets_its_snapshot(poller: ParkPoller) -> None:
+def test_a_client_waiting_through_an_outage_still_gets_its_snapshot(poller: ParkFeed) -> None:
     """A client that connected before the first successful poll is sent a snapshot by it."""
     early = poller.subscribe(None)
     poller.publish_stale("database_unreachable", "PoolTimeout")

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from services.storage import signal_log, signal_queries
+from services.storage import signal_log
+from services.storage.registry import read_registry
 from services.storage.signal_bodies import live_bodies
 from tests.storage.test_rollups import load, reading, write
 
@@ -91,7 +92,7 @@ def grafana(clean_db: str) -> Iterator[str]:
 
     async def share() -> None:
         async with await psycopg.AsyncConnection.connect(clean_db, autocommit=True) as conn:
-            parks = list((await signal_queries.registry(conn)).values())
+            parks = list((await read_registry(conn)).parks.values())
             for back in (2, 1, 0):
                 bodies = await live_bodies(
                     conn,

@@ -28,12 +28,14 @@ from services.core.history import (
     MinuteTotals,
     RegistryCounts,
     bucket_signals,
+    registry_counts,
 )
 from services.core.readings import Reading
 from services.core.registry import DeviceEntry, registry_from_fleet
 from services.core.signals import DeviceObservation, ParkSignals, park_signals
 from services.storage import history_queries, signal_queries
 from services.storage.fleet_store import load_fleet
+from services.storage.registry import read_registry
 from services.storage.rollups import FoldResult
 from tests.storage.test_rollups import fold_now, write_batches
 
@@ -443,9 +445,9 @@ def test_rollups_and_history_equal_the_definitions_on_raw_readings(
 
     async def query() -> tuple[list[BucketSignals], dict[tuple[str, str], float], ParkSignals]:
         async with await psycopg.AsyncConnection.connect(fleet_db) as conn:
-            park = await signal_queries.load_park(conn, "p1")
+            park = (await read_registry(conn)).park("p1")
             assert park is not None
-            assert park.registry_counts() == REGISTRY
+            assert registry_counts(park) == REGISTRY
             history = await history_queries.park_history(
                 conn, park, start=start, end=end, bucket=bucket
             )

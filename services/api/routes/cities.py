@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from schemas.signals import CitySignals, ParkRank
 from services.api.auth import require_scope
-from services.api.deps import PoolDep, SettingsDep
+from services.api.deps import PoolDep, RegistryDep, SettingsDep
 from services.api.problems import not_found
 from services.api.routes.signals import AsOf, Window, resolve_as_of, resolve_window
 from services.core.api_keys import Scope
@@ -34,6 +34,7 @@ City = Annotated[
 async def city_signals(
     city: City,
     pool: PoolDep,
+    registry: RegistryDep,
     settings: SettingsDep,
     as_of: AsOf = None,
     window: Window = None,
@@ -45,7 +46,7 @@ async def city_signals(
     instant = resolve_as_of(as_of)
     window_s = resolve_window(window, settings.signal_window_s)
     async with pool.connection() as conn:
-        parks = await signal_queries.load_city(conn, city)
+        parks = (await registry.current(conn)).city(city)
         if not parks:
             raise not_found("city", city)
         results = await signal_queries.live_signals(

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from schemas.api import Health
 from services.api.deps import PoolDep
+from services.storage.heartbeat import worker_health
 
 router = APIRouter(tags=["operations"])
 
@@ -32,23 +33,16 @@ async def readyz(pool: PoolDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with pool.connection(timeout=2) as conn:
-            cur = await conn.execute(
-                "SELECT client_id, degraded,"
-                " extract(epoch FROM now() - heartbeat_at) > %s AS stale"
-                " FROM ingest_workers WHERE heartbeat_at > now() - interval '1 day'"
-                " ORDER BY client_id",
-                (_STALE_AFTER_S,),
-            )
-            workers = await cur.fetchall()
+            workers = await worker_health(conn, _STALE_AFTER_S)
     except (psycopg.Error, TimeoutError) as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
         body = Health(status="unavailable", checks=checks)
         return JSONResponse(body.model_dump(), status_code=503)
     checks["database"] = "ok"
     status = "ready"
-    for client_id, degraded, stale in workers:
-        state = "stale" if stale else ("degraded" if degraded else "ok")
-        checks[f"ingest:{client_id}"] = state
+    for worker in workers:
+        state = "stale" if worker.stale else ("degraded" if worker.degraded else "ok")
+        checks[f"ingest:{worker.client_id}"] = state
         if state != "ok":
             status = "degraded"
     if not workers:

@@ -13,15 +13,15 @@ from psycopg import AsyncConnection
 from schemas import signals as out
 from services.api.auth import require_scope
 from services.api.csv_stream import PAGE_ROWS, Cell, csv_response, csv_responses, wants_csv
-from services.api.deps import DeviceId, ParkId, PoolDep, Rfc3339, SettingsDep
+from services.api.deps import DeviceId, ParkId, PoolDep, RegistryDep, Rfc3339, SettingsDep
 from services.api.problems import bad_request, not_found
 from services.core import signals as core
 from services.core.api_keys import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
+from services.core.registry import ParkInfo
 from services.core.timeparams import DURATION_PATTERN, parse_duration
-from services.storage import availability, history_queries, signal_bodies, signal_queries
+from services.storage import availability, history_queries, signal_bodies
 from services.storage.history_queries import Agg
-from services.storage.signal_queries import ParkInfo
 
 router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
@@ -116,6 +116,7 @@ def resolve_window(window: str | None, default_s: float) -> float:
 async def park_signals(
     park_id: ParkId,
     pool: PoolDep,
+    registry: RegistryDep,
     settings: SettingsDep,
     as_of: AsOf = None,
     window: Window = None,
@@ -129,7 +130,7 @@ async def park_signals(
     instant = resolve_as_of(as_of)
     window_s = resolve_window(window, settings.signal_window_s)
     async with pool.connection() as conn:
-        park = await signal_queries.load_park(conn, park_id)
+        park = (await registry.current(conn)).park(park_id)
         if park is None:
             raise not_found("park", park_id)
         [body] = await signal_bodies.live_bodies(
@@ -246,6 +247,7 @@ async def park_signal_history(
     request: Request,
     park_id: ParkId,
     pool: PoolDep,
+    registry: RegistryDep,
     start: Start = None,
     end: End = None,
     bucket: BucketParam = Bucket.HOUR,
@@ -260,7 +262,7 @@ async def park_signal_history(
     as_csv = wants_csv(request)
     start_ts, end_ts = history_range(start, end, bucket, MAX_CSV_BUCKETS if as_csv else MAX_BUCKETS)
     async with pool.connection() as conn:
-        park = await signal_queries.load_park(conn, park_id)
+        park = (await registry.current(conn)).park(park_id)
         if park is None:
             raise not_found("park", park_id)
         if as_csv:
@@ -328,6 +330,7 @@ async def park_metric(
     park_id: ParkId,
     metric: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["power_kw"])],
     pool: PoolDep,
+    registry: RegistryDep,
     start: Start = None,
     end: End = None,
     bucket: BucketParam = Bucket.HOUR,
@@ -354,7 +357,7 @@ async def park_metric(
     as_csv = wants_csv(request)
     start_ts, end_ts = history_range(start, end, bucket, MAX_CSV_BUCKETS if as_csv else MAX_BUCKETS)
     async with pool.connection() as conn:
-        park = await signal_queries.load_park(conn, park_id)
+        park = (await registry.current(conn)).park(park_id)
         if park is None:
             raise not_found("park", park_id)
         kinds = {
@@ -450,6 +453,7 @@ async def _metric_rows(
 async def device_availability(
     device_id: DeviceId,
     pool: PoolDep,
+    registry: RegistryDep,
     settings: SettingsDep,
     start: Annotated[Rfc3339 | None, Query(description="inclusive; default end - 24 h")] = None,
     end: Annotated[Rfc3339 | None, Query(description="exclusive; default now")] = None,
@@ -469,8 +473,7 @@ async def device_availability(
         raise bad_request("at most 366 days per request")
     timeout = timedelta(seconds=settings.online_timeout_s)
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,))
-        if await cur.fetchone() is None:
+        if device_id not in (await registry.current(conn)).devices:
             raise not_found("device", device_id)
         found = await availability.device_availability(
             conn, device_id, start=start_ts, end=end_ts, online_timeout=timeout

@@ -41,7 +41,7 @@ SEND_TIMEOUT_S = 10.0
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Runs inside create_app's lifespan, so the pool exists and outlives the hub.
-    hub = LiveHub(app.state.pool, app.state.settings)
+    hub = LiveHub(app.state.pool, app.state.settings, app.state.registry)
     app.state.live_hub = hub
     try:
         yield
