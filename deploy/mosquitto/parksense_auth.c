@@ -45,16 +45,21 @@ static mosquitto_plugin_id_t *plugin_id = NULL;
 static char *grants_path = NULL;
 static struct grant *grants = NULL;
 static size_t grant_count = 0;
-/* The clients connected now: a tree (tsearch) of their context addresses. An address is
- * added at the client's CONNECT and removed at its disconnect, which Mosquitto reports for
- * every context that leaves the connected state (context__disconnect, also for a refused
- * CONNECT or a session taken over) before it can free the context; so an address in the
- * tree is always a live, connected client, even once a freed context's memory is reused. */
+/* The clients connected now: a tree (tsearch) of their context addresses. In 2.0.11 the
+ * BASIC_AUTH event comes at a CONNECT (handle_connect.c) and in a reload's re-check of every
+ * session (security_default.c), nowhere else; DISCONNECT comes from context__disconnect
+ * (context.c) for every context that leaves the connected state, a refused CONNECT and a
+ * session taken over included, before the context can be freed. So an address is added at
+ * the CONNECT and removed at that disconnect: one in the tree is always a live, connected
+ * client, even where a freed context's memory is reused. */
 static void *connected = NULL;
-/* Set from the RELOAD event to the next TICK: a reload runs the event, then re-checks every
- * session (mosquitto_security_apply_default), then the main loop ticks, all in one
- * iteration of the loop, before any packet is read. */
+/* From the RELOAD event to the next TICK. loop.c runs a reload in one iteration of the main
+ * loop: the RELOAD event (mosquitto_security_init), the re-check of every session
+ * (mosquitto_security_apply), then, at the end of the iteration, TICK; no packet is read in
+ * between. Set only once a TICK has been seen (2.0.11 sends none with per_listener_settings,
+ * which parksense does not use): a flag nothing clears would let every CONNECT through. */
 static int reloading = 0;
+static int ticking = 0;
 
 static void free_grants(void)
 {
@@ -174,9 +179,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	if(reloading){
 		if(tfind(ed->client, &connected, compare_clients) == NULL){
 			/* An offline session (restored from persistence, or whose client has gone).
-			 * Refusing it would make 2.0.11 disconnect it a second time and put it on the
-			 * session-expiry list twice: once the session is taken over or expires, the list
-			 * keeps a pointer to the freed context and the broker crashes. */
+			 * Refused, 2.0.11 would "disconnect" it again and, since the re-check sets its
+			 * state to disconnecting first, put it on the session-expiry list a second time
+			 * (context__disconnect -> session_expiry__add): once the session is taken over
+			 * or expires, the list keeps a pointer to the freed context and the broker
+			 * crashes. Its client can do nothing until it connects, checked in full. */
 			return MOSQ_ERR_SUCCESS;
 		}
 	}else if(tsearch(ed->client, &connected, compare_clients) == NULL){
@@ -246,7 +253,7 @@ static int on_reload(int event, void *event_data, void *userdata)
 	(void)event_data;
 	(void)userdata;
 	load_grants();
-	reloading = 1;
+	reloading = ticking;
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -255,6 +262,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 	(void)userdata;
+	ticking = 1;
 	reloading = 0;
 	return MOSQ_ERR_SUCCESS;
 }
