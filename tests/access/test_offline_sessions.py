@@ -304,3 +304,33 @@ def test_revoking_a_device_while_its_session_is_offline_locks_it_out_and_keeps_t
     )
     reload_broker(broker_sync, db_conninfo)
     assert_serving(mosquitto, pid, mqtt_settings)
+
+
+def test_rotation_drops_the_connected_client_and_keeps_the_offline_session_of_one_credential(
+    fleet: Fleet,
+    api: TestClient,
+    mosquitto: MosquittoBroker,
+    mqtt_settings: MqttSettings,
+) -> None:
+    """One credential, one session offline and one connected: the reload ends only the second."""
+    pid = mosquitto.pid
+    path = f"/v1/factories/{fleet.factory}/credentials"
+    first = issue(api, path)
+    prefix = first["client_id_prefix"]
+    with session(mosquitto, first["username"], first["password"], prefix + "offline") as went:
+        assert went.accepted
+    # A client that is gone for good: its memory is free for the next client's.
+    with session(mosquitto, first["username"], first["password"], prefix + "gone", expiry_s=0):
+        pass
+    with session(mosquitto, first["username"], first["password"], prefix + "online") as online:
+        assert online.accepted
+        second = issue(api, path)
+        wait_until(
+            lambda: not online.client.is_connected(),
+            TIMEOUT_S,
+            message="the client connected with the rotated password stayed connected",
+        )
+    with session(mosquitto, second["username"], second["password"], prefix + "offline") as back:
+        assert back.accepted
+        assert back.session_present, "the reload ended the offline session"
+    assert_serving(mosquitto, pid, mqtt_settings)
