@@ -1,7 +1,9 @@
 """The MQTT edge (the only paho import in ingest): persistent MQTT 5 session, manual acks.
 
-Callbacks run on our network thread; they only turn a paho message into a frozen
-``RawMessage`` and hand it to the asyncio loop with ``call_soon_threadsafe``.
+Callbacks run on our network thread; they only turn a paho message into an immutable
+``RawMessage``. What one read of the socket brought is handed to the asyncio loop as one
+list with one ``call_soon_threadsafe``: a wake-up of the loop per message cost more than
+judging the message.
 
 Backpressure: MQTT 5 Receive Maximum should bound the unacknowledged messages the broker
 sends, but Mosquitto 2.0 honours it only until the first acknowledgements arrive, then
@@ -32,8 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -65,9 +66,8 @@ _RECONNECT_MAX_S = 10.0
 _STOP_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One received PUBLISH, as the pipeline sees it."""
+class RawMessage(NamedTuple):
+    """One received PUBLISH, as the pipeline sees it (a named tuple: one is made a message)."""
 
     topic: str
     payload: bytes
@@ -85,13 +85,15 @@ class MqttConsumer:
         mqtt_settings: MqttSettings,
         ingest_settings: IngestSettings,
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[RawMessage], None],
+        deliver: Callable[[list[RawMessage]], None],
     ) -> None:
         """Create the client; ``start`` connects."""
         self._settings = mqtt_settings
         self._ingest = ingest_settings
         self._loop = loop
         self._deliver = deliver
+        # Messages of the read in progress, handed to the loop together when it ends.
+        self._received: list[RawMessage] = []
         self._epoch = 0
         self._connected = False
         self._paused = False
@@ -268,6 +270,15 @@ class MqttConsumer:
         client.loop_misc()
 
     def _read(self) -> None:
+        """Read packets while there is room, then hand what they held to the loop at once."""
+        try:
+            self._read_packets()
+        finally:
+            if self._received:
+                received, self._received = self._received, []
+                self._loop.call_soon_threadsafe(self._deliver, received)
+
+    def _read_packets(self) -> None:
         """Read packets while there is room; each holds at most one PUBLISH."""
         for _ in range(_READS_PER_ROUND):
             if not self._room() or self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
@@ -394,12 +405,13 @@ class MqttConsumer:
                 self._peak = self._held
                 metrics.BUFFER_PEAK.set(self._peak)
         metrics.MESSAGES_DELIVERED.inc()
-        raw = RawMessage(
-            topic=message.topic,
-            payload=bytes(message.payload),
-            qos=message.qos,
-            mid=message.mid,
-            received_at=time.time(),
-            epoch=self._epoch,
+        self._received.append(
+            RawMessage(
+                topic=message.topic,
+                payload=bytes(message.payload),
+                qos=message.qos,
+                mid=message.mid,
+                received_at=time.time(),
+                epoch=self._epoch,
+            )
         )
-        self._loop.call_soon_threadsafe(self._deliver, raw)
