@@ -90,9 +90,8 @@ class Rejection:
     ts: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MessageOutcome:
-    """Everything one MQTT message turned into."""
+class MessageOutcome(NamedTuple):
+    """Everything one MQTT message turned into (a named tuple, as ``Reading``)."""
 
     readings: tuple[Reading, ...] = ()
     rejections: tuple[Rejection, ...] = ()

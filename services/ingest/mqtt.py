@@ -222,7 +222,7 @@ class MqttConsumer:
     def _room(self) -> bool:
         # While paused (draining) we still read, so PINGRESPs arrive; PUBLISHes are then
         # ignored unacknowledged and come back on the next connection.
-        return self._held < self._capacity
+        return self._held + len(self._received) < self._capacity
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
@@ -276,6 +276,12 @@ class MqttConsumer:
         finally:
             if self._received:
                 received, self._received = self._received, []
+                with self._held_lock:
+                    self._held += len(received)
+                    if self._held > self._peak:
+                        self._peak = self._held
+                        metrics.BUFFER_PEAK.set(self._peak)
+                metrics.MESSAGES_DELIVERED.inc(len(received))
                 self._loop.call_soon_threadsafe(self._deliver, received)
 
     def _read_packets(self) -> None:
@@ -399,12 +405,6 @@ class MqttConsumer:
     ) -> None:
         if self._paused:
             return  # Unacknowledged: the broker sends it again on the next connection.
-        with self._held_lock:
-            self._held += 1
-            if self._held > self._peak:
-                self._peak = self._held
-                metrics.BUFFER_PEAK.set(self._peak)
-        metrics.MESSAGES_DELIVERED.inc()
         self._received.append(
             RawMessage(
                 topic=message.topic,

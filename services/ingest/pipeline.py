@@ -194,6 +194,7 @@ class Pipeline:
 
     def _receive(self, messages: list[RawMessage]) -> None:
         """Take what one read of the network thread brought (called on the loop)."""
+        metrics.MESSAGES_RECEIVED.inc(len(messages))
         self._inbox.extend(messages)
         self._arrived.set()
 
@@ -229,7 +230,6 @@ class Pipeline:
             await writing
 
     def _accept(self, raw: RawMessage) -> None:
-        metrics.MESSAGES_RECEIVED.inc()
         if raw.epoch != self._ledger_epoch:
             # A new connection: the broker redelivers everything unacknowledged on the old
             # one, so its pending acknowledgements are void (writes are idempotent).
