@@ -59,6 +59,8 @@ PARK_AFTER_S = KEEPALIVE_S / 2
 _LOOP_WAKE_S = 1.0
 # Packets read in one go before the loop writes (PUBACKs) and pings again.
 _READS_PER_ROUND = 1000
+# Bytes read from the socket at once (paho asks for a few bytes at a time).
+_READ_AHEAD_BYTES = 65536
 # Reconnect backoff, doubling from the first to the last.
 _RECONNECT_MIN_S = 1.0
 _RECONNECT_MAX_S = 10.0
@@ -75,6 +77,39 @@ class RawMessage(NamedTuple):
     mid: int
     received_at: float  # wall-clock seconds since the epoch
     epoch: int  # connection number: acks are only valid on the connection that received it
+
+
+class _ReadAheadClient(mqtt.Client):
+    """paho's client, reading the socket in large chunks.
+
+    paho 2.x reads a packet with one ``recv`` for its first byte, one for each byte of its
+    length and one for the rest: four system calls a telemetry message. This reads up to
+    ``_READ_AHEAD_BYTES`` at once and serves paho's small reads from them. It relies on
+    paho 2.x's private ``_sock_recv`` (pyproject pins ``paho-mqtt<3``;
+    ``tests/ingest/test_read_ahead.py`` holds the contract). Bytes read ahead belong to one
+    socket: a new connection starts with none.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - paho's own
+        super().__init__(*args, **kwargs)
+        self._ahead = b""
+        self._ahead_at = 0
+        self._ahead_sock: object = None
+
+    @property
+    def read_ahead(self) -> bool:
+        """Whether bytes already read from the socket wait to be parsed."""
+        return self._ahead_at < len(self._ahead) and self._ahead_sock is self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.read_ahead:
+            chunk = super()._sock_recv(max(bufsize, _READ_AHEAD_BYTES))
+            if len(chunk) <= bufsize:
+                return chunk  # b"" (the broker closed the connection) included
+            self._ahead, self._ahead_at, self._ahead_sock = chunk, 0, self._sock
+        start = self._ahead_at
+        self._ahead_at = start + bufsize
+        return self._ahead[start : start + bufsize]
 
 
 class MqttConsumer:
@@ -111,7 +146,7 @@ class MqttConsumer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
         self._wake_w.settimeout(0.0)
-        client = mqtt.Client(
+        client = _ReadAheadClient(
             CallbackAPIVersion.VERSION2,
             client_id=ingest_settings.client_id,
             protocol=mqtt.MQTTv5,
@@ -257,13 +292,17 @@ class MqttConsumer:
             return
         readers: list[Any] = [self._wake_r, sock] if room else [self._wake_r]
         writers: list[Any] = [sock] if client.want_write() else []
+        # Packets already read ahead are parsed without waiting for the socket.
+        parse_ahead = room and client.read_ahead
         try:
-            readable, _, _ = select.select(readers, writers, [], _LOOP_WAKE_S)
+            readable, _, _ = select.select(
+                readers, writers, [], 0.0 if parse_ahead else _LOOP_WAKE_S
+            )
         except (OSError, ValueError):  # the socket closed under us; paho notices below
             readable = []
         if self._wake_r in readable:
             self._drain_wakes()
-        if sock in readable:
+        if sock in readable or parse_ahead:
             self._read()
         if client.want_write():
             client.loop_write()
@@ -289,6 +328,8 @@ class MqttConsumer:
         for _ in range(_READS_PER_ROUND):
             if not self._room() or self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                 return
+            if self._client.read_ahead:
+                continue
             sock = self._client.socket()
             if sock is None or not select.select([sock], [], [], 0)[0]:
                 return
