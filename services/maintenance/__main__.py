@@ -12,8 +12,14 @@ from datetime import datetime
 from prometheus_client import Counter, Gauge, start_http_server
 from psycopg_pool import AsyncConnectionPool
 
-from services.config import DatabaseSettings, MaintenanceSettings, MqttSettings, SharingSettings
-from services.maintenance.jobs import RetentionSettings, run_maintenance
+from services.config import (
+    DatabaseSettings,
+    MaintenanceSettings,
+    MqttSettings,
+    RetentionSettings,
+    SharingSettings,
+)
+from services.maintenance.jobs import run_maintenance
 from services.maintenance.sharing import SignalsPublisher
 from services.storage.rollups import FoldResult
 

@@ -12,12 +12,11 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from services.api.app import create_app
-from services.config import ApiSettings, DatabaseSettings
+from services.config import ApiSettings, DatabaseSettings, RetentionSettings
 from services.core.batching import Batch
 from services.core.deadletters import dead_letter
 from services.core.readings import Rejection, RejectReason
 from services.core.validate import Limits, judge_message
-from services.maintenance.jobs import RetentionSettings
 from services.stack.postgres import PostgresCluster
 from services.storage.migrate import apply_migrations, load_migrations
 from services.storage.retention import apply_retention

@@ -10,7 +10,8 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from services.maintenance.jobs import RetentionSettings, run_maintenance
+from services.config import IngestSettings, RetentionSettings
+from services.maintenance.jobs import run_maintenance
 from services.storage.retention import apply_retention
 from tests.storage.test_rollups import load, reading, rows, status, write
 
@@ -74,6 +75,19 @@ def test_settings_read_the_environment_and_refuse_nonsense(
     monkeypatch.setenv("PARKSENSE_RETENTION_ROLLUP_DAYS", "3")
     with pytest.raises(ValidationError, match="rollup_days"):
         RetentionSettings()
+
+
+def test_ingest_refuses_readings_past_the_one_raw_retention(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ingest's oldest accepted reading is the raw retention; its former variable still works."""
+    monkeypatch.delenv("PARKSENSE_RETENTION_RAW_DAYS", raising=False)
+    monkeypatch.setenv("PARKSENSE_INGEST_RETENTION_DAYS", "12")
+    assert RetentionSettings().raw_days == 12.0
+    assert IngestSettings().retention_days == 12.0
+    monkeypatch.setenv("PARKSENSE_RETENTION_RAW_DAYS", "9")
+    assert (RetentionSettings().raw_days, IngestSettings().retention_days) == (9.0, 9.0)
+    assert RetentionSettings(raw_days=5).raw_keep == timedelta(days=5)
 
 
 def test_maintenance_loop_runs_both_jobs_until_stopped(clean_db: str) -> None:
