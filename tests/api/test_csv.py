@@ -19,7 +19,7 @@ from services.api.routes.signals import HISTORY_CSV_HEADER, HISTORY_PAGE_BUCKETS
 from services.core.history import Bucket
 from services.storage import history_queries
 from services.storage.history_queries import history_pages
-from tests.storage.test_rollups import load, reading, write
+from tests.harness.storage import load, reading, write
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 CSV = {"accept": "text/csv"}

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.storage.availability import materialize, stored_transitions
-from tests.storage.test_rollups import load, reading, rows, status, write
+from tests.harness.storage import load, reading, rows, status, write
 
 # A past day: the API refuses an as_of in the future.
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)

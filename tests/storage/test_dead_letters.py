@@ -23,7 +23,7 @@ from services.storage.retention import apply_retention
 from services.storage.writer import BatchWriter
 from tests.core.fleet_fixture import registry
 from tests.harness.environment import LOCAL_URL
-from tests.storage.test_rollups import load, rows
+from tests.harness.storage import load, rows
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TOPIC = "parksense/v1/p1/f1/e1/telemetry"

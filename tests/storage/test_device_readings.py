@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from services.core.read_plan import MINUTE
 from services.storage import device_readings
 from services.storage.device_readings import Agg
-from tests.storage.test_rollups import load, reading, t, write_batches
+from tests.harness.storage import load, reading, t, write_batches
 
 # The definition: each aggregate over the raw readings of a bucket (the endpoint's query
 # before it read roll-ups), kept here as the oracle.

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from services.config import IngestSettings, RetentionSettings
 from services.maintenance.jobs import run_maintenance
 from services.storage.retention import apply_retention
-from tests.storage.test_rollups import load, reading, rows, status, write
+from tests.harness.storage import load, reading, rows, status, write
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
