@@ -29,6 +29,7 @@ from psycopg import sql
 from schemas.fleet import Fleet
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
+from services.core.aggregates import Agg
 from services.storage import device_readings, rollups
 from services.storage.fleet_store import load_fleet
 from services.storage.migrate import apply_migrations
@@ -242,7 +243,7 @@ async def _measure_device_query_without_http(
                 start=start,
                 end=end,
                 bucket=timedelta(minutes=15),
-                agg=device_readings.Agg.AVG,
+                agg=Agg.AVG,
                 state_metric=False,
             )
             if i >= warmup:

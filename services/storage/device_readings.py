@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -26,20 +25,8 @@ from psycopg.types.multirange import Multirange
 from psycopg.types.range import Range
 
 from schemas.api import Point
+from services.core.aggregates import Agg
 from services.core.read_plan import ReadPlan, Span, plan_read
-
-
-class Agg(StrEnum):
-    """Aggregates of a time bucket."""
-
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-    SUM = "sum"
-    COUNT = "count"
-    FIRST = "first"
-    LAST = "last"
-
 
 # Fixed SQL per aggregate over the parts' columns (a raw reading is a part with n = 1 and
 # sum = min = max = first_value = last_value = value); never built from user text. avg is
@@ -61,7 +48,8 @@ _STATE_AGG_SQL = {
     Agg.FIRST: "first(first_text, first_ts)",
     Agg.LAST: "last(last_text, last_ts)",
 }
-# The aggregates a state metric takes.
+# The aggregates a device's readings take (a numeric metric), and those a state metric takes.
+AGGS = tuple(_NUMERIC_AGG_SQL)
 STATE_AGGS = tuple(_STATE_AGG_SQL)
 
 # Bucket origin: a Monday, as TimescaleDB's default; in the request's time zone.

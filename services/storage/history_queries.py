@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from services.core.aggregates import Agg
 from services.core.calendar import scheduled_intervals
 from services.core.history import (
     BUCKET_ORIGIN,
@@ -190,18 +190,6 @@ async def _operating_scheduled(
         return {bucket: int(count) for bucket, count in await cur.fetchall()}
 
 
-class Agg(StrEnum):
-    """A park metric's aggregate per bucket, over all of the park's devices."""
-
-    AVG = "avg"  # the park's total (sum over devices of their mean), averaged over time
-    MEAN = "mean"  # the mean of all readings
-    MIN = "min"
-    MAX = "max"
-    SUM = "sum"  # of all readings
-    COUNT = "count"  # readings (with a state: readings in that state)
-    INCREASE = "increase"  # counters: the sum of the devices' increases
-
-
 # Fixed SQL per aggregate over park_metric_1m rows, never built from user text.
 _AGG_SQL = {
     Agg.AVG: "sum(mean_sum) / count(*)",
@@ -212,6 +200,8 @@ _AGG_SQL = {
     Agg.COUNT: "sum(n)::double precision",
     Agg.INCREASE: "sum(increase)",
 }
+# The aggregates a park metric takes.
+METRIC_AGGS = tuple(_AGG_SQL)
 _STATE_COUNT_SQL = "sum(coalesce((state_counts ->> %(state)s)::bigint, 0))::double precision"
 
 _METRIC_SQL = """

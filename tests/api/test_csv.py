@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from services.api.csv_stream import PAGE_ROWS
 from services.api.routes.signals import HISTORY_CSV_HEADER, HISTORY_PAGE_BUCKETS
+from services.core.aggregates import Agg
 from services.core.history import Bucket
 from services.storage import history_queries
 from services.storage.history_queries import history_pages
@@ -197,7 +198,7 @@ def test_a_year_of_minutes_streams_as_csv_in_bounded_pages(api: TestClient, stor
                     start=start,
                     end=end,
                     bucket=Bucket.MINUTE,
-                    agg=history_queries.Agg.AVG,
+                    agg=Agg.AVG,
                     state=None,
                     page_rows=PAGE_ROWS,
                 )

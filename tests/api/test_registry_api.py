@@ -122,6 +122,7 @@ def test_bad_parameters_answer_400_or_422(api: TestClient) -> None:
             400,
         ),
         ({"metric": "power_kw", "agg": "median", "bucket": "1m"}, 422),
+        ({"metric": "power_kw", "agg": "increase", "bucket": "1m"}, 422),
         ({"metric": "power_kw", "agg": "avg"}, 400),
     ]
     for params, status in cases:

@@ -172,6 +172,7 @@ def test_live_signals_default_to_now(api: TestClient, worked: str) -> None:
         ("/v1/parks/p1/metrics/state", {"agg": "avg"}, 400, "agg=count"),
         ("/v1/parks/p1/metrics/power_kw", {"agg": "increase"}, 400, "counters only"),
         ("/v1/parks/p1/metrics/power_kw", {"state": "running"}, 400, "state metrics only"),
+        ("/v1/parks/p1/metrics/power_kw", {"agg": "first"}, 422, "'increase'"),
     ],
 )
 def test_errors_are_problem_json(

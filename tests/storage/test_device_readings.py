@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from services.core.aggregates import Agg
 from services.core.read_plan import MINUTE
 from services.storage import device_readings
-from services.storage.device_readings import Agg
 from tests.harness.storage import load, reading, t, write_batches
 
 # The definition: each aggregate over the raw readings of a bucket (the endpoint's query

@@ -11,12 +11,12 @@ from fastapi.responses import Response
 from schemas.api import DeviceLatest, Readings
 from services.api.auth import require_scope
 from services.api.csv_stream import PAGE_ROWS, csv_response, csv_responses, wants_csv
-from services.api.deps import DeviceId, PoolDep, Rfc3339, SettingsDep
+from services.api.deps import DeviceId, PoolDep, ReadingAgg, Rfc3339, SettingsDep
 from services.api.problems import aware, bad_request, not_found
+from services.core.aggregates import Agg
 from services.core.api_keys import Scope
 from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import device_readings, queries
-from services.storage.device_readings import Agg
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[require_scope(Scope.READ)])
 
@@ -89,7 +89,9 @@ async def readings(
             examples=["15m"],
         ),
     ] = None,
-    agg: Annotated[Agg | None, Query(description="aggregate per bucket; default avg")] = None,
+    agg: Annotated[
+        ReadingAgg | None, Query(description="aggregate per bucket; default avg")
+    ] = None,
     limit: Annotated[
         int | None,
         Query(

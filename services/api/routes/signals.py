@@ -13,15 +13,23 @@ from psycopg import AsyncConnection
 from schemas import signals as out
 from services.api.auth import require_scope
 from services.api.csv_stream import PAGE_ROWS, Cell, csv_response, csv_responses, wants_csv
-from services.api.deps import DeviceId, ParkId, PoolDep, RegistryDep, Rfc3339, SettingsDep
+from services.api.deps import (
+    DeviceId,
+    MetricAgg,
+    ParkId,
+    PoolDep,
+    RegistryDep,
+    Rfc3339,
+    SettingsDep,
+)
 from services.api.problems import bad_request, not_found
 from services.core import signals as core
+from services.core.aggregates import Agg
 from services.core.api_keys import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
 from services.core.registry import ParkInfo
 from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import availability, history_queries, signal_bodies
-from services.storage.history_queries import Agg
 
 router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
@@ -335,7 +343,7 @@ async def park_metric(
     end: End = None,
     bucket: BucketParam = Bucket.HOUR,
     agg: Annotated[
-        Agg | None,
+        MetricAgg | None,
         Query(
             description="avg: the park's total (sum over devices of their mean) averaged over"
             " the bucket's minutes with data; mean: mean of all readings; min, max, sum, count"
