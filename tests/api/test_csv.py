@@ -193,13 +193,9 @@ def test_a_year_of_minutes_streams_as_csv_in_bounded_pages(api: TestClient, stor
                 len(page)
                 async for page in history_queries.park_metric_pages(
                     conn,
-                    "p1",
-                    metric="power_kw",
-                    start=start,
-                    end=end,
-                    bucket=Bucket.MINUTE,
-                    agg=Agg.AVG,
-                    state=None,
+                    history_queries.MetricRequest(
+                        "p1", "power_kw", start, end, Bucket.MINUTE, Agg.AVG
+                    ),
                     page_rows=PAGE_ROWS,
                 )
             ]

@@ -134,16 +134,10 @@ async def served(
     agg: str,
 ) -> list[tuple[datetime, Any]]:
     """The answer of the endpoint's storage function."""
-    points = await device_readings.bucketed_readings(
-        conn,
-        device_id=device,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=Agg(agg),
-        state_metric=metric == "state",
+    ask = device_readings.BucketRequest(
+        device, metric, start, end, bucket, Agg(agg), state_metric=metric == "state"
     )
+    points = await device_readings.bucketed_readings(conn, ask)
     return [(p.ts, p.value) for p in points]
 
 

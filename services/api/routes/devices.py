@@ -148,33 +148,17 @@ async def readings(
             raise bad_request(
                 f"agg {chosen} does not apply to a state metric; use count, first or last"
             )
+        ask = device_readings.BucketRequest(
+            device_id, metric, start_ts, end_ts, width, chosen, state_metric=state_metric
+        )
         if as_csv:
             return await csv_response(
                 request,
                 f"{device_id}-{metric}-{bucket}-{chosen.value}",
                 _CSV_HEADER,
-                lambda c: device_readings.bucketed_reading_pages(
-                    c,
-                    device_id=device_id,
-                    metric=metric,
-                    start=start_ts,
-                    end=end_ts,
-                    bucket=width,
-                    agg=chosen,
-                    state_metric=state_metric,
-                    page_rows=PAGE_ROWS,
-                ),
+                lambda c: device_readings.bucketed_reading_pages(c, ask, page_rows=PAGE_ROWS),
             )
-        points = await device_readings.bucketed_readings(
-            conn,
-            device_id=device_id,
-            metric=metric,
-            start=start_ts,
-            end=end_ts,
-            bucket=width,
-            agg=chosen,
-            state_metric=state_metric,
-        )
+        points = await device_readings.bucketed_readings(conn, ask)
     return Readings(
         device_id=device_id,
         metric=metric,

@@ -385,32 +385,17 @@ async def park_metric(
             raise bad_request("state applies to state metrics only")
         if chosen is Agg.INCREASE and kind != "counter":
             raise bad_request("agg=increase applies to counters only")
+        ask = history_queries.MetricRequest(
+            park_id, metric, start_ts, end_ts, bucket, chosen, state=state
+        )
         if as_csv:
             return await csv_response(
                 request,
                 f"{park_id}-{metric}-{bucket.value}-{chosen.value}",
                 ("ts", "value", "minutes"),
-                lambda c: _metric_rows(
-                    c,
-                    park_id,
-                    metric=metric,
-                    start=start_ts,
-                    end=end_ts,
-                    bucket=bucket,
-                    agg=chosen,
-                    state=state,
-                ),
+                lambda c: _metric_rows(c, ask),
             )
-        points = await history_queries.park_metric(
-            conn,
-            park_id,
-            metric=metric,
-            start=start_ts,
-            end=end_ts,
-            bucket=bucket,
-            agg=chosen,
-            state=state,
-        )
+        points = await history_queries.park_metric(conn, ask)
     return out.ParkMetric(
         park_id=park_id,
         metric=metric,
@@ -425,28 +410,10 @@ async def park_metric(
 
 
 async def _metric_rows(
-    conn: AsyncConnection,
-    park_id: str,
-    *,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: Bucket,
-    agg: Agg,
-    state: str | None,
+    conn: AsyncConnection, ask: history_queries.MetricRequest
 ) -> AsyncIterator[list[tuple[Cell, ...]]]:
     """The CSV rows of a park metric, a page of points at a time."""
-    async for page in history_queries.park_metric_pages(
-        conn,
-        park_id,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        state=state,
-        page_rows=PAGE_ROWS,
-    ):
+    async for page in history_queries.park_metric_pages(conn, ask, page_rows=PAGE_ROWS):
         yield [(p.ts, p.value, p.minutes) for p in page]
 
 
