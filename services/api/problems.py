@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -56,6 +56,21 @@ def aware(ts: datetime, name: str) -> datetime:
     if ts.tzinfo is None:
         raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
     return ts.astimezone(UTC)
+
+
+def time_range(
+    start: datetime | None, end: datetime | None, *, default_span: timedelta
+) -> tuple[datetime, datetime]:
+    """A request's ``[start, end)`` in UTC: ``end`` now and ``start`` ``default_span`` before it.
+
+    Raises:
+        ProblemError: 400, a time without an offset, or ``start`` not before ``end``.
+    """
+    end_ts = aware(end, "end") if end else datetime.now(UTC)
+    start_ts = aware(start, "start") if start else end_ts - default_span
+    if start_ts >= end_ts:
+        raise bad_request("start must be before end")
+    return start_ts, end_ts
 
 
 def problem_response(

@@ -12,7 +12,7 @@ from schemas.api import DeviceLatest, Readings
 from services.api.auth import require_scope
 from services.api.csv_stream import PAGE_ROWS, csv_response, csv_responses, wants_csv
 from services.api.deps import DeviceId, PoolDep, ReadingAgg, Rfc3339, SettingsDep
-from services.api.problems import aware, bad_request, not_found
+from services.api.problems import bad_request, not_found, time_range
 from services.core.aggregates import Agg
 from services.core.api_keys import Scope
 from services.core.timeparams import DURATION_PATTERN, parse_duration
@@ -107,10 +107,7 @@ async def readings(
     streamed: up to 1,054,080 buckets (two years of minutes), and every raw point in the
     range unless ``limit`` is given.
     """
-    end_ts = aware(end, "end") if end else datetime.now(UTC)
-    start_ts = aware(start, "start") if start else end_ts - timedelta(hours=1)
-    if start_ts >= end_ts:
-        raise bad_request("start must be before end")
+    start_ts, end_ts = time_range(start, end, default_span=timedelta(hours=1))
     as_csv = wants_csv(request)
     async with pool.connection() as conn:
         device = await queries.get_device(conn, device_id)

@@ -22,7 +22,7 @@ from services.api.deps import (
     Rfc3339,
     SettingsDep,
 )
-from services.api.problems import bad_request, not_found
+from services.api.problems import aware, bad_request, not_found, time_range
 from services.core import signals as core
 from services.core.aggregates import Agg
 from services.core.api_keys import Scope
@@ -69,17 +69,6 @@ Window = Annotated[
         examples=["5m"],
     ),
 ]
-
-
-def aware(ts: datetime, name: str) -> datetime:
-    """Return ``ts`` in UTC, refusing a time without offset.
-
-    Raises:
-        ProblemError: 400, the time has no UTC offset.
-    """
-    if ts.tzinfo is None:
-        raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
-    return ts.astimezone(UTC)
 
 
 def resolve_as_of(as_of: datetime | None) -> datetime:
@@ -440,10 +429,7 @@ async def device_availability(
     ``status`` (an online status message), ``last_will`` (an offline status message) and
     ``silence`` (no reading for longer than the timeout).
     """
-    end_ts = aware(end, "end") if end else datetime.now(UTC)
-    start_ts = aware(start, "start") if start else end_ts - DEFAULT_HISTORY
-    if start_ts >= end_ts:
-        raise bad_request("start must be before end")
+    start_ts, end_ts = time_range(start, end, default_span=DEFAULT_HISTORY)
     if end_ts - start_ts > MAX_AVAILABILITY:
         raise bad_request("at most 366 days per request")
     timeout = timedelta(seconds=settings.online_timeout_s)
