@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,25 @@ def not_found(kind: str, ident: str) -> ProblemError:
 def bad_request(detail: str) -> ProblemError:
     """Return the problem for a bad parameter."""
     return ProblemError(400, "Bad request", detail)
+
+
+async def send_problem(send: Send, status: int, title: str, detail: str, instance: str) -> None:
+    """Answer a problem+json from an ASGI middleware, before any route runs."""
+    body = orjson.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail,
+         "instance": instance}
+    )  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def aware(ts: datetime, name: str) -> datetime:
