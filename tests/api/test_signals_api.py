@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.storage.availability import materialize, stored_transitions
-from tests.storage.test_rollups import load, reading, rows, status, write
+from tests.harness.storage import load, reading, rows, status, write
 
 # A past day: the API refuses an as_of in the future.
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -172,6 +172,7 @@ def test_live_signals_default_to_now(api: TestClient, worked: str) -> None:
         ("/v1/parks/p1/metrics/state", {"agg": "avg"}, 400, "agg=count"),
         ("/v1/parks/p1/metrics/power_kw", {"agg": "increase"}, 400, "counters only"),
         ("/v1/parks/p1/metrics/power_kw", {"state": "running"}, 400, "state metrics only"),
+        ("/v1/parks/p1/metrics/power_kw", {"agg": "first"}, 422, "'increase'"),
     ],
 )
 def test_errors_are_problem_json(
