@@ -21,8 +21,8 @@ from services.stack.postgres import PostgresCluster
 from services.storage.migrate import apply_migrations, load_migrations
 from services.storage.retention import apply_retention
 from services.storage.writer import BatchWriter
-from tests.core.fleet_fixture import registry
 from tests.harness.environment import LOCAL_URL
+from tests.harness.small_fleet import registry
 from tests.harness.storage import load, rows
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
