@@ -12,6 +12,7 @@ from schemas.fleet import parse_fleet
 from services.cli import main
 from services.config import BrokerAuthSettings, DatabaseSettings
 from services.stack.mosquitto import MosquittoBroker
+from services.stack.stack import settings_env
 from tests.harness.mqtt_client import Client
 
 
@@ -23,8 +24,8 @@ def cli_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Point the command at the test database and broker (never at a local stack)."""
-    for name in ("host", "port", "name", "user"):
-        monkeypatch.setenv(f"PARKSENSE_DB_{name.upper()}", str(getattr(db_settings, name)))
+    for name, value in settings_env(db_settings).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("PARKSENSE_BROKER_AUTH_DIR", str(broker_auth.auth_dir))
     monkeypatch.setenv("PARKSENSE_BROKER_PID_FILE", str(broker_auth.pid_file))
     monkeypatch.setenv("PARKSENSE_MQTT_HOST", mosquitto.host)
