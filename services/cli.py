@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 from services.access.errors import AccessError
 from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
 from services.stack.errors import StackError
+from services.stack.state_secrets import local_database
 from services.storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -76,9 +77,17 @@ class Settings:
             CliError: A variable holds an invalid value; the message names the variable.
         """
         self.stack = _read_settings(StackSettings)
-        self.db = _read_settings(DatabaseSettings)
+        self._db = _read_settings(DatabaseSettings)
         self.mqtt = _read_settings(MqttSettings)
         self.api = _read_settings(ApiSettings)
+
+    @property
+    def db(self) -> DatabaseSettings:
+        """The database settings, with the local stack's password unless one is given.
+
+        Resolved at each use: ``up`` and ``demo`` make the password while they run.
+        """
+        return local_database(self.stack.state_dir, self._db)
 
     def broker_sync(self) -> BrokerSync:
         """Return the sync that puts changes in force at the broker.
@@ -106,7 +115,7 @@ class Settings:
         """Return the local stack described by these settings."""
         from services.stack.stack import Stack  # noqa: PLC0415 - keeps `parksense --help` light
 
-        return Stack(self.stack, self.db, self.mqtt, self.api)
+        return Stack(self.stack, self._db, self.mqtt, self.api)
 
 
 def _read_settings(cls: type[_SettingsT]) -> _SettingsT:
@@ -152,8 +161,19 @@ def _load_entry_point(module_name: str, attribute: str = "main") -> EntryPoint:
     return cast("EntryPoint", getattr(module, attribute))
 
 
+def _share_local_db_password() -> None:
+    """Give a service or tool run in the foreground the local stack's database password.
+
+    It reaches them as ``PARKSENSE_DB_PASSWORD``, as it reaches the services ``up`` starts.
+    """
+    db = local_database(_read_settings(StackSettings).state_dir, _read_settings(DatabaseSettings))
+    if db.password is not None:
+        os.environ["PARKSENSE_DB_PASSWORD"] = db.password.get_secret_value()
+
+
 def _run_passthrough(command: str, rest: list[str]) -> int:
     module_name, _ = PASSTHROUGH[command]
+    _share_local_db_password()
     entry = _load_entry_point(module_name)
     result = entry(rest)
     return int(result or 0)

@@ -6,12 +6,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Self
 
+from psycopg.conninfo import make_conninfo
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class DatabaseSettings(BaseSettings):
-    """Where the PostgreSQL + TimescaleDB database is (``PARKSENSE_DB_*``)."""
+    """Where the PostgreSQL + TimescaleDB database is (``PARKSENSE_DB_*``).
+
+    ``password`` has no default. Unset, the local stack's commands and services use the
+    stack's own secret (``services.stack.state_secrets.local_database``); anywhere else
+    libpq's defaults apply (``PGPASSWORD``, ``~/.pgpass``), so an external database takes
+    ``PARKSENSE_DB_PASSWORD`` or a pgpass file.
+    """
 
     model_config = SettingsConfigDict(env_prefix="PARKSENSE_DB_", extra="ignore")
 
@@ -19,14 +26,20 @@ class DatabaseSettings(BaseSettings):
     port: int = Field(default=5433, ge=1, le=65535)
     name: str = "parksense"
     user: str = "parksense"
-    password: SecretStr = SecretStr("parksense")
+    password: SecretStr | None = None
 
     def conninfo(self, *, application_name: str = "parksense") -> str:
-        """Return a libpq connection string."""
-        return (
-            f"host={self.host} port={self.port} dbname={self.name} user={self.user} "
-            f"password={self.password.get_secret_value()} application_name={application_name}"
-        )
+        """Return a libpq connection string (values quoted as libpq requires)."""
+        params: dict[str, str | int] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.name,
+            "user": self.user,
+            "application_name": application_name,
+        }
+        if self.password is not None:
+            params["password"] = self.password.get_secret_value()
+        return make_conninfo("", **params)
 
 
 class MqttSettings(BaseSettings):

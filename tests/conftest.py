@@ -30,7 +30,11 @@ TEST_DATABASE = "parksense_test"
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster with TimescaleDB on a free port, stopped at session end."""
+    """A PostgreSQL cluster with TimescaleDB on a free port, stopped at session end.
+
+    It authenticates every connection with a password, as the local stack's does: the
+    fixtures below hand it on (``conninfo``, ``database_settings``).
+    """
     base = make_temp_dir("parksense-test-pg-")
     cluster = PostgresCluster(base / "data", free_port(), settings=TEST_CLUSTER_SETTINGS)
     try:
@@ -57,12 +61,7 @@ def db_conninfo(pg_cluster: PostgresCluster) -> str:
 def db_settings(pg_cluster: PostgresCluster, db_conninfo: str) -> DatabaseSettings:
     """``DatabaseSettings`` of the migrated test database."""
     del db_conninfo  # Requested so that the database exists and is migrated.
-    return DatabaseSettings(
-        host=pg_cluster.host,
-        port=pg_cluster.port,
-        name=TEST_DATABASE,
-        user=pg_cluster.superuser,
-    )
+    return pg_cluster.database_settings(TEST_DATABASE)
 
 
 # Tables a test never empties: the schema's own rows and the platform's credentials,

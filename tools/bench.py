@@ -34,6 +34,7 @@ from schemas.telemetry import MAX_SAMPLES_PER_MESSAGE, telemetry_topic
 from services.config import DatabaseSettings, MqttSettings, StackSettings
 from services.core.access import PlatformRole
 from services.stack.stack import platform_mqtt_settings
+from services.stack.state_secrets import local_database
 from services.storage.fleet_store import read_fleet
 from tools.bench_load import (
     ACK_TIMEOUT_S,
@@ -319,7 +320,8 @@ def run(args: argparse.Namespace) -> BenchReport:
     park = bench_park(args.devices)
     if args.publish_only:
         return _report_publish(args, _publish(args, park, datetime.now(UTC)), args.duration_s)
-    conninfo = DatabaseSettings().conninfo(application_name="parksense-bench")
+    database = local_database(args.state_dir, DatabaseSettings())
+    conninfo = database.conninfo(application_name="parksense-bench")
     from services.storage.fleet_store import load_fleet  # noqa: PLC0415 - needs the stack
 
     try:

@@ -26,6 +26,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
@@ -687,6 +688,12 @@ def paced_run(bench: Bench, design: str, rate_per_s: float, base_ms: int) -> Lat
     )
 
 
+def _database_url(db: DatabaseSettings) -> str:
+    """Return ``db`` as the peer's ``postgres://`` URL, its password quoted."""
+    secret = "" if db.password is None else ":" + quote(db.password.get_secret_value(), safe="")
+    return f"postgres://{quote(db.user, safe='')}{secret}@{db.host}:{db.port}/{db.name}"
+
+
 def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
     check_installed()
     state_dir = args.state_dir.absolute()
@@ -717,16 +724,13 @@ def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
         password=simulator.password.get_secret_value(),
         keep_alive_s=120,
     )
-    db = stack.db
     config = route_config(
         mqtt_url=f"tcp://{stack.mqtt.host}:{stack.mqtt.port}",
         topic="parksense/v1/+/+/+/telemetry",
         username=_ingest_user(),
         password=ingest_password,
         client_id=client_id(_ingest_user(), PEER_CLIENT_NAME),
-        db_url=(
-            f"postgres://{db.user}:{db.password.get_secret_value()}@{db.host}:{db.port}/{db.name}"
-        ),
+        db_url=_database_url(stack.db),
     )
     argv = write_runner(state_dir / "peer", config)
     two = Stack(

@@ -28,8 +28,9 @@ from psycopg import sql
 
 from schemas.fleet import Fleet
 from services.api.app import create_app
-from services.config import ApiSettings, DatabaseSettings
+from services.config import ApiSettings, DatabaseSettings, StackSettings
 from services.core.aggregates import Agg
+from services.stack.state_secrets import local_database
 from services.storage import device_readings, rollups
 from services.storage.fleet_store import load_fleet
 from services.storage.migrate import apply_migrations
@@ -287,7 +288,9 @@ def _render(timings: list[Timing], devices: int, days: int, rows: int) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    database = DatabaseSettings().model_copy(update={"name": args.database})
+    # Without PARKSENSE_DB_PASSWORD, the local stack's password (PARKSENSE_STATE_DIR).
+    local = local_database(StackSettings().state_dir, DatabaseSettings())
+    database = local.model_copy(update={"name": args.database})
     _ensure_database(database)
     conninfo = database.conninfo(application_name="query-bench")
     apply_migrations(conninfo)

@@ -36,6 +36,7 @@ from schemas.fleet import parse_fleet
 from services.core.batching import Batch
 from services.core.readings import Reading
 from services.stack.postgres import PostgresCluster
+from services.stack.stack import settings_env
 from services.storage.fleet_store import load_fleet
 from services.storage.migrate import apply_migrations
 from services.storage.writer import BatchWriter
@@ -209,10 +210,7 @@ def bench(
     if has_dirty_log:
         env = {
             **os.environ,
-            "PARKSENSE_DB_HOST": cluster.host,
-            "PARKSENSE_DB_PORT": str(cluster.port),
-            "PARKSENSE_DB_NAME": name,
-            "PARKSENSE_DB_USER": cluster.superuser,
+            **settings_env(cluster.database_settings(name)),
             # Availability and retention stay out of the figures (hourly and minutely).
             "PARKSENSE_RETENTION_AVAILABILITY_INTERVAL_S": "3600",
         }

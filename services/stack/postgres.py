@@ -11,12 +11,15 @@ import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from pydantic import SecretStr
 
+from services.config import DatabaseSettings
 from services.stack.errors import MissingComponentError, ServiceStartError, StackError
 from services.stack.processes import (
     ensure_port_free,
@@ -24,6 +27,12 @@ from services.stack.processes import (
     read_cmdline,
     read_pid_file,
     wait_until,
+)
+from services.stack.state_secrets import (
+    db_password_file,
+    new_db_password,
+    resolve_password,
+    write_secret,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,6 +52,28 @@ _PREVIOUS_SERVER_SIGNS = ('lock file "postmaster.pid" already exists', "is still
 # Our settings live in their own file, included from postgresql.conf and rewritten at
 # every start, so a port change takes effect without touching initdb's file.
 SETTINGS_FILE = "parksense.conf"
+# Every connection, over the socket or TCP, authenticates with the superuser's password
+# (SCRAM-SHA-256, never sent in clear); initdb writes this file and an upgrade from a
+# cluster made with trust authentication rewrites it.
+HBA_FILE = "pg_hba.conf"
+AUTH_METHOD = "scram-sha-256"
+HBA_LINES = (
+    "# Written by parksense: every connection authenticates with a password (SCRAM).",
+    "# TYPE  DATABASE     USER  ADDRESS       METHOD",
+    f"local   all          all                 {AUTH_METHOD}",
+    f"host    all          all   127.0.0.1/32  {AUTH_METHOD}",
+    f"host    all          all   ::1/128       {AUTH_METHOD}",
+    f"local   replication  all                 {AUTH_METHOD}",
+    f"host    replication  all   127.0.0.1/32  {AUTH_METHOD}",
+    f"host    replication  all   ::1/128       {AUTH_METHOD}",
+)
+# Seconds a reload of pg_hba.conf may take to be in force (the postmaster reads it on SIGHUP).
+HBA_RELOAD_TIMEOUT_S = 10.0
+# Seconds a probe connection may take (the server runs on this machine).
+CONNECT_TIMEOUT_S = 5
+# What the server answers a wrong password with (FATAL 28P01, whose SQLSTATE libpq does not
+# pass on for a connection attempt; the cluster's messages are in the C locale).
+_REFUSED_PASSWORD_SIGN = "password authentication failed"  # noqa: S105 - a message, no secret
 
 # Small-machine defaults. Durability stays on (fsync, synchronous_commit): ingest
 # acknowledges a reading to the broker only after its commit, so a commit must mean it.
@@ -61,6 +92,7 @@ DEFAULT_SETTINGS: Mapping[str, str | int] = {
     "jit": "off",
     "timezone": "UTC",
     "log_timezone": "UTC",
+    "password_encryption": AUTH_METHOD,
     "shared_preload_libraries": "timescaledb",
     "timescaledb.telemetry_level": "off",
 }
@@ -140,6 +172,8 @@ class PostgresCluster:
         log_file: Path | None = None,
         superuser: str = "parksense",
         settings: Mapping[str, str | int] | None = None,
+        password_file: Path | None = None,
+        password: SecretStr | None = None,
     ) -> None:
         """Describe the cluster; nothing is created or started yet.
 
@@ -148,8 +182,13 @@ class PostgresCluster:
             port: TCP port it listens on.
             host: Address it listens on (``listen_addresses``).
             log_file: Server log; defaults to ``postgres.log`` beside the data folder.
-            superuser: Name of the bootstrap superuser (trust authentication, local only).
+            superuser: Name of the bootstrap superuser (password authentication).
             settings: Server settings overriding ``DEFAULT_SETTINGS``.
+            password_file: The superuser's password (0600), written when the cluster is
+                made; defaults to ``secrets/db.password`` beside the data folder, as in the
+                local stack's state folder.
+            password: An explicit password (``PARKSENSE_DB_PASSWORD``), which wins over the
+                file's; a new cluster gets it, else a random one.
         """
         self.data_dir = data_dir.absolute()
         self.port = port
@@ -157,6 +196,8 @@ class PostgresCluster:
         self.log_file = (log_file or self.data_dir.parent / "postgres.log").absolute()
         self.superuser = superuser
         self.settings = {**DEFAULT_SETTINGS, **(settings or {})}
+        self.password_file = (password_file or db_password_file(self.data_dir.parent)).absolute()
+        self._explicit_password = password
         self._bin_dir: Path | None = None
 
     # -- helpers ----------------------------------------------------------------------
@@ -252,23 +293,120 @@ class PostgresCluster:
         self._give_to_server_user(self.data_dir)
         self._check_reachable(self.data_dir)
         logger.info("Creating PostgreSQL cluster in %s", self.data_dir)
-        initdb = [
-            str(self.bin_dir / "initdb"),
-            "--pgdata",
-            str(self.data_dir),
-            "--auth=trust",
-            "--username",
-            self.superuser,
-            "--encoding=UTF8",
-            "--locale=C",
-        ]
-        result = self._run(initdb, check=False)
+        with self._initdb_password_file(self._settle_password()) as pwfile:
+            initdb = [
+                str(self.bin_dir / "initdb"),
+                "--pgdata",
+                str(self.data_dir),
+                f"--auth={AUTH_METHOD}",
+                f"--pwfile={pwfile}",
+                "--username",
+                self.superuser,
+                "--encoding=UTF8",
+                "--locale=C",
+            ]
+            result = self._run(initdb, check=False)
         if result.returncode != 0:
             raise StackError(f"initdb failed: {(result.stderr or result.stdout).strip()}")
         with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write(f"\n# parksense settings\ninclude '{SETTINGS_FILE}'\n")
+        self._write_hba()
         self._write_settings()
         return True
+
+    # -- authentication ---------------------------------------------------------------
+
+    @property
+    def password(self) -> SecretStr | None:
+        """The superuser's password: the explicit one, else the file's (None before ``init``)."""
+        return resolve_password(self._explicit_password, self.password_file)
+
+    def _settle_password(self) -> str:
+        """Return the password a new or upgraded cluster gets, recorded in the password file.
+
+        The explicit password, else the file's, else a new random one.
+        """
+        current = self.password
+        password = current.get_secret_value() if current is not None else new_db_password()
+        write_secret(self.password_file, password)
+        return password
+
+    @contextlib.contextmanager
+    def _initdb_password_file(self, password: str) -> Iterator[Path]:
+        """Yield a file holding ``password`` for initdb (0600, the server user's); removed after.
+
+        It lies beside the data folder, which the server user can reach (checked before).
+        """
+        path = self.data_dir.parent / f".{self.data_dir.name}.initdb-password"
+        try:
+            write_secret(path, password)
+            self._give_to_server_user(path)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _write_hba(self) -> None:
+        path = self.data_dir / HBA_FILE
+        path.write_text("\n".join(HBA_LINES) + "\n", encoding="utf-8")
+        self._give_to_server_user(path)
+
+    def trusts_connections(self) -> bool:
+        """Return whether pg_hba.conf lets a connection in without a password (``trust``)."""
+        text = (self.data_dir / HBA_FILE).read_text(encoding="utf-8")
+        # TYPE DATABASE USER [ADDRESS [MASK]] METHOD [OPTIONS]: the method is past the third.
+        return any("trust" in line.split("#", 1)[0].split()[3:] for line in text.splitlines())
+
+    def _require_passwords(self) -> None:
+        """Upgrade a running cluster made with trust authentication (an earlier parksense).
+
+        Over the still-trusted connection: give the superuser its password (as a SCRAM
+        verifier computed here, so the password itself never reaches the server or its
+        log), rewrite pg_hba.conf, reload, and wait until a wrong password is refused.
+        Idempotent: a cluster that trusts no connection is left alone.
+
+        Raises:
+            StackError: The reloaded cluster still accepts a wrong password.
+        """
+        if not self.trusts_connections():
+            return
+        logger.info(
+            "Upgrading the PostgreSQL cluster in %s from trust to password authentication"
+            " (the password is in %s)",
+            self.data_dir,
+            self.password_file,
+        )
+        password = self._settle_password()
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), self.superuser.encode(), AUTH_METHOD.encode()
+            )
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(self.superuser), sql.Literal(verifier.decode())
+                )
+            )
+            self._write_hba()
+            conn.execute("SELECT pg_reload_conf()")
+        if not wait_until(self.refuses_wrong_password, HBA_RELOAD_TIMEOUT_S):
+            raise StackError(
+                f"PostgreSQL in {self.data_dir} still accepts connections without the password"
+                f" after its {HBA_FILE} was rewritten; see {self.log_file}"
+            )
+
+    def refuses_wrong_password(self) -> bool:
+        """Return whether the running server refuses the superuser with a wrong password.
+
+        Raises:
+            psycopg.OperationalError: The server could not be reached at all.
+        """
+        wrong = make_conninfo(self.conninfo(), password=f"wrong-{new_db_password()}")
+        try:
+            with psycopg.connect(wrong, connect_timeout=CONNECT_TIMEOUT_S):
+                return False
+        except psycopg.OperationalError as exc:
+            if _REFUSED_PASSWORD_SIGN in str(exc):
+                return True
+            raise
 
     @property
     def pid(self) -> int | None:
@@ -288,13 +426,20 @@ class PostgresCluster:
     def start(self) -> None:
         """Initialise the cluster if needed and start it; return once it accepts connections.
 
+        A cluster made by an earlier parksense with trust authentication (running or not)
+        is upgraded to password authentication here.
+
         Raises:
             MissingComponentError: PostgreSQL or TimescaleDB is not installed.
             ServiceStartError: The port is taken, or the server did not start.
+            StackError: A cluster made with trust authentication could not be upgraded.
         """
         self.init()
-        if self.is_running():
-            return
+        if not self.is_running():
+            self._start_server()
+        self._require_passwords()
+
+    def _start_server(self) -> None:
         ensure_port_free(
             self.host,
             self.port,
@@ -384,9 +529,15 @@ class PostgresCluster:
 
     # -- databases --------------------------------------------------------------------
 
+    def database_settings(self, dbname: str = "postgres") -> DatabaseSettings:
+        """Return the settings of database ``dbname`` as the superuser, with its password."""
+        return DatabaseSettings(
+            host=self.host, port=self.port, name=dbname, user=self.superuser, password=self.password
+        )
+
     def conninfo(self, dbname: str = "postgres") -> str:
-        """Return a libpq connection string for ``dbname`` as the superuser."""
-        return f"host={self.host} port={self.port} dbname={dbname} user={self.superuser}"
+        """Return a libpq connection string for ``dbname`` as the superuser, with its password."""
+        return self.database_settings(dbname).conninfo(application_name="parksense-stack")
 
     def ensure_database(self, name: str) -> bool:
         """Create database ``name`` unless it exists.

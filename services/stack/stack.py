@@ -35,6 +35,12 @@ from services.stack.processes import (
     port_open,
     wait_until,
 )
+from services.stack.state_secrets import (
+    db_password_file,
+    local_database,
+    secrets_dir,
+    write_secret,
+)
 from services.storage.credentials import (
     issue_credential,
     new_password,
@@ -105,7 +111,7 @@ def ingest_client_id(worker: int) -> str:
 
 def secret_file(state_dir: Path, role: PlatformRole) -> Path:
     """Return the file holding the MQTT password of platform ``role`` in a state folder."""
-    return state_dir.absolute() / "secrets" / f"mqtt-{role.value}.password"
+    return secrets_dir(state_dir) / f"mqtt-{role.value}.password"
 
 
 def platform_mqtt_settings(state_dir: Path, role: PlatformRole, mqtt: MqttSettings) -> MqttSettings:
@@ -155,7 +161,8 @@ class Stack:
     """Starts, stops and reports the local stack; every process is tracked in the state folder.
 
     Layout of the state folder: ``postgres/`` (data), ``mosquitto/`` (config and
-    persistence), ``run/*.pid``, ``logs/*.log``.
+    persistence), ``secrets/`` (the database and platform MQTT passwords, 0600),
+    ``run/*.pid``, ``logs/*.log``.
     """
 
     def __init__(
@@ -179,7 +186,7 @@ class Stack:
             ready_timeout_s: Deadline for each service to become ready.
         """
         self.settings = stack
-        self.db = db
+        self._db = db
         self.mqtt = mqtt
         self.api = api
         self.python = python
@@ -195,6 +202,8 @@ class Stack:
             db.host,
             log_file=self.logs_dir / "postgres.log",
             superuser=db.user,
+            password_file=db_password_file(self.state_dir),
+            password=db.password,
         )
         self.broker = MosquittoBroker(
             self.state_dir / "mosquitto",
@@ -203,6 +212,11 @@ class Stack:
             log_file=self.logs_dir / "mosquitto.log",
             pid_file=self.run_dir / "mosquitto.pid",
         )
+
+    @property
+    def db(self) -> DatabaseSettings:
+        """The database settings with the local database's password (once it has one)."""
+        return local_database(self.state_dir, self._db)
 
     # -- processes --------------------------------------------------------------------
 
@@ -248,8 +262,6 @@ class Stack:
         database, say) is replaced.
         """
         conninfo = self.db.conninfo(application_name="parksense-stack")
-        secrets_dir = self.state_dir / "secrets"
-        secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with psycopg.connect(conninfo) as conn:
             for role in PlatformRole:
                 path = secret_file(self.state_dir, role)
@@ -258,9 +270,7 @@ class Stack:
                     continue
                 password = new_password()
                 issue_credential(conn, CredentialKind.PLATFORM, role.value, password)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(password + "\n")
+                write_secret(path, password)
         self.broker.write_config()
         self.broker_sync().sync(conninfo)
 
@@ -370,8 +380,9 @@ class Stack:
         started: list[str] = []
         with self._locked():
             if not self.postgres.is_running():
-                self.postgres.start()
                 started.append("postgres")
+            # Also upgrades a running cluster made without passwords by an earlier version.
+            self.postgres.start()
             self._prepare_database()
             self._prepare_broker_auth()
             if not self.broker.is_running():

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from services.api.app import create_app
 from services.cli import main as cli_main
 from services.config import ApiSettings, DatabaseSettings
+from services.stack.stack import settings_env
 from tests.harness.environment import LOCAL_URL
 
 BOOTSTRAP = "bootstrap-admin-key-for-tests-0123456789"
@@ -230,12 +231,7 @@ def test_cli_keys_create_list_revoke(
     """`parksense keys create` prints the API's JSON; the key works; list and revoke follow."""
     import orjson  # noqa: PLC0415 - only this test parses CLI output
 
-    for name, value in {
-        "PARKSENSE_DB_HOST": db_settings.host,
-        "PARKSENSE_DB_PORT": str(db_settings.port),
-        "PARKSENSE_DB_NAME": db_settings.name,
-        "PARKSENSE_DB_USER": db_settings.user,
-    }.items():
+    for name, value in settings_env(db_settings).items():
         monkeypatch.setenv(name, value)
     assert cli_main(["keys", "create", "--scope", "write", "--name", "cli-made"]) == 0
     created = orjson.loads(capsys.readouterr().out)

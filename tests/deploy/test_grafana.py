@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import orjson
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from services.storage import signal_log
@@ -76,6 +78,7 @@ def expand(sql: str, start: datetime, end: datetime, parks: list[str]) -> str:
 @pytest.fixture
 def grafana(clean_db: str) -> Iterator[str]:
     """Data in every table the dashboard reads; the role's connection string (login on)."""
+    password = secrets.token_urlsafe(16)
     load(clean_db)
     now = datetime.now(UTC).replace(microsecond=0)
     readings = []
@@ -115,12 +118,17 @@ def grafana(clean_db: str) -> Iterator[str]:
             " VALUES (%s, 'out_of_range', 'secret detail', 'p1', %s, 3)",
             (now, message),
         )
-        conn.execute(f"ALTER ROLE {ROLE} LOGIN")
+        # The cluster authenticates every login, as an operator's GRAFANA_DB_PASSWORD does.
+        conn.execute(
+            sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(ROLE), sql.Literal(password)
+            )
+        )
     try:
-        yield make_conninfo(clean_db, user=ROLE, password="")
+        yield make_conninfo(clean_db, user=ROLE, password=password)
     finally:
         with psycopg.connect(clean_db, autocommit=True) as conn:
-            conn.execute(f"ALTER ROLE {ROLE} NOLOGIN")
+            conn.execute(f"ALTER ROLE {ROLE} NOLOGIN PASSWORD NULL")
 
 
 def test_every_dashboard_query_returns_rows_as_the_read_only_role(grafana: str) -> None:

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
 from services.core.access import PlatformRole
+from services.stack.stack import settings_env
 from services.storage.fleet_store import load_fleet
 from tests.harness.environment import free_port, mqtt_client_id, platform_mqtt
 from tests.harness.waiting import wait_until
@@ -194,10 +195,7 @@ class IngestProcess:
         self.log_path = log_dir / f"{self.client_id}.log"
         self.env = {
             **os.environ,
-            "PARKSENSE_DB_HOST": db.host,
-            "PARKSENSE_DB_PORT": str(db.port),
-            "PARKSENSE_DB_NAME": db.name,
-            "PARKSENSE_DB_USER": db.user,
+            **settings_env(db),
             "PARKSENSE_MQTT_HOST": mqtt_settings.host,
             "PARKSENSE_MQTT_PORT": str(mqtt_settings.port),
             "PARKSENSE_MQTT_USERNAME": mqtt_settings.username or "",

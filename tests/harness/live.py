@@ -28,6 +28,7 @@ import psycopg
 
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
+from services.stack.stack import settings_env
 from services.storage.fleet_store import load_fleet
 from tests.harness.environment import free_port
 from tests.harness.ingest import REPO, IngestProcess, Publisher, unique_prefix
@@ -145,10 +146,7 @@ class ApiServer:
         self.log_path = log_dir / f"api-{self.port}.log"
         self.env = {
             **os.environ,
-            "PARKSENSE_DB_HOST": db.host,
-            "PARKSENSE_DB_PORT": str(db.port),
-            "PARKSENSE_DB_NAME": db.name,
-            "PARKSENSE_DB_USER": db.user,
+            **settings_env(db),
             "PARKSENSE_API_HOST": self.host,
             "PARKSENSE_API_PORT": str(self.port),
             **(extra_env or {}),

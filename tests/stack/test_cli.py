@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
@@ -9,9 +10,11 @@ import psycopg
 import pytest
 
 from schemas.fleet import parse_fleet
-from services.cli import main
+from services.cli import _share_local_db_password, main
 from services.config import BrokerAuthSettings, DatabaseSettings
 from services.stack.mosquitto import MosquittoBroker
+from services.stack.stack import settings_env
+from services.stack.state_secrets import db_password_file, write_secret
 from tests.harness.mqtt_client import Client
 
 
@@ -23,8 +26,8 @@ def cli_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Point the command at the test database and broker (never at a local stack)."""
-    for name in ("host", "port", "name", "user"):
-        monkeypatch.setenv(f"PARKSENSE_DB_{name.upper()}", str(getattr(db_settings, name)))
+    for name, value in settings_env(db_settings).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("PARKSENSE_BROKER_AUTH_DIR", str(broker_auth.auth_dir))
     monkeypatch.setenv("PARKSENSE_BROKER_PID_FILE", str(broker_auth.pid_file))
     monkeypatch.setenv("PARKSENSE_MQTT_HOST", mosquitto.host)
@@ -121,3 +124,33 @@ def test_credentials_issue_prints_a_working_credential_and_revoke_ends_it(
     assert main(["credentials", "revoke", "--factory", "cli-f1"]) == 1
     assert main(["credentials", "issue", "--device", "nobody"]) == 1
     assert "not registered" in capsys.readouterr().err
+
+
+@pytest.fixture
+def local_db_env(
+    db_settings: DatabaseSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The test database's address without a password, and an empty state folder; no pgpass."""
+    for name, value in settings_env(db_settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PARKSENSE_DB_PASSWORD")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    state_dir = tmp_path / "state"
+    monkeypatch.setenv("PARKSENSE_STATE_DIR", str(state_dir))
+    return state_dir
+
+
+def test_commands_use_the_state_folders_database_password(
+    local_db_env: Path, db_settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without PARKSENSE_DB_PASSWORD, a command connects with <state>/secrets/db.password."""
+    assert main(["migrate"]) == 1  # No password anywhere: the database refuses.
+    assert "cannot reach the database" in capsys.readouterr().err
+    assert db_settings.password is not None
+    password = db_settings.password.get_secret_value()
+    write_secret(db_password_file(local_db_env), password)
+    assert main(["migrate"]) == 0
+    assert "The schema is current." in capsys.readouterr().out
+    _share_local_db_password()  # What a foreground service (`parksense api`) is given.
+    assert os.environ["PARKSENSE_DB_PASSWORD"] == password

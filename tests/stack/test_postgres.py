@@ -1,16 +1,21 @@
-"""The private PostgreSQL cluster: TimescaleDB loaded, restarts, databases, refusal to share."""
+"""The private PostgreSQL cluster: TimescaleDB, restarts, databases, refusal to share, passwords."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
 from services.stack.errors import ServiceStartError, StackError
-from services.stack.postgres import PostgresCluster
+from services.stack.postgres import SETTINGS_FILE, PostgresCluster
+from services.stack.stack import Stack
 from tests.harness.environment import TEST_CLUSTER_SETTINGS, free_port, make_temp_dir
 
 
@@ -115,4 +120,128 @@ def test_init_refuses_a_folder_holding_something_else() -> None:
             cluster.init()
         assert (base / "data" / "notes.txt").read_text(encoding="utf-8") == "mine"
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _connect_error(conninfo: str, **override: str) -> str:
+    """Return why a connection with ``override`` applied to ``conninfo`` was refused."""
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(make_conninfo(conninfo, **override), connect_timeout=5).close()
+    return str(refused.value)
+
+
+def assert_password_required(cluster: PostgresCluster, no_passfile: Path) -> None:
+    """Over TCP and the socket: no password and a wrong one are refused, the right one works."""
+    for host in (cluster.host, str(cluster.data_dir)):
+        conninfo = make_conninfo(cluster.conninfo(), host=host, passfile=str(no_passfile))
+        without = _connect_error(conninfo, password="")
+        assert "no password supplied" in without
+        wrong = _connect_error(conninfo, password="not-the-password")  # noqa: S106 - a wrong one
+        assert "password authentication failed" in wrong
+        with psycopg.connect(conninfo) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (cluster.superuser,)
+
+
+def test_test_cluster_refuses_connections_without_the_password(
+    pg_cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """The fixture's cluster authenticates every connection (SCRAM), over TCP and the socket."""
+    assert_password_required(pg_cluster, tmp_path / "no-pgpass")
+    with psycopg.connect(pg_cluster.conninfo()) as conn:
+        methods = conn.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules").fetchall()
+        encryption = conn.execute("SHOW password_encryption").fetchone()
+        stored = conn.execute(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = current_user"
+        ).fetchone()
+    assert methods == [("scram-sha-256",)]
+    assert encryption == ("scram-sha-256",)
+    assert stored is not None
+    assert stored[0].startswith("SCRAM-SHA-256$")
+
+
+def test_password_file_is_private_and_never_logged(pg_cluster: PostgresCluster) -> None:
+    """The secret is 0600 in a 0700 folder, owned by us; initdb's copy is gone; no log holds it."""
+    password = pg_cluster.password
+    assert password is not None
+    secret = pg_cluster.password_file
+    assert secret.read_text(encoding="utf-8") == password.get_secret_value() + "\n"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700
+    assert secret.stat().st_uid == os.geteuid()
+    assert list(pg_cluster.data_dir.parent.glob(".*initdb-password")) == []
+    log = pg_cluster.log_file.read_text(encoding="utf-8", errors="replace")
+    assert password.get_secret_value() not in log
+
+
+def _old_trust_cluster(base: Path) -> PostgresCluster:
+    """Make a cluster as parksense did before passwords: ``initdb --auth=trust``."""
+    cluster = PostgresCluster(base / "data", free_port(), settings=TEST_CLUSTER_SETTINGS)
+    cluster.data_dir.mkdir(mode=0o700)
+    cluster._give_to_server_user(cluster.data_dir)
+    initdb = [str(cluster.bin_dir / "initdb"), "--pgdata", str(cluster.data_dir), "--auth=trust"]
+    initdb += ["--username", cluster.superuser, "--encoding=UTF8", "--locale=C"]
+    cluster._run(initdb)
+    with (cluster.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+        conf.write(f"\ninclude '{SETTINGS_FILE}'\n")
+    cluster._write_settings()
+    return cluster
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_trust_cluster_of_an_earlier_version_is_upgraded(
+    running: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trust cluster, stopped or running, starts with a password; a restart changes nothing."""
+    base = make_temp_dir("parksense-test-pg-trust-")
+    cluster = _old_trust_cluster(base)
+    try:
+        assert cluster.trusts_connections()
+        assert not cluster.password_file.exists()
+        if running:
+            cluster._start_server()
+            no_password = make_conninfo(cluster.conninfo(), passfile=str(tmp_path / "none"))
+            with psycopg.connect(no_password) as conn:  # Trusted, as before.
+                conn.execute("SELECT 1")
+        with caplog.at_level(logging.INFO, logger="services.stack.postgres"):
+            cluster.start()
+            cluster.restart()
+        upgrades = [r for r in caplog.records if "to password authentication" in r.getMessage()]
+        assert len(upgrades) == 1
+        assert not cluster.trusts_connections()
+        password = cluster.password
+        assert password is not None
+        assert stat.S_IMODE(cluster.password_file.stat().st_mode) == 0o600
+        assert password.get_secret_value() not in caplog.text
+        assert password.get_secret_value() not in cluster.log_file.read_text(encoding="utf-8")
+        assert_password_required(cluster, tmp_path / "no-pgpass")
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_local_stack_database_requires_its_secret(tmp_path: Path) -> None:
+    """The stack's cluster keeps its password in <state>/secrets; the stack and children use it."""
+    base = make_temp_dir("parksense-test-stack-db-")
+    stack = Stack(
+        StackSettings(state_dir=base / "state", ingest_metrics_base_port=free_port()),
+        DatabaseSettings(port=free_port()),
+        MqttSettings(port=free_port()),
+        ApiSettings(port=free_port()),
+    )
+    try:
+        assert stack.db.password is None  # No cluster, no secret yet.
+        stack.postgres.start()
+        secret = base / "state" / "secrets" / "db.password"
+        assert stack.postgres.password_file == secret
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+        password = stack.db.password
+        assert password is not None
+        assert password.get_secret_value() == secret.read_text(encoding="utf-8").strip()
+        assert stack.child_env()["PARKSENSE_DB_PASSWORD"] == password.get_secret_value()
+        assert_password_required(stack.postgres, tmp_path / "no-pgpass")
+        assert password.get_secret_value() not in stack.postgres.log_file.read_text(
+            encoding="utf-8"
+        )
+    finally:
+        stack.postgres.stop()
         shutil.rmtree(base, ignore_errors=True)
