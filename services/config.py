@@ -8,6 +8,8 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.assignment import Assignment, WorkerSlot
+
 
 class DatabaseSettings(BaseSettings):
     """Where the PostgreSQL + TimescaleDB database is (``PARKSENSE_DB_*``)."""
@@ -63,10 +65,17 @@ class IngestSettings(BaseSettings):
 
     # Must start with "parksense.ingest." (the ingest credential's client-id prefix).
     client_id: str = "parksense.ingest.1"
-    # Shared subscription group ($share/<group>/...) when several workers split the load.
-    # None: a plain subscription, which Mosquitto 2.0 restores after a broker restart;
-    # it does not restore shared ones (see docs/delivery.md), so one worker runs without.
+    # How several workers split the topics (services/core/assignment.py, docs/delivery.md):
+    # "parks": worker i of N takes its parks on plain persistent subscriptions, which
+    # Mosquitto 2.0 restores after a broker restart; "share": every worker subscribes to
+    # the whole root through $share/<share_group>/, for brokers that keep shared
+    # subscriptions in the session (EMQX). Unset: share when share_group is set, else parks.
+    assignment: Assignment = Assignment.PARKS
     share_group: str | None = None
+    # This worker's index (from 1) among ``workers`` (parks assignment). An index above the
+    # count owns no park: a worker being retired drains its session and subscribes to nothing.
+    workers: int = Field(default=1, ge=1, le=64)
+    worker_index: int = Field(default=1, ge=1, le=64)
     # Rows per COPY: larger batches amortise the commit, smaller ones cut latency.
     max_batch_rows: int = Field(default=5000, ge=1)
     # Age of the oldest pending message before a flush, whatever the batch size.
@@ -90,7 +99,20 @@ class IngestSettings(BaseSettings):
     def _check(self) -> Self:
         if self.retry_initial_s > self.retry_max_s:
             raise ValueError("retry_initial_s must not exceed retry_max_s")
+        if not self.share_group:
+            self.share_group = None
+        if "assignment" not in self.model_fields_set and self.share_group:
+            self.assignment = Assignment.SHARE
+        if self.assignment is Assignment.SHARE and self.share_group is None:
+            raise ValueError("assignment share needs share_group")
+        if self.assignment is Assignment.PARKS and self.share_group is not None:
+            raise ValueError("share_group is used only with assignment share")
         return self
+
+    @property
+    def slot(self) -> WorkerSlot:
+        """This worker's place among the workers."""
+        return WorkerSlot(self.worker_index, self.workers)
 
 
 class ApiSettings(BaseSettings):

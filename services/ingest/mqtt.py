@@ -31,7 +31,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import IngestSettings, MqttSettings
-from services.core.topics import legacy_subscription_filters, subscription_filters
+from services.core.assignment import SubscriptionPlan, subscription_plan
 from services.ingest import metrics
 from services.ingest.errors import BrokerUnavailableError
 
@@ -63,6 +63,12 @@ _RECONNECT_MIN_S = 1.0
 _RECONNECT_MAX_S = 10.0
 # How long ``stop`` waits for the DISCONNECT to be written.
 _STOP_TIMEOUT_S = 5.0
+# Filters per SUBSCRIBE or UNSUBSCRIBE packet: a thousand parks' filters in one packet
+# would be one large packet the broker must take whole.
+_FILTERS_PER_PACKET = 100
+# Retain handling 1 [MQTT-3.3.1-10]: retained messages (devices' status) are sent for a new
+# subscription only, not again each time an existing one is renewed on a reconnect.
+_RETAIN_IF_NEW = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +92,9 @@ class MqttConsumer:
         ingest_settings: IngestSettings,
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[RawMessage], None],
+        park_ids: Iterable[str] = (),
     ) -> None:
-        """Create the client; ``start`` connects."""
+        """Create the client for the registered ``park_ids``; ``start`` connects."""
         self._settings = mqtt_settings
         self._ingest = ingest_settings
         self._loop = loop
@@ -105,6 +112,15 @@ class MqttConsumer:
         self._next_attempt = 0.0
         self._reconnect_delay = _RECONNECT_MIN_S
         self._thread: threading.Thread | None = None
+        # What this worker subscribes to; replaced by ``assign`` from the loop's thread and
+        # read by ``_on_connect`` on the network thread.
+        self._plan_lock = threading.Lock()
+        self._parks = frozenset(park_ids)
+        self._plan = self._plan_for(self._parks)
+        # SUBSCRIBE packets of this connection not yet answered; once all are, the worker
+        # says so in its log (tests and operators wait for that line).
+        self._awaited_subacks: set[int] = set()
+        self._announce_subscribed = False
         # Other threads (acks, released slots, paho queueing a packet) wake the loop here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
@@ -121,6 +137,7 @@ class MqttConsumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         # Set, it also stops paho from writing on the caller's thread (an ack, say).
         client.on_socket_register_write = self._on_register_write
         self._client = client
@@ -129,6 +146,57 @@ class MqttConsumer:
     def epoch(self) -> int:
         """The current connection number."""
         return self._epoch
+
+    @property
+    def filters(self) -> frozenset[str]:
+        """The topic filters this worker holds (or will hold once connected)."""
+        return self._plan.filters
+
+    def assign(self, park_ids: Iterable[str]) -> None:
+        """Follow a registry change: subscribe to new parks' filters, then drop gone ones.
+
+        Parks never move between workers on a registry change (an owner depends only on
+        the park and the worker count), so only new and removed parks change filters.
+        """
+        parks = frozenset(park_ids)
+        with self._plan_lock:
+            if parks == self._parks:
+                return
+            old, self._parks = self._plan, parks
+            self._plan = self._plan_for(parks)
+            added = self._plan.filters - old.filters
+            removed = old.filters - self._plan.filters
+            if self._connected:
+                self._subscribe(self._client, added, removed)
+        if added or removed:
+            logger.info(
+                "Parks changed: %d filters added, %d removed (%d held)",
+                len(added),
+                len(removed),
+                len(self._plan.filters),
+            )
+
+    def _plan_for(self, parks: frozenset[str]) -> SubscriptionPlan:
+        ingest = self._ingest
+        return subscription_plan(ingest.assignment, ingest.slot, parks, ingest.share_group)
+
+    def _subscribe(
+        self, client: mqtt.Client, filters: Iterable[str], unsubscribe: Iterable[str]
+    ) -> None:
+        """Subscribe to ``filters``, then unsubscribe from ``unsubscribe``.
+
+        In that order, so that no message finds the session without a subscription while
+        a filter is replaced by another that also matches it.
+        """
+        metrics.SUBSCRIBED_FILTERS.set(len(self._plan.filters))
+        options = SubscribeOptions(qos=1, retainHandling=_RETAIN_IF_NEW)
+        for chunk in _chunks(sorted(filters)):
+            _, mid = client.subscribe([(f, options) for f in chunk])
+            if mid is not None:
+                self._awaited_subacks.add(mid)
+        for chunk in _chunks(sorted(unsubscribe)):
+            client.unsubscribe(chunk)
+        self._wake()
 
     @property
     def connected(self) -> bool:
@@ -362,11 +430,42 @@ class MqttConsumer:
             self._settings.port,
             flags.session_present,
         )
-        options = SubscribeOptions(qos=1)
-        share_group = self._ingest.share_group
-        client.subscribe([(f, options) for f in subscription_filters(share_group)])
-        # After the new filter, so that no message finds the session without a subscription.
-        client.unsubscribe(legacy_subscription_filters(share_group))
+        # The session may still hold filters of another assignment, worker count or
+        # version: they go, after ours are in place.
+        with self._plan_lock:
+            self._awaited_subacks.clear()
+            self._subscribe(client, self._plan.filters, self._plan.stale)
+            self._announce_subscribed = True
+            if not self._awaited_subacks:
+                self._log_subscribed()
+
+    def _log_subscribed(self) -> None:
+        self._announce_subscribed = False
+        logger.info(
+            "Subscribed as worker %d of %d (%s assignment): %d filters",
+            self._ingest.worker_index,
+            self._ingest.workers,
+            self._ingest.assignment.value,
+            len(self._plan.filters),
+        )
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,  # noqa: ANN401 - paho's callback signature
+        mid: int,
+        reason_codes: list[Any],
+        _properties: Any,  # noqa: ANN401 - paho's Properties
+    ) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            # The broker's ACL did not grant a filter: that park's messages would go unseen.
+            logger.error("Broker refused %d filters of subscription %d", len(refused), mid)
+            metrics.SUBSCRIPTIONS_REFUSED.inc(len(refused))
+        with self._plan_lock:
+            self._awaited_subacks.discard(mid)
+            if self._announce_subscribed and not self._awaited_subacks:
+                self._log_subscribed()
 
     def _on_disconnect(
         self,
@@ -403,3 +502,8 @@ class MqttConsumer:
             epoch=self._epoch,
         )
         self._loop.call_soon_threadsafe(self._deliver, raw)
+
+
+def _chunks(filters: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(filters), _FILTERS_PER_PACKET):
+        yield filters[start : start + _FILTERS_PER_PACKET]

@@ -138,6 +138,7 @@ class Pipeline:
             self._settings,
             asyncio.get_running_loop(),
             self._queue.put_nowait,
+            self._registry.parks,
         )
         await asyncio.to_thread(consumer.start)
         self._consumer = consumer
@@ -503,6 +504,8 @@ class Pipeline:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self._registry = await read_registry(conn)
         metrics.REGISTRY_VERSION.set(self._registry.version)
+        if self._consumer is not None:
+            self._consumer.assign(self._registry.parks)
         logger.info(
             "Registry version %d: %d devices", self._registry.version, len(self._registry.devices)
         )

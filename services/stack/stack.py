@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
 # Ingest worker i serves Prometheus metrics on this port + i - 1.
 INGEST_MODULE = "services.ingest"
-SHARE_GROUP = "ingest"
 API_MODULE = "services.api"
 MAINTENANCE_MODULE = "services.maintenance"
 SIMULATOR_MODULE = "simulators"
@@ -288,11 +287,10 @@ class Stack:
                 **self._role_env(PlatformRole.INGEST),
                 "PARKSENSE_INGEST_CLIENT_ID": ingest_client_id(worker),
                 "PARKSENSE_INGEST_METRICS_PORT": str(self.ingest_metrics_port(worker)),
-                # Several workers split the load through a shared subscription; one worker
-                # keeps a plain one, which Mosquitto 2.0 restores after a broker restart.
-                "PARKSENSE_INGEST_SHARE_GROUP": (
-                    SHARE_GROUP if self.settings.ingest_workers > 1 else ""
-                ),
+                # Worker i of N (PARKSENSE_INGEST_WORKERS, in every child's environment)
+                # takes its parks on plain persistent subscriptions, which Mosquitto 2.0
+                # restores after a restart (shared ones it does not).
+                "PARKSENSE_INGEST_WORKER_INDEX": str(worker),
             },
         )
 

@@ -28,6 +28,8 @@ from tests.harness.waiting import wait_until
 Row = tuple[str, str, datetime, float]
 
 REPO = Path(__file__).resolve().parents[2]
+# What a worker logs once the broker has answered all its subscriptions.
+SUBSCRIBED_LINE = "Subscribed as worker"
 
 
 def unique_prefix() -> str:
@@ -184,8 +186,15 @@ class IngestProcess:
         client_id: str | None = None,
         share_group: str | None = None,
         extra_env: dict[str, str] | None = None,
+        slot: tuple[int, int] = (1, 1),
+        command_prefix: Sequence[str] = (),
     ) -> None:
-        """Prepare (not start) a worker; it connects with the ingest credential."""
+        """Prepare (not start) a worker; it connects with the ingest credential.
+
+        ``share_group`` shares the root among workers; else ``slot`` (index, workers) says
+        which parks this one takes. ``command_prefix`` runs it under another command (in a
+        network namespace: ``ip netns exec NAME``).
+        """
         mqtt_settings = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
         self.client_id = client_id or mqtt_client_id(mqtt_settings, uuid.uuid4().hex[:8])
         self.mqtt_settings = mqtt_settings
@@ -204,30 +213,40 @@ class IngestProcess:
             "PARKSENSE_MQTT_PASSWORD": _password(mqtt_settings) or "",
             "PARKSENSE_INGEST_CLIENT_ID": self.client_id,
             "PARKSENSE_INGEST_SHARE_GROUP": share_group or "",
+            "PARKSENSE_INGEST_WORKER_INDEX": str(slot[0]),
+            "PARKSENSE_INGEST_WORKERS": str(slot[1]),
             "PARKSENSE_INGEST_METRICS_PORT": str(self.metrics_port),
             "PARKSENSE_INGEST_REGISTRY_REFRESH_S": "0.2",
             "PARKSENSE_INGEST_RETRY_MAX_S": "1",
             **(extra_env or {}),
         }
+        self.command_prefix = list(command_prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the worker and wait until it is subscribed."""
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.ingest"],
+        subscribed_before = self._log_count(SUBSCRIBED_LINE)
+        process = subprocess.Popen(
+            [*self.command_prefix, sys.executable, "-m", "services.ingest"],
             cwd=REPO,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        self.process = process
         log.close()
         wait_until(
-            lambda: "running" in self.log_path.read_text() or self.process.poll() is not None,  # type: ignore[union-attr]
+            lambda: (
+                self._log_count(SUBSCRIBED_LINE) > subscribed_before or process.poll() is not None
+            ),
             30,
-            message=f"ingest did not start; see {self.log_path}",
+            message=f"ingest did not subscribe; see {self.log_path}",
         )
-        assert self.process.poll() is None, self.log_path.read_text()
+        assert process.poll() is None, self.log_path.read_text()
+
+    def _log_count(self, text: str) -> int:
+        return self.log_path.read_text().count(text) if self.log_path.exists() else 0
 
     def kill(self) -> None:
         """SIGKILL: no flush, no ack, no goodbye."""
