@@ -85,6 +85,9 @@ class IngestSettings(BaseSettings):
     # Messages held in memory (received, not yet committed); beyond it the consumer stops
     # reading the socket and the broker keeps the rest. At most 64 KiB each.
     max_buffered_messages: int = Field(default=5000, ge=1)
+    # MQTT keepalive: a broker (or network) gone silent is noticed after about this long,
+    # and the broker drops a worker it has not heard from for 1.5 times this long.
+    keepalive_s: int = Field(default=30, ge=2, le=600)
     # Persistent session: the broker keeps our queue this long while ingest is away.
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     max_future_s: float = Field(default=300.0, ge=0)

@@ -48,12 +48,13 @@ from services.ingest.errors import BrokerUnavailableError
 
 logger = logging.getLogger(__name__)
 
-# MQTT keepalive: we send a PINGREQ after this long without sending, and Mosquitto drops
-# us after 1.5 times this long without a packet from us [MQTT-3.1.2-24].
-KEEPALIVE_S = 30
-# With no buffer slot free for this long, disconnect cleanly rather than let the keepalive
-# fail (paho would drop the connection one keepalive after an unread PINGRESP).
-PARK_AFTER_S = KEEPALIVE_S / 2
+# MQTT keepalive (``IngestSettings.keepalive_s``): we send a PINGREQ after that long
+# without sending, and Mosquitto drops us after 1.5 times that long without a packet from
+# us [MQTT-3.1.2-24]; paho drops a connection whose PINGRESP is that late.
+# With no buffer slot free for this share of the keepalive, disconnect cleanly rather than
+# let the keepalive fail (paho would drop the connection one keepalive after an unread
+# PINGRESP).
+PARK_AFTER_KEEPALIVES = 0.5
 # The network loop wakes at least this often to send keepalives and notice a stop.
 _LOOP_WAKE_S = 1.0
 # Packets read in one go before the loop writes (PUBACKs) and pings again.
@@ -215,7 +216,7 @@ class MqttConsumer:
                 self._client.connect(
                     self._settings.host,
                     self._settings.port,
-                    keepalive=KEEPALIVE_S,
+                    keepalive=self._ingest.keepalive_s,
                     clean_start=False,
                     properties=properties,
                 )
@@ -353,15 +354,16 @@ class MqttConsumer:
             self._full_since = now
 
     def _parked_now(self, *, room: bool) -> bool:
-        """Disconnect cleanly once no slot has come free for ``PARK_AFTER_S``."""
+        """Disconnect cleanly once no slot has come free for half a keepalive."""
         if room or self._paused or self._full_since is None:
             return False
-        if time.monotonic() - self._full_since < PARK_AFTER_S:
+        park_after_s = self._ingest.keepalive_s * PARK_AFTER_KEEPALIVES
+        if time.monotonic() - self._full_since < park_after_s:
             return False
         logger.warning(
             "No buffer space for %.0f s (is the database away?): disconnecting until there"
             " is room; the broker keeps the session's messages",
-            PARK_AFTER_S,
+            park_after_s,
         )
         self._parked = True
         metrics.PARKED.set(1)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
 from services.core.access import PlatformRole
+from services.core.assignment import park_owner
 from services.storage.fleet_store import load_fleet
 from tests.harness.environment import free_port, mqtt_client_id, platform_mqtt
 from tests.harness.waiting import wait_until
@@ -76,6 +77,66 @@ class LoadFleet:
     def topic(self, device_id: str, channel: str = "telemetry") -> str:
         """The device's topic."""
         return f"parksense/v1/{self.park}/{self.factory}/{device_id}/{channel}"
+
+
+@dataclass
+class ParksFleet(LoadFleet):
+    """Env sensors over several parks, chosen so that each of ``workers`` owns some.
+
+    Parks are taken in order from ``{prefix}-p0``, ``{prefix}-p1``, … as long as their
+    owner (``services.core.assignment.park_owner``) has fewer than ``parks_per_worker``;
+    devices are dealt round-robin over the parks, one factory per park.
+    """
+
+    workers: int = 2
+    parks_per_worker: int = 2
+    park_ids: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Pick the parks."""
+        super().__post_init__()
+        taken: dict[int, int] = dict.fromkeys(range(1, self.workers + 1), 0)
+        self.park_ids = []
+        candidate = 0
+        while min(taken.values()) < self.parks_per_worker:
+            park = f"{self.prefix}-p{candidate}"
+            candidate += 1
+            owner = park_owner(park, self.workers)
+            if taken[owner] < self.parks_per_worker:
+                taken[owner] += 1
+                self.park_ids.append(park)
+        self.park = self.park_ids[0]
+
+    def park_of(self, device_id: str) -> str:
+        """The park a device is registered in."""
+        return self.park_ids[self.device_ids.index(device_id) % len(self.park_ids)]
+
+    def factory_of(self, park_id: str) -> str:
+        """The one factory of a park."""
+        return f"{park_id}-f1"
+
+    def yaml(self) -> str:
+        """The fleet file."""
+        lines = ["parks:"]
+        for park in self.park_ids:
+            lines += [
+                f"  - id: {park}",
+                "    city: Testville",
+                "    factories:",
+                f"      - id: {self.factory_of(park)}",
+                "        devices:",
+            ]
+            lines += [
+                f"          - {{id: {d}, type: env_sensor}}"
+                for d in self.device_ids
+                if self.park_of(d) == park
+            ]
+        return "\n".join(lines) + "\n"
+
+    def topic(self, device_id: str, channel: str = "telemetry") -> str:
+        """The device's topic."""
+        park = self.park_of(device_id)
+        return f"parksense/v1/{park}/{self.factory_of(park)}/{device_id}/{channel}"
 
 
 def make_messages(
@@ -355,3 +416,41 @@ def acked_all(worker: IngestProcess) -> bool:
     figures = scrape(worker.metrics_port)
     received = figures.get("parksense_ingest_messages_received_total", 0.0)
     return received > 0 and figures.get("parksense_ingest_messages_acked_total") == received
+
+
+class Background:
+    """Publish in a thread so the test can break things meanwhile."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        """Start ``target`` in a thread."""
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def join(self) -> None:
+        """Wait for the thread and re-raise what it raised."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def assert_exactly_stored(conninfo: str, fleet: LoadFleet, expected: set[Row]) -> None:
+    """Wait until the fleet's readings are stored; they must be exactly ``expected``, once."""
+    wait_until(
+        lambda: count_rows(conninfo, fleet.prefix) >= len(expected),
+        120,
+        interval_s=0.25,
+        message=f"stored {count_rows(conninfo, fleet.prefix)} of {len(expected)} readings",
+    )
+    stored = stored_rows(conninfo, fleet.prefix)
+    assert len(stored - expected) == 0, "stored readings that were never published"
+    assert len(expected - stored) == 0, "published readings that were lost"
+    assert count_rows(conninfo, fleet.prefix) == len(stored), "a reading stored twice"
+    assert dead_letter_reasons(conninfo, fleet.prefix) == []
