@@ -280,8 +280,10 @@ class MqttConsumer:
     def stop(self) -> None:
         """Disconnect cleanly (the persistent session stays on the broker)."""
         self._paused = True
-        self._client.disconnect()
+        # Stopping before the DISCONNECT goes out, or the network thread could see the
+        # closed socket first and reconnect.
         self._stopping = True
+        self._client.disconnect()
         self._wake()
         if self._thread is not None:
             self._thread.join(_STOP_TIMEOUT_S + _LOOP_WAKE_S)
