@@ -60,6 +60,10 @@ PARKED = Gauge(
     "parksense_ingest_parked",
     "1 while disconnected from the broker because the buffer stayed full, else 0",
 )
+SUBSCRIBED = Gauge(
+    "parksense_ingest_subscribed",
+    "1 once the broker has answered every subscription of this connection, else 0",
+)
 SUBSCRIBED_FILTERS = Gauge(
     "parksense_ingest_subscribed_filters",
     "Topic filters this worker holds (its parks' filters, or the root's)",

@@ -445,6 +445,7 @@ class MqttConsumer:
 
     def _log_subscribed(self) -> None:
         self._announce_subscribed = False
+        metrics.SUBSCRIBED.set(1)
         logger.info(
             "Subscribed as worker %d of %d (%s assignment): %d filters",
             self._ingest.worker_index,
@@ -480,6 +481,7 @@ class MqttConsumer:
         _properties: Any,  # noqa: ANN401 - paho's Properties
     ) -> None:
         self._connected = False
+        metrics.SUBSCRIBED.set(0)
         if not self._paused and not self._parked:
             logger.warning("Disconnected from the broker (%s); reconnecting", reason_code)
 
