@@ -63,6 +63,15 @@ class SubscriptionPlan:
     stale: frozenset[str]
 
 
+def follows_registry(assignment: Assignment, slot: WorkerSlot) -> bool:
+    """Whether the worker's filters depend on the registry (one of several, by parks).
+
+    A fleet load that adds a park then waits for such workers to subscribe to it, so that
+    the new park's first messages find a subscription (docs/delivery.md).
+    """
+    return assignment is Assignment.PARKS and (slot.workers, slot.index) != (1, 1)
+
+
 def _score(park_id: str, index: int) -> int:
     digest = hashlib.blake2b(f"{park_id}/{index}".encode(), digest_size=_SCORE_BYTES).digest()
     return int.from_bytes(digest, "big")
@@ -124,9 +133,9 @@ def subscription_plan(
         if not share_group:
             raise ValueError("assignment share needs a share group")
         filters = frozenset(subscription_filters(share_group))
-    elif slot.workers == 1 and slot.index == 1:
-        filters = frozenset(subscription_filters(None))
-    else:
+    elif follows_registry(assignment, slot):
         filters = frozenset(f for p in owned_parks(slot, parks) for f in park_filters(p))
+    else:
+        filters = frozenset(subscription_filters(None))
     stale = frozenset(_candidates(parks, share_group) - filters)
     return SubscriptionPlan(filters=filters, stale=stale)

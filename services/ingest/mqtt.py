@@ -94,8 +94,9 @@ class MqttConsumer:
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[RawMessage], None],
         park_ids: Iterable[str] = (),
+        registry_version: int = 0,
     ) -> None:
-        """Create the client for the registered ``park_ids``; ``start`` connects."""
+        """Create the client for the parks of ``registry_version``; ``start`` connects."""
         self._settings = mqtt_settings
         self._ingest = ingest_settings
         self._loop = loop
@@ -122,6 +123,10 @@ class MqttConsumer:
         # says so in its log (tests and operators wait for that line).
         self._awaited_subacks: set[int] = set()
         self._announce_subscribed = False
+        # The registry version assigned last, and the last one whose filters the broker
+        # has acknowledged (reported in the heartbeat; fleet loads wait for it).
+        self._target_version = registry_version
+        self._subscribed_version = 0
         # Other threads (acks, released slots, paho queueing a packet) wake the loop here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
@@ -153,7 +158,12 @@ class MqttConsumer:
         """The topic filters this worker holds (or will hold once connected)."""
         return self._plan.filters
 
-    def assign(self, park_ids: Iterable[str]) -> None:
+    @property
+    def subscribed_version(self) -> int:
+        """The last registry version whose filters the broker has acknowledged."""
+        return self._subscribed_version
+
+    def assign(self, park_ids: Iterable[str], registry_version: int) -> None:
         """Follow a registry change: subscribe to new parks' filters, then drop gone ones.
 
         Parks never move between workers on a registry change (an owner depends only on
@@ -161,14 +171,14 @@ class MqttConsumer:
         """
         parks = frozenset(park_ids)
         with self._plan_lock:
-            if parks == self._parks:
-                return
+            self._target_version = registry_version
             old, self._parks = self._plan, parks
             self._plan = self._plan_for(parks)
             added = self._plan.filters - old.filters
             removed = old.filters - self._plan.filters
-            if self._connected:
+            if self._connected and (added or removed):
                 self._subscribe(self._client, added, removed)
+            self._settle()
         if added or removed:
             logger.info(
                 "Parks changed: %d filters added, %d removed (%d held)",
@@ -176,6 +186,11 @@ class MqttConsumer:
                 len(removed),
                 len(self._plan.filters),
             )
+
+    def _settle(self) -> None:
+        """Record the assigned version as subscribed once no SUBACK is awaited (lock held)."""
+        if self._connected and not self._awaited_subacks:
+            self._subscribed_version = self._target_version
 
     def _plan_for(self, parks: frozenset[str]) -> SubscriptionPlan:
         ingest = self._ingest
@@ -442,6 +457,7 @@ class MqttConsumer:
             self._announce_subscribed = True
             if not self._awaited_subacks:
                 self._log_subscribed()
+            self._settle()
 
     def _log_subscribed(self) -> None:
         self._announce_subscribed = False
@@ -471,6 +487,7 @@ class MqttConsumer:
             self._awaited_subacks.discard(mid)
             if self._announce_subscribed and not self._awaited_subacks:
                 self._log_subscribed()
+            self._settle()
 
     def _on_disconnect(
         self,

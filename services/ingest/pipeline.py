@@ -37,6 +37,7 @@ import psycopg
 
 from services.config import DatabaseSettings, IngestSettings, MqttSettings
 from services.core.acks import AckLedger
+from services.core.assignment import follows_registry
 from services.core.batching import Batch, Batcher
 from services.core.deadletters import DeadLetter, dead_letter, minimal_dead_letter
 from services.core.outcomes import StorageOutcome, backoff_s, classify
@@ -119,6 +120,7 @@ class Pipeline:
         self._control: psycopg.AsyncConnection | None = None
         self._next_refresh = 0.0
         self._next_heartbeat = 0.0
+        self._told_subscribed = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
     @property
@@ -139,6 +141,7 @@ class Pipeline:
             asyncio.get_running_loop(),
             self._queue.put_nowait,
             self._registry.parks,
+            self._registry.version,
         )
         await asyncio.to_thread(consumer.start)
         self._consumer = consumer
@@ -188,7 +191,7 @@ class Pipeline:
             now = time.monotonic()
             if now >= self._next_refresh:
                 await self._refresh_registry()
-            if now >= self._next_heartbeat:
+            if now >= self._next_heartbeat or self._subscription_moved():
                 await self._heartbeat()
 
     def _wait_s(self) -> float:
@@ -505,7 +508,7 @@ class Pipeline:
             self._registry = await read_registry(conn)
         metrics.REGISTRY_VERSION.set(self._registry.version)
         if self._consumer is not None:
-            self._consumer.assign(self._registry.parks)
+            self._consumer.assign(self._registry.parks, self._registry.version)
         logger.info(
             "Registry version %d: %d devices", self._registry.version, len(self._registry.devices)
         )
@@ -560,8 +563,15 @@ class Pipeline:
             else:
                 return
 
+    def _subscription_moved(self) -> bool:
+        """Whether the broker acknowledged a registry version the heartbeat has not told."""
+        consumer = self._consumer
+        return consumer is not None and consumer.subscribed_version != self._told_subscribed
+
     async def _heartbeat(self) -> None:
         self._next_heartbeat = time.monotonic() + _HEARTBEAT_S
+        subscribed = self._consumer.subscribed_version if self._consumer else 0
+        self._told_subscribed = subscribed
         try:
             await beat(
                 await self._control_conn(),
@@ -572,6 +582,10 @@ class Pipeline:
                     registry_version=self._registry.version,
                     degraded=self._degraded,
                     buffered=len(self._ledger),
+                    subscribed_version=subscribed,
+                    follows_registry=follows_registry(
+                        self._settings.assignment, self._settings.slot
+                    ),
                 ),
             )
         except psycopg.Error:

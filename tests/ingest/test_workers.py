@@ -37,6 +37,7 @@ READINGS = 50_000
 # first retry waits a second): with shared subscriptions, these are the messages lost.
 BURST_READINGS = 15_000
 PUBLISHERS = 4
+SLOW_REGISTRY_POLL = {"PARKSENSE_INGEST_REGISTRY_REFRESH_S": "3"}
 
 
 @pytest.fixture
@@ -95,24 +96,27 @@ def test_two_workers_lose_nothing_when_the_broker_restarts_mid_stream(
     assert_exactly_stored(clean_db, parks_fleet, expected | burst_expected)
 
 
-def test_a_new_park_is_taken_by_its_owner(
+def test_a_new_park_is_subscribed_by_its_owner_before_the_load_returns(
     parks_fleet: ParksFleet,
     clean_db: str,
     mqtt_settings: MqttSettings,
     ingest_factory: Callable[..., IngestProcess],
 ) -> None:
-    """A park added by a fleet load is subscribed by the worker that owns it, and stored."""
-    workers = start_workers(ingest_factory)
+    """A fleet load adding parks returns once their owners subscribed: nothing after it is lost.
+
+    The workers poll the registry only every 3 s here, so without the wait the first
+    seconds of the new parks' messages would find no subscription.
+    """
+    workers = [
+        ingest_factory(slot=(index, WORKERS), extra_env=SLOW_REGISTRY_POLL)
+        for index in range(1, WORKERS + 1)
+    ]
+    for worker in workers:
+        worker.start()
     grown = ParksFleet(parks_fleet.prefix, devices=30, workers=WORKERS, parks_per_worker=3)
     grown.load(clean_db)
-    new_parks = [p for p in grown.park_ids if p not in parks_fleet.park_ids]
-    assert len(new_parks) == 2
-    taken = "Parks changed: 2 filters added, 0 removed (6 held)"
-    wait_until(
-        lambda: all(taken in w.log_path.read_text() for w in workers),
-        30,
-        message="a worker did not take its new park",
-    )
     messages, expected = make_messages(grown, 3_000)
     publish_concurrently(mqtt_settings, messages, PUBLISHERS)
     assert_exactly_stored(clean_db, grown, expected)
+    taken = "Parks changed: 2 filters added, 0 removed (6 held)"
+    assert all(taken in worker.log_path.read_text() for worker in workers)
