@@ -42,7 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import IngestSettings, MqttSettings
-from services.core.assignment import SubscriptionPlan, subscription_plan
+from services.core.assignment import FactoryKey, SubscriptionPlan, subscription_plan
 from services.ingest import metrics
 from services.ingest.errors import BrokerUnavailableError
 
@@ -93,10 +93,10 @@ class MqttConsumer:
         ingest_settings: IngestSettings,
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[RawMessage], None],
-        park_ids: Iterable[str] = (),
+        factories: Iterable[FactoryKey] = (),
         registry_version: int = 0,
     ) -> None:
-        """Create the client for the parks of ``registry_version``; ``start`` connects."""
+        """Create the client for the factories of ``registry_version``; ``start`` connects."""
         self._settings = mqtt_settings
         self._ingest = ingest_settings
         self._loop = loop
@@ -117,8 +117,8 @@ class MqttConsumer:
         # What this worker subscribes to; replaced by ``assign`` from the loop's thread and
         # read by ``_on_connect`` on the network thread.
         self._plan_lock = threading.Lock()
-        self._parks = frozenset(park_ids)
-        self._plan = self._plan_for(self._parks)
+        self._factories = frozenset(factories)
+        self._plan = self._plan_for(self._factories)
         # SUBSCRIBE packets of this connection not yet answered; once all are, the worker
         # says so in its log (tests and operators wait for that line).
         self._awaited_subacks: set[int] = set()
@@ -163,17 +163,17 @@ class MqttConsumer:
         """The last registry version whose filters the broker has acknowledged."""
         return self._subscribed_version
 
-    def assign(self, park_ids: Iterable[str], registry_version: int) -> None:
-        """Follow a registry change: subscribe to new parks' filters, then drop gone ones.
+    def assign(self, factories: Iterable[FactoryKey], registry_version: int) -> None:
+        """Follow a registry change: subscribe to new factories' filters, then drop gone ones.
 
-        Parks never move between workers on a registry change (an owner depends only on
-        the park and the worker count), so only new and removed parks change filters.
+        Factories never move between workers on a registry change (an owner depends only
+        on the factory and the worker count), so only new and removed ones change filters.
         """
-        parks = frozenset(park_ids)
+        known = frozenset(factories)
         with self._plan_lock:
             self._target_version = registry_version
-            old, self._parks = self._plan, parks
-            self._plan = self._plan_for(parks)
+            old, self._factories = self._plan, known
+            self._plan = self._plan_for(known)
             added = self._plan.filters - old.filters
             removed = old.filters - self._plan.filters
             if self._connected and (added or removed):
@@ -181,7 +181,7 @@ class MqttConsumer:
             self._settle()
         if added or removed:
             logger.info(
-                "Parks changed: %d filters added, %d removed (%d held)",
+                "Factories changed: %d filters added, %d removed (%d held)",
                 len(added),
                 len(removed),
                 len(self._plan.filters),
@@ -192,9 +192,9 @@ class MqttConsumer:
         if self._connected and not self._awaited_subacks:
             self._subscribed_version = self._target_version
 
-    def _plan_for(self, parks: frozenset[str]) -> SubscriptionPlan:
+    def _plan_for(self, factories: frozenset[FactoryKey]) -> SubscriptionPlan:
         ingest = self._ingest
-        return subscription_plan(ingest.assignment, ingest.slot, parks, ingest.share_group)
+        return subscription_plan(ingest.assignment, ingest.slot, factories, ingest.share_group)
 
     def _subscribe(
         self, client: mqtt.Client, filters: Iterable[str], unsubscribe: Iterable[str]

@@ -37,7 +37,7 @@ import psycopg
 
 from services.config import DatabaseSettings, IngestSettings, MqttSettings
 from services.core.acks import AckLedger
-from services.core.assignment import follows_registry
+from services.core.assignment import follows_registry, registry_factories
 from services.core.batching import Batch, Batcher
 from services.core.deadletters import DeadLetter, dead_letter, minimal_dead_letter
 from services.core.outcomes import StorageOutcome, backoff_s, classify
@@ -140,7 +140,7 @@ class Pipeline:
             self._settings,
             asyncio.get_running_loop(),
             self._queue.put_nowait,
-            self._registry.parks,
+            registry_factories(self._registry),
             self._registry.version,
         )
         await asyncio.to_thread(consumer.start)
@@ -508,7 +508,7 @@ class Pipeline:
             self._registry = await read_registry(conn)
         metrics.REGISTRY_VERSION.set(self._registry.version)
         if self._consumer is not None:
-            self._consumer.assign(self._registry.parks, self._registry.version)
+            self._consumer.assign(registry_factories(self._registry), self._registry.version)
         logger.info(
             "Registry version %d: %d devices", self._registry.version, len(self._registry.devices)
         )

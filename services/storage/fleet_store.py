@@ -32,19 +32,19 @@ def load_fleet(conninfo: str, fleet: Fleet) -> FleetCounts:
 
     Parks, factories and devices absent from the file are removed from the registry; their
     stored readings stay, so a device that comes back finds its history. When the load
-    adds parks, it returns once the ingest workers that split the parks among themselves
-    have subscribed to them (``heartbeat.wait_for_subscriptions``), so that the new parks'
-    messages find a subscription as soon as it has returned.
+    adds factories, it returns once the ingest workers that split the factories among
+    themselves have subscribed to them (``heartbeat.wait_for_subscriptions``), so that the
+    new factories' messages find a subscription as soon as it has returned.
     """
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        before = {row[0] for row in conn.execute("SELECT park_id FROM parks").fetchall()}
+        before = set(conn.execute("SELECT park_id, factory_id FROM factories").fetchall())
         counts = load_fleet_on(conn, fleet)
-        if {park.id for park in fleet.parks} - before:
+        if {(p.id, f.id) for p in fleet.parks for f in p.factories} - before:
             behind = wait_for_subscriptions(conn, counts.version)
             if behind:
                 logger.warning(
-                    "Fleet version %d: ingest workers %s have not subscribed to its new parks"
-                    " yet; their first messages may go unseen",
+                    "Fleet version %d: ingest workers %s have not subscribed to its new"
+                    " factories yet; their first messages may go unseen",
                     counts.version,
                     ", ".join(behind),
                 )

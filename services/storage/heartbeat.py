@@ -22,9 +22,9 @@ SET pid = excluded.pid, started_at = excluded.started_at, heartbeat_at = now(),
 # A worker that has not reported for this long is not waited for by a fleet load (its
 # heartbeat comes every 2 s, and at once when its subscriptions move).
 LIVE_WITHIN_S = 10.0
-# How long a fleet load that adds parks waits for their owners' subscriptions, and how
-# often it looks. Past it the load returns anyway, with a warning: the new parks' first
-# messages may then find no subscription.
+# How long a fleet load that adds factories waits for their owners' subscriptions, and how
+# often it looks. Past it the load returns anyway, with a warning: the new factories'
+# first messages may then find no subscription.
 SUBSCRIBE_WAIT_S = 10.0
 _SUBSCRIBE_POLL_S = 0.05
 _BEHIND = """

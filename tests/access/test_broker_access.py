@@ -323,12 +323,12 @@ def test_ingest_may_subscribe_to_every_assignment_filter_and_nothing_else(
     ingest = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
     worker = clients(ingest.username, _secret(ingest))
     assert worker.connect()
-    parks = ["hebi-tech", "p2", "p3"]
+    factories = [("hebi-tech", "f01"), ("hebi-tech", "f02"), ("p2", "f03"), ("p3", "f04")]
     plans = [
-        subscription_plan(Assignment.PARKS, WorkerSlot(1, 1), parks),
-        subscription_plan(Assignment.PARKS, WorkerSlot(1, 2), parks),
-        subscription_plan(Assignment.PARKS, WorkerSlot(2, 2), parks),
-        subscription_plan(Assignment.SHARE, WorkerSlot(1, 2), parks, share_group="ingest"),
+        subscription_plan(Assignment.PARKS, WorkerSlot(1, 1), factories),
+        subscription_plan(Assignment.PARKS, WorkerSlot(1, 2), factories),
+        subscription_plan(Assignment.PARKS, WorkerSlot(2, 2), factories),
+        subscription_plan(Assignment.SHARE, WorkerSlot(1, 2), factories, share_group="ingest"),
     ]
     for topic_filter in sorted({f for plan in plans for f in plan.filters}):
         assert accepted(worker.subscribe(topic_filter)), topic_filter

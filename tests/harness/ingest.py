@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
 from services.core.access import PlatformRole
-from services.core.assignment import park_owner
+from services.core.assignment import factory_owner
 from services.storage.fleet_store import load_fleet
 from tests.harness.environment import free_port, mqtt_client_id, platform_mqtt
 from tests.harness.waiting import wait_until
@@ -83,9 +83,9 @@ class LoadFleet:
 class ParksFleet(LoadFleet):
     """Env sensors over several parks, chosen so that each of ``workers`` owns some.
 
-    Parks are taken in order from ``{prefix}-p0``, ``{prefix}-p1``, … as long as their
-    owner (``services.core.assignment.park_owner``) has fewer than ``parks_per_worker``;
-    devices are dealt round-robin over the parks, one factory per park.
+    Parks of one factory each are taken in order from ``{prefix}-p0``, ``{prefix}-p1``, …
+    as long as the owner of their factory (``services.core.assignment.factory_owner``)
+    has fewer than ``parks_per_worker``; devices are dealt round-robin over the parks.
     """
 
     workers: int = 2
@@ -101,7 +101,7 @@ class ParksFleet(LoadFleet):
         while min(taken.values()) < self.parks_per_worker:
             park = f"{self.prefix}-p{candidate}"
             candidate += 1
-            owner = park_owner(park, self.workers)
+            owner = factory_owner((park, self.factory_of(park)), self.workers)
             if taken[owner] < self.parks_per_worker:
                 taken[owner] += 1
                 self.park_ids.append(park)

@@ -1,4 +1,4 @@
-"""Workers split the parks on plain persistent subscriptions; a broker restart loses nothing.
+"""Workers split the factories on plain persistent subscriptions; a broker restart loses nothing.
 
 Mosquitto 2.0 does not save ``$share`` subscriptions, so with shared workers whatever is
 published between a broker restart and their resubscription is dropped. Plain
@@ -10,21 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 
 from services.config import MqttSettings
-from services.core.assignment import Assignment, WorkerSlot, park_filters, subscription_plan
+from services.core.assignment import WorkerSlot, owned_factories
 from services.stack.mosquitto import MosquittoBroker
 from tests.harness.ingest import (
     SUBSCRIBED_LINE,
     Background,
     IngestProcess,
     ParksFleet,
+    acked_all,
     assert_exactly_stored,
     count_rows,
     make_messages,
     publish_concurrently,
+    scrape,
     unique_prefix,
 )
 from tests.harness.waiting import wait_until
@@ -57,15 +60,26 @@ def start_workers(
     return workers
 
 
-def test_each_worker_subscribes_to_its_own_parks_only(
-    parks_fleet: ParksFleet, ingest_factory: Callable[..., IngestProcess]
+def test_each_worker_receives_the_messages_of_its_own_factories_only(
+    parks_fleet: ParksFleet,
+    clean_db: str,
+    mqtt_settings: MqttSettings,
+    ingest_factory: Callable[..., IngestProcess],
 ) -> None:
-    """Worker i of 2 holds exactly the filters of its parks (2 parks: 4 filters)."""
+    """Worker i of 2 holds its factories' 4 filters and receives exactly their messages."""
     workers = start_workers(ingest_factory)
+    messages, expected = make_messages(parks_fleet, 6_000)
+    publish_concurrently(mqtt_settings, messages, PUBLISHERS)
+    assert_exactly_stored(clean_db, parks_fleet, expected)
     for index, worker in enumerate(workers, start=1):
-        plan = subscription_plan(Assignment.PARKS, WorkerSlot(index, WORKERS), parks_fleet.park_ids)
-        assert len(plan.filters) == 4
-        assert plan.filters <= {f for p in parks_fleet.park_ids for f in park_filters(p)}
+        mine = owned_factories(
+            WorkerSlot(index, WORKERS),
+            [(p, parks_fleet.factory_of(p)) for p in parks_fleet.park_ids],
+        )
+        own = sum(1 for topic, _ in messages if tuple(topic.split("/")[2:4]) in mine)
+        assert 0 < own < len(messages)
+        wait_until(partial(acked_all, worker), 30)
+        assert scrape(worker.metrics_port)["parksense_ingest_messages_received_total"] == own
         log = worker.log_path.read_text()
         assert f"{SUBSCRIBED_LINE} {index} of {WORKERS} (parks assignment): 4 filters" in log
 
@@ -118,5 +132,5 @@ def test_a_new_park_is_subscribed_by_its_owner_before_the_load_returns(
     messages, expected = make_messages(grown, 3_000)
     publish_concurrently(mqtt_settings, messages, PUBLISHERS)
     assert_exactly_stored(clean_db, grown, expected)
-    taken = "Parks changed: 2 filters added, 0 removed (6 held)"
+    taken = "Factories changed: 2 filters added, 0 removed (6 held)"
     assert all(taken in worker.log_path.read_text() for worker in workers)
