@@ -66,14 +66,15 @@ class IngestSettings(BaseSettings):
     # Must start with "parksense.ingest." (the ingest credential's client-id prefix).
     client_id: str = "parksense.ingest.1"
     # How several workers split the topics (services/core/assignment.py, docs/delivery.md):
-    # "parks": worker i of N takes its parks on plain persistent subscriptions, which
-    # Mosquitto 2.0 restores after a broker restart; "share": every worker subscribes to
-    # the whole root through $share/<share_group>/, for brokers that keep shared
-    # subscriptions in the session (EMQX). Unset: share when share_group is set, else parks.
+    # "parks": worker i of N takes its share of the parks' factories on plain persistent
+    # subscriptions, which Mosquitto 2.0 restores after a broker restart; "share": every
+    # worker subscribes to the whole root through $share/<share_group>/, for brokers that
+    # keep shared subscriptions in the session (EMQX). Unset: share when share_group is
+    # set, else parks.
     assignment: Assignment = Assignment.PARKS
     share_group: str | None = None
     # This worker's index (from 1) among ``workers`` (parks assignment). An index above the
-    # count owns no park: a worker being retired drains its session and subscribes to nothing.
+    # count owns nothing: a worker being retired drains its session, subscribed to nothing.
     workers: int = Field(default=1, ge=1, le=64)
     worker_index: int = Field(default=1, ge=1, le=64)
     # Rows per COPY: larger batches amortise the commit, smaller ones cut latency.

@@ -33,7 +33,7 @@ from services.core.registry import Registry
 from services.core.sparkplug_payload import NAMESPACE as SPARKPLUG_NAMESPACE
 from services.core.topics import legacy_subscription_filters, subscription_filters
 
-# The group the local stack's workers shared before parks were assigned: its filters are
+# The group the local stack's workers shared before factories were assigned: its filters are
 # unsubscribed from sessions that may still hold them.
 LEGACY_SHARE_GROUP = "ingest"
 # Bytes of each rendezvous score: 64 bits make a tie between two workers negligible (and

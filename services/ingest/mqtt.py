@@ -64,7 +64,7 @@ _RECONNECT_MIN_S = 1.0
 _RECONNECT_MAX_S = 10.0
 # How long ``stop`` waits for the DISCONNECT to be written.
 _STOP_TIMEOUT_S = 5.0
-# Filters per SUBSCRIBE or UNSUBSCRIBE packet: a thousand parks' filters in one packet
+# Filters per SUBSCRIBE or UNSUBSCRIBE packet: a thousand factories' filters in one packet
 # would be one large packet the broker must take whole.
 _FILTERS_PER_PACKET = 100
 # Retain handling 1 [MQTT-3.3.1-10]: retained messages (devices' status) are sent for a new

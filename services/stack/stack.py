@@ -316,7 +316,7 @@ class Stack:
                 "PARKSENSE_INGEST_CLIENT_ID": ingest_client_id(worker),
                 "PARKSENSE_INGEST_METRICS_PORT": str(self.ingest_metrics_port(worker)),
                 # Worker i of N (PARKSENSE_INGEST_WORKERS, in every child's environment)
-                # takes its parks on plain persistent subscriptions, which Mosquitto 2.0
+                # takes its factories on plain persistent subscriptions, which Mosquitto 2.0
                 # restores after a restart (shared ones it does not).
                 "PARKSENSE_INGEST_WORKER_INDEX": str(worker),
             },
@@ -418,9 +418,9 @@ class Stack:
     def _ingest_up(self) -> list[str]:
         """Run workers 1..N, each knowing N; retire workers above N.
 
-        Worker i of N owns the parks rendezvous hashing gives it, so a change of N moves
-        parks only to the workers added or away from those removed. The new owner of a
-        park subscribes before the old one lets go (a moment of double delivery, stored
+        Worker i of N owns the factories rendezvous hashing gives it, so a change of N moves
+        factories only to the workers added or away from those removed. The new owner of a
+        factory subscribes before the old one lets go (a moment of double delivery, stored
         once, rather than a gap): first the workers not running start, then those
         running with another count restart, then the workers above N are retired.
         """
@@ -477,7 +477,7 @@ class Stack:
 
         Its persistent session still holds its old filters and whatever was queued for it
         before their new owners subscribed. Restarted with an index above the count, it
-        owns no park: it unsubscribes everything, writes and acknowledges what the
+        owns nothing: it unsubscribes everything, writes and acknowledges what the
         session holds, and is stopped once nothing has arrived for ``RETIRE_QUIET_S``.
         Should that take longer than the deadline, the rest stays in its session until a
         worker of that index runs again.
