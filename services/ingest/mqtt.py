@@ -42,9 +42,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import IngestSettings, MqttSettings
-from services.core.assignment import FactoryKey, SubscriptionPlan, subscription_plan
+from services.core.assignment import FactoryKey
 from services.ingest import metrics
 from services.ingest.errors import BrokerUnavailableError
+from services.ingest.subscriptions import Changes, Subscriptions
 
 logger = logging.getLogger(__name__)
 
@@ -114,19 +115,10 @@ class MqttConsumer:
         self._next_attempt = 0.0
         self._reconnect_delay = _RECONNECT_MIN_S
         self._thread: threading.Thread | None = None
-        # What this worker subscribes to; replaced by ``assign`` from the loop's thread and
-        # read by ``_on_connect`` on the network thread.
-        self._plan_lock = threading.Lock()
-        self._factories = frozenset(factories)
-        self._plan = self._plan_for(self._factories)
-        # SUBSCRIBE packets of this connection not yet answered; once all are, the worker
-        # says so in its log (tests and operators wait for that line).
-        self._awaited_subacks: set[int] = set()
-        self._announce_subscribed = False
-        # The registry version assigned last, and the last one whose filters the broker
-        # has acknowledged (reported in the heartbeat; fleet loads wait for it).
-        self._target_version = registry_version
-        self._subscribed_version = 0
+        # What this worker subscribes to: changed by ``assign`` on the loop's thread and by
+        # the connection callbacks on the network thread, under the lock.
+        self._subscriptions_lock = threading.Lock()
+        self._subscriptions = Subscriptions(ingest_settings, factories, registry_version)
         # Other threads (acks, released slots, paho queueing a packet) wake the loop here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
@@ -154,65 +146,41 @@ class MqttConsumer:
         return self._epoch
 
     @property
-    def filters(self) -> frozenset[str]:
-        """The topic filters this worker holds (or will hold once connected)."""
-        return self._plan.filters
-
-    @property
     def subscribed_version(self) -> int:
         """The last registry version whose filters the broker has acknowledged."""
-        return self._subscribed_version
+        return self._subscriptions.subscribed_version
 
     def assign(self, factories: Iterable[FactoryKey], registry_version: int) -> None:
-        """Follow a registry change: subscribe to new factories' filters, then drop gone ones.
-
-        Factories never move between workers on a registry change (an owner depends only
-        on the factory and the worker count), so only new and removed ones change filters.
-        """
-        known = frozenset(factories)
-        with self._plan_lock:
-            self._target_version = registry_version
-            old, self._factories = self._plan, known
-            self._plan = self._plan_for(known)
-            added = self._plan.filters - old.filters
-            removed = old.filters - self._plan.filters
-            if self._connected and (added or removed):
-                self._subscribe(self._client, added, removed)
-            self._settle()
-        if added or removed:
+        """Follow a registry change: subscribe to new factories, then drop removed ones."""
+        with self._subscriptions_lock:
+            changes = self._subscriptions.assign(factories, registry_version)
+            self._send(changes)
+            if self._subscriptions.settle():
+                self._log_subscribed()
+        if changes.subscribe or changes.unsubscribe:
             logger.info(
                 "Factories changed: %d filters added, %d removed (%d held)",
-                len(added),
-                len(removed),
-                len(self._plan.filters),
+                len(changes.subscribe),
+                len(changes.unsubscribe),
+                self._subscriptions.held,
             )
 
-    def _settle(self) -> None:
-        """Record the assigned version as subscribed once no SUBACK is awaited (lock held)."""
-        if self._connected and not self._awaited_subacks:
-            self._subscribed_version = self._target_version
-
-    def _plan_for(self, factories: frozenset[FactoryKey]) -> SubscriptionPlan:
-        ingest = self._ingest
-        return subscription_plan(ingest.assignment, ingest.slot, factories, ingest.share_group)
-
-    def _subscribe(
-        self, client: mqtt.Client, filters: Iterable[str], unsubscribe: Iterable[str]
-    ) -> None:
-        """Subscribe to ``filters``, then unsubscribe from ``unsubscribe``.
+    def _send(self, changes: Changes) -> None:
+        """Subscribe, then unsubscribe (lock held).
 
         In that order, so that no message finds the session without a subscription while
         a filter is replaced by another that also matches it.
         """
-        metrics.SUBSCRIBED_FILTERS.set(len(self._plan.filters))
+        metrics.SUBSCRIBED_FILTERS.set(self._subscriptions.held)
         options = SubscribeOptions(qos=1, retainHandling=_RETAIN_IF_NEW)
-        for chunk in _chunks(sorted(filters)):
-            _, mid = client.subscribe([(f, options) for f in chunk])
+        for chunk in _chunks(sorted(changes.subscribe)):
+            _, mid = self._client.subscribe([(f, options) for f in chunk])
             if mid is not None:
-                self._awaited_subacks.add(mid)
-        for chunk in _chunks(sorted(unsubscribe)):
-            client.unsubscribe(chunk)
-        self._wake()
+                self._subscriptions.sent(mid)
+        for chunk in _chunks(sorted(changes.unsubscribe)):
+            self._client.unsubscribe(chunk)
+        if changes.subscribe or changes.unsubscribe:
+            self._wake()
 
     @property
     def connected(self) -> bool:
@@ -427,7 +395,7 @@ class MqttConsumer:
 
     def _on_connect(
         self,
-        client: mqtt.Client,
+        _client: mqtt.Client,
         _userdata: Any,  # noqa: ANN401 - paho's callback signature
         flags: mqtt.ConnectFlags,
         reason_code: Any,  # noqa: ANN401 - paho's ReasonCode
@@ -449,25 +417,19 @@ class MqttConsumer:
             self._settings.port,
             flags.session_present,
         )
-        # The session may still hold filters of another assignment, worker count or
-        # version: they go, after ours are in place.
-        with self._plan_lock:
-            self._awaited_subacks.clear()
-            self._subscribe(client, self._plan.filters, self._plan.stale)
-            self._announce_subscribed = True
-            if not self._awaited_subacks:
+        with self._subscriptions_lock:
+            self._send(self._subscriptions.connected())
+            if self._subscriptions.settle():
                 self._log_subscribed()
-            self._settle()
 
     def _log_subscribed(self) -> None:
-        self._announce_subscribed = False
         metrics.SUBSCRIBED.set(1)
         logger.info(
             "Subscribed as worker %d of %d (%s assignment): %d filters",
             self._ingest.worker_index,
             self._ingest.workers,
             self._ingest.assignment.value,
-            len(self._plan.filters),
+            self._subscriptions.held,
         )
 
     def _on_subscribe(
@@ -480,14 +442,12 @@ class MqttConsumer:
     ) -> None:
         refused = [code for code in reason_codes if code.is_failure]
         if refused:
-            # The broker's ACL did not grant a filter: that park's messages would go unseen.
+            # The broker's ACL did not grant a filter: its messages would go unseen.
             logger.error("Broker refused %d filters of subscription %d", len(refused), mid)
             metrics.SUBSCRIPTIONS_REFUSED.inc(len(refused))
-        with self._plan_lock:
-            self._awaited_subacks.discard(mid)
-            if self._announce_subscribed and not self._awaited_subacks:
+        with self._subscriptions_lock:
+            if self._subscriptions.answered(mid):
                 self._log_subscribed()
-            self._settle()
 
     def _on_disconnect(
         self,
@@ -498,6 +458,8 @@ class MqttConsumer:
         _properties: Any,  # noqa: ANN401 - paho's Properties
     ) -> None:
         self._connected = False
+        with self._subscriptions_lock:
+            self._subscriptions.disconnected()
         metrics.SUBSCRIBED.set(0)
         if not self._paused and not self._parked:
             logger.warning("Disconnected from the broker (%s); reconnecting", reason_code)
