@@ -35,4 +35,4 @@ def test_a_share_group_alone_means_share() -> None:
 def test_contradictory_assignment_settings_are_refused(fields: dict[str, object]) -> None:
     """Share without a group, a group with parks, an unknown mode or index 0 is refused."""
     with pytest.raises(ValidationError):
-        IngestSettings(**fields)  # type: ignore[arg-type]
+        IngestSettings(**fields)  # type: ignore[arg-type]  # untyped on purpose: bad input
