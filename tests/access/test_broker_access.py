@@ -334,3 +334,23 @@ def test_ingest_may_subscribe_to_every_assignment_filter_and_nothing_else(
         assert accepted(worker.subscribe(topic_filter)), topic_filter
     for topic_filter in ("#", "$SYS/#", "+/v1/#", "parksense/#", "parksense/v2/#", "spAv1.0/#"):
         assert worker.subscribe(topic_filter) == NOT_AUTHORIZED, topic_filter
+
+
+def test_no_device_or_gateway_credential_publishes_under_an_unregistered_park(
+    site: Site, api: TestClient, clients: Callable[..., Client]
+) -> None:
+    """What no worker subscribes to with several workers, no device or gateway can send."""
+    device = site.device("a", 1)
+    factory = site.factory("a")
+    unregistered = f"{site.tag}-nowhere"
+    for path in (f"/v1/devices/{device}/credentials", f"/v1/factories/{factory}/credentials"):
+        credential = issue(api, path)
+        client = clients(credential["username"], credential["password"])
+        assert client.connect()
+        for topic in (
+            f"parksense/v1/{unregistered}/{factory}/{device}/telemetry",
+            f"parksense/v1/{site.park}/{factory}-x/{device}/telemetry",
+            f"parksense/v1/{site.park}/x",
+            f"spBv1.0/{unregistered}/NDATA/{factory}",
+        ):
+            assert client.publish(topic, sample()) == NOT_AUTHORIZED, (path, topic)
