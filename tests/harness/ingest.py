@@ -31,6 +31,8 @@ Row = tuple[str, str, datetime, float]
 REPO = Path(__file__).resolve().parents[2]
 # What a worker logs once the broker has answered all its subscriptions.
 SUBSCRIBED_LINE = "Subscribed as worker"
+# ParksFleet tries at most this many park ids (hashing gives each worker one in a few).
+_MAX_PARK_CANDIDATES = 10_000
 
 
 def unique_prefix() -> str:
@@ -99,6 +101,7 @@ class ParksFleet(LoadFleet):
         self.park_ids = []
         candidate = 0
         while min(taken.values()) < self.parks_per_worker:
+            assert candidate < _MAX_PARK_CANDIDATES, "no fair split found"
             park = f"{self.prefix}-p{candidate}"
             candidate += 1
             owner = factory_owner((park, self.factory_of(park)), self.workers)
