@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.assignment import Assignment, WorkerSlot
@@ -58,6 +59,62 @@ class BrokerAuthSettings(BaseSettings):
     reload_timeout_s: float = Field(default=10.0, gt=0, le=120)
 
 
+class RetentionSettings(BaseSettings):
+    """How long data is kept and how often the job runs (``PARKSENSE_RETENTION_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PARKSENSE_RETENTION_", extra="ignore", populate_by_name=True
+    )
+
+    # Raw readings, and so the oldest reading ingest accepts (older ones would land in
+    # minutes whose raw rows are gone): one setting for both. PARKSENSE_INGEST_RETENTION_DAYS,
+    # ingest's name for it before, is still read when PARKSENSE_RETENTION_RAW_DAYS is unset.
+    raw_days: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "PARKSENSE_RETENTION_RAW_DAYS", "PARKSENSE_INGEST_RETENTION_DAYS", "raw_days"
+        ),
+    )
+    # Per-minute roll-ups, park minutes, availability transitions and status events.
+    rollup_days: float = Field(default=730.0, gt=0)
+    # Refused messages (dead_letters, dead_letter_messages): as long as a stored reading,
+    # so that a refusal can be looked into for as long as the data it concerns is there.
+    dead_letter_days: float = Field(default=30.0, gt=0)
+    # Per-park delivery accounting per minute (delivery_1m): as long as the dead letters,
+    # since a delivery report counts refusals from them.
+    delivery_days: float = Field(default=30.0, gt=0)
+    # Dropping chunks is cheap; hourly keeps at most a day and an hour of extra raw data.
+    interval_s: float = Field(default=3600.0, gt=0)
+    availability_interval_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.rollup_days < self.raw_days:
+            raise ValueError("rollup_days must not be shorter than raw_days")
+        return self
+
+    @property
+    def raw_keep(self) -> timedelta:
+        """How long raw readings are kept."""
+        return timedelta(days=self.raw_days)
+
+    @property
+    def rollup_keep(self) -> timedelta:
+        """How long roll-ups are kept."""
+        return timedelta(days=self.rollup_days)
+
+    @property
+    def dead_letter_keep(self) -> timedelta:
+        """How long dead letters are kept."""
+        return timedelta(days=self.dead_letter_days)
+
+    @property
+    def delivery_keep(self) -> timedelta:
+        """How long per-minute delivery accounting is kept."""
+        return timedelta(days=self.delivery_days)
+
+
 class IngestSettings(BaseSettings):
     """Tuning of the ingest service (``PARKSENSE_INGEST_*``)."""
 
@@ -92,7 +149,8 @@ class IngestSettings(BaseSettings):
     # Persistent session: the broker keeps our queue this long while ingest is away.
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     max_future_s: float = Field(default=300.0, ge=0)
-    retention_days: float = Field(default=30.0, gt=0)
+    # Readings older than the raw retention are refused (its one setting: RetentionSettings).
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     registry_refresh_s: float = Field(default=2.0, gt=0)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
@@ -117,6 +175,11 @@ class IngestSettings(BaseSettings):
     def slot(self) -> WorkerSlot:
         """This worker's place among the workers."""
         return WorkerSlot(self.worker_index, self.workers)
+
+    @property
+    def retention_days(self) -> float:
+        """How old a reading may be before ingest refuses it: the raw retention."""
+        return self.retention.raw_days
 
 
 class ApiSettings(BaseSettings):
@@ -175,7 +238,8 @@ class ApiSettings(BaseSettings):
 class MaintenanceSettings(BaseSettings):
     """The maintenance process: roll-up folding, the availability job (``PARKSENSE_MAINTENANCE_*``).
 
-    Retention has its own settings (``RetentionSettings``, ``PARKSENSE_RETENTION_*``).
+    Retention has its own settings (``RetentionSettings``, ``PARKSENSE_RETENTION_*``), which
+    ingest reads too.
     """
 
     model_config = SettingsConfigDict(env_prefix="PARKSENSE_MAINTENANCE_", extra="ignore")

@@ -804,6 +804,9 @@ def run(args: argparse.Namespace) -> str:
     _check(args)
     peer_version = ensure_installed(args.peer_venv)
     bench, started = _prepare(args)
+    # Workers left running by an earlier `--keep-stack` invocation may have been started
+    # for another design (a shared subscription): start every design from none.
+    bench.stop_ingest()
     results: list[RunResult] = []
     loads = [load_average()]
     try:

@@ -29,6 +29,7 @@ from psycopg import sql
 from schemas.fleet import Fleet
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
+from services.core.aggregates import Agg
 from services.storage import device_readings, rollups
 from services.storage.fleet_store import load_fleet
 from services.storage.migrate import apply_migrations
@@ -232,19 +233,14 @@ async def _measure_device_query_without_http(
 ) -> Timing:
     """The device readings query without HTTP: the storage function the endpoint calls."""
     samples = []
+    # What GET /v1/devices/{id}/readings?metric=power_kw&bucket=15m asks of storage.
+    ask = device_readings.BucketRequest(
+        device_id, "power_kw", start, end, timedelta(minutes=15), Agg.AVG, state_metric=False
+    )
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         for i in range(warmup + requests):
             began = time.perf_counter()
-            await device_readings.bucketed_readings(
-                conn,
-                device_id=device_id,
-                metric="power_kw",
-                start=start,
-                end=end,
-                bucket=timedelta(minutes=15),
-                agg=device_readings.Agg.AVG,
-                state_metric=False,
-            )
+            await device_readings.bucketed_readings(conn, ask)
             if i >= warmup:
                 samples.append((time.perf_counter() - began) * 1000)
     return Timing("device readings 30 d, 15 min (storage function, no HTTP)", "", samples)

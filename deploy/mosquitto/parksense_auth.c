@@ -13,11 +13,19 @@
  *    read from the file named by `plugin_opt_subscriptions` ("username filter" lines),
  *    which parksense writes beside the ACL file and Mosquitto re-reads on SIGHUP.
  *
- * Both callbacks run before the password and ACL files' own checks: they refuse, or defer
- * so that those files still decide. Mosquitto runs the client-id check again for every
- * connected client when it reloads; a session restored from persistence whose client has
- * not connected yet is let be there (see on_basic_auth).
+ * 3. Reloads: Mosquitto 2.0.11 checks every session it holds again at a reload (SIGHUP),
+ *    offline ones too, and "disconnects" each one the check refuses; for an offline session
+ *    that second disconnect corrupts its session-expiry list and later crashes the broker
+ *    (docs/security.md, "Mosquitto 2.0.11 notes"). The plugin tracks which clients are
+ *    connected and lets an offline session be at a reload; its client can do nothing until
+ *    it connects again, and that CONNECT is checked in full against the new files.
+ *
+ * The callbacks run before the password and ACL files' own checks: they refuse, or defer
+ * so that those files still decide.
  */
+#define _GNU_SOURCE /* tdestroy */
+#include <search.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +45,21 @@ static mosquitto_plugin_id_t *plugin_id = NULL;
 static char *grants_path = NULL;
 static struct grant *grants = NULL;
 static size_t grant_count = 0;
+/* The clients connected now: a tree (tsearch) of their context addresses. In 2.0.11 the
+ * BASIC_AUTH event comes at a CONNECT (handle_connect.c) and in a reload's re-check of every
+ * session (security_default.c), nowhere else; DISCONNECT comes from context__disconnect
+ * (context.c) for every context that leaves the connected state, a refused CONNECT and a
+ * session taken over included, before the context can be freed. So an address is added at
+ * the CONNECT and removed at that disconnect: one in the tree is always a live, connected
+ * client, even where a freed context's memory is reused. */
+static void *connected = NULL;
+/* From the RELOAD event to the next TICK. loop.c runs a reload in one iteration of the main
+ * loop: the RELOAD event (mosquitto_security_init), the re-check of every session
+ * (mosquitto_security_apply), then, at the end of the iteration, TICK; no packet is read in
+ * between. Set only once a TICK has been seen (2.0.11 sends none with per_listener_settings,
+ * which parksense does not use): a flag nothing clears would let every CONNECT through. */
+static int reloading = 0;
+static int ticking = 0;
 
 static void free_grants(void)
 {
@@ -133,6 +156,14 @@ static int filter_covered(const char *sub, const char *grant)
 	}
 }
 
+static int compare_clients(const void *a, const void *b)
+{
+	uintptr_t left = (uintptr_t)a;
+	uintptr_t right = (uintptr_t)b;
+
+	return (left > right) - (left < right);
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -145,17 +176,19 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		/* Anonymous: allow_anonymous false refuses it. */
 		return MOSQ_ERR_PLUGIN_DEFER;
 	}
-	if(ed->password == NULL && mosquitto_client_address(ed->client) == NULL){
-		/* A session restored from the persistence file whose client has not connected
-		 * since the broker started (no password is ever saved, and Mosquitto refuses a TCP
-		 * connection, the only kind the stack listens for, without a peer address): only a
-		 * reload (SIGHUP) checks it. Refusing it there makes Mosquitto
-		 * 2.0.11 "disconnect" the offline session and put it on its session-expiry list a
-		 * second time; once the session is taken over or expires, the list keeps a pointer
-		 * to the freed client and the broker crashes (docs/security.md, "Mosquitto 2.0.11
-		 * notes"). Kept, the session can do nothing until its client connects, and that
-		 * CONNECT is checked in full (a new client with an address and a password). */
-		return MOSQ_ERR_SUCCESS;
+	if(reloading){
+		if(tfind(ed->client, &connected, compare_clients) == NULL){
+			/* An offline session (restored from persistence, or whose client has gone).
+			 * Refused, 2.0.11 would "disconnect" it again and, since the re-check sets its
+			 * state to disconnecting first, put it on the session-expiry list a second time
+			 * (context__disconnect -> session_expiry__add): once the session is taken over
+			 * or expires, the list keeps a pointer to the freed context and the broker
+			 * crashes. Its client can do nothing until it connects, checked in full. */
+			return MOSQ_ERR_SUCCESS;
+		}
+	}else if(tsearch(ed->client, &connected, compare_clients) == NULL){
+		/* Out of memory: a client the plugin cannot track is not let in. */
+		return MOSQ_ERR_AUTH;
 	}
 	client_id = mosquitto_client_id(ed->client);
 	length = strlen(ed->username);
@@ -167,6 +200,16 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_AUTH;
 	}
 	return MOSQ_ERR_PLUGIN_DEFER;
+}
+
+static int on_disconnect(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_disconnect *ed = event_data;
+
+	(void)event;
+	(void)userdata;
+	tdelete(ed->client, &connected, compare_clients);
+	return MOSQ_ERR_SUCCESS;
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -210,7 +253,23 @@ static int on_reload(int event, void *event_data, void *userdata)
 	(void)event_data;
 	(void)userdata;
 	load_grants();
+	reloading = ticking;
 	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	ticking = 1;
+	reloading = 0;
+	return MOSQ_ERR_SUCCESS;
+}
+
+static void forget_client(void *client)
+{
+	(void)client;
 }
 
 int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
@@ -246,6 +305,12 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	if(rc == MOSQ_ERR_SUCCESS){
 		rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL, NULL);
 	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL, NULL);
+	}
+	if(rc == MOSQ_ERR_SUCCESS){
+		rc = mosquitto_callback_register(plugin_id, MOSQ_EVT_TICK, on_tick, NULL, NULL);
+	}
 	return rc;
 }
 
@@ -257,6 +322,10 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_RELOAD, on_reload, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_DISCONNECT, on_disconnect, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_TICK, on_tick, NULL);
+	tdestroy(connected, forget_client);
+	connected = NULL;
 	free_grants();
 	free(grants_path);
 	grants_path = NULL;

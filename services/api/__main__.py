@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -17,18 +16,12 @@ from services.api.server import (
     log_config,
 )
 from services.config import ApiSettings, BrokerAuthSettings, DatabaseSettings, MqttSettings
+from services.startup import start_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the API; settings come from ``PARKSENSE_*`` environment variables."""
-    parser = argparse.ArgumentParser(prog="parksense api", description=__doc__)
-    parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_level = start_logging("parksense api", __doc__, argv, default_level="info")
     for handler in logging.getLogger().handlers:
         handler.addFilter(SecretRedactingFilter())
     settings = ApiSettings()
@@ -41,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        log_level=args.log_level.lower(),
+        log_level=log_level.lower(),
         log_config=log_config(),
         proxy_headers=False,
         server_header=False,

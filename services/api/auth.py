@@ -27,7 +27,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-import orjson
 import psycopg
 from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
@@ -35,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from services.api.problems import PROBLEM_JSON, ProblemError
+from services.api.problems import ProblemError, send_problem
 from services.core.api_keys import Scope, plausible_secret, secret_digest
 from services.storage import api_keys
 
@@ -275,24 +274,10 @@ class TrustedHostMiddleware:
         if len(hosts) == 1 and host_trusted(hosts[0], self.trusted):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Untrusted host",
-                "status": 400,
-                "detail": "the Host header names a host this API does not serve"
-                " (PARKSENSE_API_TRUSTED_HOSTS)",
-                "instance": str(scope.get("path", "")),
-            }
+        await send_problem(
+            send,
+            400,
+            "Untrusted host",
+            "the Host header names a host this API does not serve (PARKSENSE_API_TRUSTED_HOSTS)",
+            str(scope.get("path", "")),
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, PlainValidator, WithJsonSchema
 
 from schemas.telemetry import ID_PATTERN
 from services.config import ApiSettings
+from services.core.aggregates import Agg
+from services.storage import device_readings, history_queries
 from services.storage.registry import RegistryCache
 
 
@@ -60,4 +63,37 @@ Rfc3339 = Annotated[
     datetime,
     BeforeValidator(_rfc3339),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
+
+
+def _accept(offered: Sequence[Agg]) -> Callable[[object], Agg]:
+    """A validator taking only the aggregates a resource offers (others: 422)."""
+    by_name = {agg.value: agg for agg in offered}
+    expected = ", ".join(repr(name) for name in by_name)
+
+    def parse(value: object) -> Agg:
+        found = by_name.get(value) if isinstance(value, str) else None
+        if found is None:
+            raise ValueError(f"Input should be one of {expected}")
+        return found
+
+    return parse
+
+
+def _listed(offered: Sequence[Agg]) -> dict[str, Any]:
+    """The OpenAPI schema of an aggregate parameter: the offered names only."""
+    return {"type": "string", "enum": [agg.value for agg in offered]}
+
+
+# The aggregate of a device's readings, and of a park metric: one Agg vocabulary
+# (services/core/aggregates.py), each parameter taking what its storage query computes.
+ReadingAgg = Annotated[
+    Agg,
+    PlainValidator(_accept(device_readings.AGGS)),
+    WithJsonSchema(_listed(device_readings.AGGS)),
+]
+MetricAgg = Annotated[
+    Agg,
+    PlainValidator(_accept(history_queries.METRIC_AGGS)),
+    WithJsonSchema(_listed(history_queries.METRIC_AGGS)),
 ]

@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.api.problems import PROBLEM_JSON
+from services.api.problems import send_problem
 
 # C0 controls and DEL, decoded or percent-encoded.
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
@@ -39,23 +38,10 @@ class InputGuardMiddleware:
         if scope["type"] != "http" or not _has_control(scope):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Bad request",
-                "status": 400,
-                "detail": "the path or query holds a control character (such as NUL)",
-                "instance": "",
-            }
+        await send_problem(
+            send,
+            400,
+            "Bad request",
+            "the path or query holds a control character (such as NUL)",
+            "",
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +53,45 @@ def bad_request(detail: str) -> ProblemError:
     return ProblemError(400, "Bad request", detail)
 
 
+async def send_problem(send: Send, status: int, title: str, detail: str, instance: str) -> None:
+    """Answer a problem+json from an ASGI middleware, before any route runs."""
+    body = orjson.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail,
+         "instance": instance}
+    )  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def aware(ts: datetime, name: str) -> datetime:
     """Return a query parameter's time in UTC; a time without an offset is a bad request."""
     if ts.tzinfo is None:
         raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
     return ts.astimezone(UTC)
+
+
+def time_range(
+    start: datetime | None, end: datetime | None, *, default_span: timedelta
+) -> tuple[datetime, datetime]:
+    """A request's ``[start, end)`` in UTC: ``end`` now and ``start`` ``default_span`` before it.
+
+    Raises:
+        ProblemError: 400, a time without an offset, or ``start`` not before ``end``.
+    """
+    end_ts = aware(end, "end") if end else datetime.now(UTC)
+    start_ts = aware(start, "start") if start else end_ts - default_span
+    if start_ts >= end_ts:
+        raise bad_request("start must be before end")
+    return start_ts, end_ts
 
 
 def problem_response(

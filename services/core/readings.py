@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class RejectReason(StrEnum):
@@ -44,9 +44,13 @@ class StatusReason(StrEnum):
     DEATH = "death"  # a Sparkplug DDEATH, or the NDEATH of its gateway
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One accepted reading: a state metric carries ``text``, every other kind ``value``."""
+class Reading(NamedTuple):
+    """One accepted reading: a state metric carries ``text``, every other kind ``value``.
+
+    A named tuple rather than a frozen dataclass: ingest makes one per stored reading, and
+    a frozen dataclass's ``__init__`` (one ``object.__setattr__`` a field) costs about three
+    times as much.
+    """
 
     device_id: str
     metric: str
@@ -86,9 +90,8 @@ class Rejection:
     ts: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MessageOutcome:
-    """Everything one MQTT message turned into."""
+class MessageOutcome(NamedTuple):
+    """Everything one MQTT message turned into (a named tuple, as ``Reading``)."""
 
     readings: tuple[Reading, ...] = ()
     rejections: tuple[Rejection, ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from schemas.fleet import MetricKind
 from services.core.decode import DecodeFailure, decode_json, decode_samples
@@ -274,16 +275,14 @@ def judge_metric(device: DeviceEntry, metric: str, raw: object) -> Accepted | Me
     return judged
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """An acceptable value: a state in ``text``, anything else in ``value``."""
 
     value: float | None
     text: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
+class Refused(NamedTuple):
     """A refused value and why."""
 
     reason: RejectReason

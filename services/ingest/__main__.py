@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import sys
-
-from prometheus_client import start_http_server
 
 from services.config import DatabaseSettings, IngestSettings, MqttSettings
 from services.ingest.errors import IngestError
 from services.ingest.pipeline import Pipeline
+from services.startup import serve_metrics, start_logging, stop_on_signals
 
 logger = logging.getLogger("services.ingest")
 
 
 async def _serve(ingest: IngestSettings, database: DatabaseSettings, mqtt: MqttSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await Pipeline(ingest, database, mqtt).run(stop)
+    await Pipeline(ingest, database, mqtt).run(stop_on_signals())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start one ingest worker; settings come from ``PARKSENSE_*`` environment variables."""
-    parser = argparse.ArgumentParser(prog="parksense ingest", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    start_logging("parksense ingest", __doc__, argv)
     ingest = IngestSettings()
-    if ingest.metrics_port is not None:
-        start_http_server(ingest.metrics_port, addr="127.0.0.1")
-        logger.info("Metrics on http://127.0.0.1:%d/metrics", ingest.metrics_port)
+    serve_metrics(ingest.metrics_port, logger)
     try:
         asyncio.run(_serve(ingest, DatabaseSettings(), MqttSettings()))
     except IngestError as exc:

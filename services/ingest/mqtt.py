@@ -1,7 +1,9 @@
 """The MQTT edge (the only paho import in ingest): persistent MQTT 5 session, manual acks.
 
-Callbacks run on our network thread; they only turn a paho message into a frozen
-``RawMessage`` and hand it to the asyncio loop with ``call_soon_threadsafe``.
+Callbacks run on our network thread; they only turn a paho message into an immutable
+``RawMessage``. What one read of the socket brought is handed to the asyncio loop as one
+list with one ``call_soon_threadsafe``: a wake-up of the loop per message cost more than
+judging the message.
 
 Backpressure: MQTT 5 Receive Maximum should bound the unacknowledged messages the broker
 sends, but Mosquitto 2.0 honours it only until the first acknowledgements arrive, then
@@ -32,8 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -60,6 +61,8 @@ PARK_AFTER_KEEPALIVES = 0.5
 _LOOP_WAKE_S = 1.0
 # Packets read in one go before the loop writes (PUBACKs) and pings again.
 _READS_PER_ROUND = 1000
+# Bytes read from the socket at once (paho asks for a few bytes at a time).
+_READ_AHEAD_BYTES = 65536
 # Reconnect backoff, doubling from the first to the last.
 _RECONNECT_MIN_S = 1.0
 _RECONNECT_MAX_S = 10.0
@@ -73,9 +76,8 @@ _FILTERS_PER_PACKET = 100
 _RETAIN_IF_NEW = 1
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One received PUBLISH, as the pipeline sees it."""
+class RawMessage(NamedTuple):
+    """One received PUBLISH, as the pipeline sees it (a named tuple: one is made a message)."""
 
     topic: str
     payload: bytes
@@ -83,6 +85,39 @@ class RawMessage:
     mid: int
     received_at: float  # wall-clock seconds since the epoch
     epoch: int  # connection number: acks are only valid on the connection that received it
+
+
+class _ReadAheadClient(mqtt.Client):
+    """paho's client, reading the socket in large chunks.
+
+    paho 2.x reads a packet with one ``recv`` for its first byte, one for each byte of its
+    length and one for the rest: four system calls a telemetry message. This reads up to
+    ``_READ_AHEAD_BYTES`` at once and serves paho's small reads from them. It relies on
+    paho 2.x's private ``_sock_recv`` (pyproject pins ``paho-mqtt<3``;
+    ``tests/ingest/test_read_ahead.py`` holds the contract). Bytes read ahead belong to one
+    socket: a new connection starts with none.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - paho's own
+        super().__init__(*args, **kwargs)
+        self._ahead = b""
+        self._ahead_at = 0
+        self._ahead_sock: object = None
+
+    @property
+    def read_ahead(self) -> bool:
+        """Whether bytes already read from the socket wait to be parsed."""
+        return self._ahead_at < len(self._ahead) and self._ahead_sock is self._sock
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.read_ahead:
+            chunk = super()._sock_recv(max(bufsize, _READ_AHEAD_BYTES))
+            if len(chunk) <= bufsize:
+                return chunk  # b"" (the broker closed the connection) included
+            self._ahead, self._ahead_at, self._ahead_sock = chunk, 0, self._sock
+        start = self._ahead_at
+        self._ahead_at = start + bufsize
+        return self._ahead[start : start + bufsize]
 
 
 class MqttConsumer:
@@ -93,7 +128,7 @@ class MqttConsumer:
         mqtt_settings: MqttSettings,
         ingest_settings: IngestSettings,
         loop: asyncio.AbstractEventLoop,
-        deliver: Callable[[RawMessage], None],
+        deliver: Callable[[list[RawMessage]], None],
         factories: Iterable[FactoryKey] = (),
         registry_version: int = 0,
     ) -> None:
@@ -102,6 +137,8 @@ class MqttConsumer:
         self._ingest = ingest_settings
         self._loop = loop
         self._deliver = deliver
+        # Messages of the read in progress, handed to the loop together when it ends.
+        self._received: list[RawMessage] = []
         self._epoch = 0
         self._connected = False
         self._paused = False
@@ -123,7 +160,7 @@ class MqttConsumer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
         self._wake_w.settimeout(0.0)
-        client = mqtt.Client(
+        client = _ReadAheadClient(
             CallbackAPIVersion.VERSION2,
             client_id=ingest_settings.client_id,
             protocol=mqtt.MQTTv5,
@@ -274,7 +311,7 @@ class MqttConsumer:
     def _room(self) -> bool:
         # While paused (draining) we still read, so PINGRESPs arrive; PUBLISHes are then
         # ignored unacknowledged and come back on the next connection.
-        return self._held < self._capacity
+        return self._held + len(self._received) < self._capacity
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):  # a wake-up is already pending
@@ -309,23 +346,44 @@ class MqttConsumer:
             return
         readers: list[Any] = [self._wake_r, sock] if room else [self._wake_r]
         writers: list[Any] = [sock] if client.want_write() else []
+        # Packets already read ahead are parsed without waiting for the socket.
+        parse_ahead = room and client.read_ahead
         try:
-            readable, _, _ = select.select(readers, writers, [], _LOOP_WAKE_S)
+            readable, _, _ = select.select(
+                readers, writers, [], 0.0 if parse_ahead else _LOOP_WAKE_S
+            )
         except (OSError, ValueError):  # the socket closed under us; paho notices below
             readable = []
         if self._wake_r in readable:
             self._drain_wakes()
-        if sock in readable:
+        if sock in readable or parse_ahead:
             self._read()
         if client.want_write():
             client.loop_write()
         client.loop_misc()
 
     def _read(self) -> None:
+        """Read packets while there is room, then hand what they held to the loop at once."""
+        try:
+            self._read_packets()
+        finally:
+            if self._received:
+                received, self._received = self._received, []
+                with self._held_lock:
+                    self._held += len(received)
+                    if self._held > self._peak:
+                        self._peak = self._held
+                        metrics.BUFFER_PEAK.set(self._peak)
+                metrics.MESSAGES_DELIVERED.inc(len(received))
+                self._loop.call_soon_threadsafe(self._deliver, received)
+
+    def _read_packets(self) -> None:
         """Read packets while there is room; each holds at most one PUBLISH."""
         for _ in range(_READS_PER_ROUND):
             if not self._room() or self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                 return
+            if self._client.read_ahead:
+                continue
             sock = self._client.socket()
             if sock is None or not select.select([sock], [], [], 0)[0]:
                 return
@@ -472,21 +530,16 @@ class MqttConsumer:
     ) -> None:
         if self._paused:
             return  # Unacknowledged: the broker sends it again on the next connection.
-        with self._held_lock:
-            self._held += 1
-            if self._held > self._peak:
-                self._peak = self._held
-                metrics.BUFFER_PEAK.set(self._peak)
-        metrics.MESSAGES_DELIVERED.inc()
-        raw = RawMessage(
-            topic=message.topic,
-            payload=bytes(message.payload),
-            qos=message.qos,
-            mid=message.mid,
-            received_at=time.time(),
-            epoch=self._epoch,
+        self._received.append(
+            RawMessage(
+                topic=message.topic,
+                payload=bytes(message.payload),
+                qos=message.qos,
+                mid=message.mid,
+                received_at=time.time(),
+                epoch=self._epoch,
+            )
         )
-        self._loop.call_soon_threadsafe(self._deliver, raw)
 
 
 def _chunks(filters: list[str]) -> Iterable[list[str]]:

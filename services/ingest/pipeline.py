@@ -25,10 +25,12 @@ again from their raw form (see ``_judged_in_force``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -105,7 +107,9 @@ class Pipeline:
         self._ledger_epoch = 0
         self._writer = BatchWriter(self._conninfo)
         self._registry = Registry()
-        self._queue: asyncio.Queue[RawMessage] = asyncio.Queue()
+        # Messages handed over by the network thread, not yet judged; set when some arrive.
+        self._inbox: deque[RawMessage] = deque()
+        self._arrived = asyncio.Event()
         # The batch being written, if any (at most one write in flight).
         self._writing: asyncio.Task[None] | None = None
         self._next_token = 0
@@ -139,7 +143,7 @@ class Pipeline:
             self._mqtt_settings,
             self._settings,
             asyncio.get_running_loop(),
-            self._queue.put_nowait,
+            self._receive,
             registry_factories(self._registry),
             self._registry.version,
         )
@@ -177,22 +181,26 @@ class Pipeline:
             if writing is not None and not writing.done():
                 # Judge what arrived during the write in slices, not one wake-up a message.
                 await asyncio.wait({writing}, timeout=_JUDGE_SLICE_S)
-            else:
-                try:
-                    raw = await asyncio.wait_for(self._queue.get(), timeout=self._wait_s())
-                except TimeoutError:
-                    pass
-                else:
-                    self._accept(raw)
-            # Take what is already queued without yielding, up to a full batch.
-            while not self._batcher.full and not self._queue.empty():
-                self._accept(self._queue.get_nowait())
+            elif not self._inbox:
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout=self._wait_s())
+            # Take what has arrived without yielding, up to a full batch.
+            inbox = self._inbox
+            while inbox and not self._batcher.full:
+                self._accept(inbox.popleft())
             await self._advance_writes()
             now = time.monotonic()
             if now >= self._next_refresh:
                 await self._refresh_registry()
             if now >= self._next_heartbeat or self._subscription_moved():
                 await self._heartbeat()
+
+    def _receive(self, messages: list[RawMessage]) -> None:
+        """Take what one read of the network thread brought (called on the loop)."""
+        metrics.MESSAGES_RECEIVED.inc(len(messages))
+        self._inbox.extend(messages)
+        self._arrived.set()
 
     def _wait_s(self) -> float:
         """How long to wait for the next message before looking at the batch again."""
@@ -226,7 +234,6 @@ class Pipeline:
             await writing
 
     def _accept(self, raw: RawMessage) -> None:
-        metrics.MESSAGES_RECEIVED.inc()
         if raw.epoch != self._ledger_epoch:
             # A new connection: the broker redelivers everything unacknowledged on the old
             # one, so its pending acknowledgements are void (writes are idempotent).
@@ -607,8 +614,8 @@ class Pipeline:
         try:
             async with asyncio.timeout(deadline):
                 await self._finish_write()
-                while not self._queue.empty():
-                    self._accept(self._queue.get_nowait())
+                while self._inbox:
+                    self._accept(self._inbox.popleft())
                 await self._flush()
         except TimeoutError:
             logger.warning(

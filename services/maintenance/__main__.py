@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import sys
 from datetime import datetime
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 from psycopg_pool import AsyncConnectionPool
 
-from services.config import DatabaseSettings, MaintenanceSettings, MqttSettings, SharingSettings
-from services.maintenance.jobs import RetentionSettings, run_maintenance
+from services.config import (
+    DatabaseSettings,
+    MaintenanceSettings,
+    MqttSettings,
+    RetentionSettings,
+    SharingSettings,
+)
+from services.maintenance.jobs import run_maintenance
 from services.maintenance.sharing import SignalsPublisher
+from services.startup import serve_metrics, start_logging, stop_on_signals
 from services.storage.rollups import FoldResult
 
 logger = logging.getLogger("services.maintenance")
@@ -37,10 +42,7 @@ def _observe(result: FoldResult, folded_at: datetime) -> None:
 async def _serve(
     settings: MaintenanceSettings, retention: RetentionSettings, database: DatabaseSettings
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     pool = AsyncConnectionPool(
         database.conninfo(application_name="parksense-maintenance"),
         min_size=2,
@@ -89,18 +91,9 @@ def _signals_publisher(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the maintenance jobs; settings come from ``PARKSENSE_*`` environment variables."""
-    parser = argparse.ArgumentParser(prog="parksense maintenance", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    start_logging("parksense maintenance", __doc__, argv)
     settings = MaintenanceSettings()
-    if settings.metrics_port is not None:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
-        logger.info("Metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    serve_metrics(settings.metrics_port, logger)
     logger.info("Folding roll-ups every %.1f s", settings.fold_interval_s)
     asyncio.run(_serve(settings, RetentionSettings(), DatabaseSettings()))
     return 0

@@ -21,12 +21,10 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Self
 
 from psycopg_pool import AsyncConnectionPool
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.config import RetentionSettings
 from services.storage import rollups
 from services.storage.availability import materialize
 from services.storage.retention import RetentionResult, apply_retention
@@ -35,53 +33,6 @@ logger = logging.getLogger(__name__)
 
 # Called after each fold with its result and the time it committed.
 FoldHook = Callable[[rollups.FoldResult, datetime], None]
-
-
-class RetentionSettings(BaseSettings):
-    """How long data is kept and how often the job runs (``PARKSENSE_RETENTION_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="PARKSENSE_RETENTION_", extra="ignore")
-
-    # Raw readings; ingest refuses readings older than this (IngestSettings.retention_days
-    # must not exceed it, or late data would land in minutes whose raw rows are gone).
-    raw_days: float = Field(default=30.0, gt=0)
-    # Per-minute roll-ups, park minutes, availability transitions and status events.
-    rollup_days: float = Field(default=730.0, gt=0)
-    # Refused messages (dead_letters, dead_letter_messages): as long as a stored reading,
-    # so that a refusal can be looked into for as long as the data it concerns is there.
-    dead_letter_days: float = Field(default=30.0, gt=0)
-    # Per-park delivery accounting per minute (delivery_1m): as long as the dead letters,
-    # since a delivery report counts refusals from them.
-    delivery_days: float = Field(default=30.0, gt=0)
-    # Dropping chunks is cheap; hourly keeps at most a day and an hour of extra raw data.
-    interval_s: float = Field(default=3600.0, gt=0)
-    availability_interval_s: float = Field(default=60.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.rollup_days < self.raw_days:
-            raise ValueError("rollup_days must not be shorter than raw_days")
-        return self
-
-    @property
-    def raw_keep(self) -> timedelta:
-        """How long raw readings are kept."""
-        return timedelta(days=self.raw_days)
-
-    @property
-    def rollup_keep(self) -> timedelta:
-        """How long roll-ups are kept."""
-        return timedelta(days=self.rollup_days)
-
-    @property
-    def dead_letter_keep(self) -> timedelta:
-        """How long dead letters are kept."""
-        return timedelta(days=self.dead_letter_days)
-
-    @property
-    def delivery_keep(self) -> timedelta:
-        """How long per-minute delivery accounting is kept."""
-        return timedelta(days=self.delivery_days)
 
 
 async def retention_once(

@@ -1,8 +1,9 @@
-"""Build parksense's Mosquitto plugin (client-id prefixes, subscription grants) from source.
+"""Build parksense's Mosquitto plugin (client ids, subscription grants, reloads) from source.
 
 The plugin is a small C file in ``deploy/mosquitto``, compiled against the system's
 Mosquitto headers (Debian's ``mosquitto-dev`` and ``libmosquitto-dev``) the first time a
-broker starts; the result is cached by the source's hash, so a changed source is rebuilt.
+broker starts; the result is cached by the hash of the source and the compiler flags, so a
+changed source is rebuilt.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "parksense_auth.c"
 _HEADERS = (Path("/usr/include/mosquitto_broker.h"), Path("/usr/include/mosquitto.h"))
+# Warnings are errors: the plugin runs inside the broker, so a warning left in it is a bug
+# that every client of the broker would share.
+_CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
 def ensure_plugin(build_dir: Path, source: Path = PLUGIN_SOURCE) -> Path:
@@ -28,7 +32,7 @@ def ensure_plugin(build_dir: Path, source: Path = PLUGIN_SOURCE) -> Path:
     Raises:
         MissingComponentError: No C compiler or no Mosquitto development headers.
     """
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(source.read_bytes() + " ".join(_CFLAGS).encode()).hexdigest()[:12]
     target = build_dir.absolute() / f"parksense_auth-{digest}.so"
     if target.exists():
         return target
@@ -41,7 +45,7 @@ def ensure_plugin(build_dir: Path, source: Path = PLUGIN_SOURCE) -> Path:
     build_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     result = subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(tmp), str(source)],
+        [compiler, *_CFLAGS, "-o", str(tmp), str(source)],
         capture_output=True,
         text=True,
         check=False,

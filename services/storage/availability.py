@@ -5,6 +5,8 @@ the timeout is under a minute) and the status messages (``device_status_events``
 by a trigger on ``device_status``). ``services.core.availability`` turns them into
 transitions. ``materialize`` stores those transitions in ``device_availability`` up to a
 settled horizon; late readings and status messages mark their device for recomputation.
+Every mark (a late reading, a status message, the job's own from its old horizon) is made
+by one SQL function, ``mark_availability`` (migration 0050).
 """
 
 from __future__ import annotations
@@ -303,15 +305,14 @@ async def _advance(
             return None
         upto = min(settle_to, base + max_span)
         await cur.execute(
-            "INSERT INTO availability_dirty AS a (device_id, from_ts)"
-            " SELECT device_id, %s FROM devices ORDER BY device_id"
-            " ON CONFLICT (device_id) DO UPDATE"
-            " SET from_ts = least(a.from_ts, excluded.from_ts), marks = a.marks + 1",
-            (base,),
-        )
-        await cur.execute(
             "UPDATE availability_progress SET settled_to = %s, timeout_s = %s WHERE id",
             (upto, online_timeout.total_seconds()),
+        )
+        # Every device from the old horizon (now before the new one), by the one mark rule.
+        await cur.execute(
+            "SELECT mark_availability(array_agg(device_id), array_fill(%s::timestamptz,"
+            " ARRAY[count(*)::integer])) FROM devices",
+            (base,),
         )
     return base, upto
 

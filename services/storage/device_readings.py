@@ -17,8 +17,8 @@ and a sixtieth of the raw rows for one sampled every second.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -26,20 +26,9 @@ from psycopg.types.multirange import Multirange
 from psycopg.types.range import Range
 
 from schemas.api import Point
+from services.core.aggregates import Agg
 from services.core.read_plan import ReadPlan, Span, plan_read
-
-
-class Agg(StrEnum):
-    """Aggregates of a time bucket."""
-
-    AVG = "avg"
-    MIN = "min"
-    MAX = "max"
-    SUM = "sum"
-    COUNT = "count"
-    FIRST = "first"
-    LAST = "last"
-
+from services.storage.pages import cursor_pages
 
 # Fixed SQL per aggregate over the parts' columns (a raw reading is a part with n = 1 and
 # sum = min = max = first_value = last_value = value); never built from user text. avg is
@@ -61,7 +50,8 @@ _STATE_AGG_SQL = {
     Agg.FIRST: "first(first_text, first_ts)",
     Agg.LAST: "last(last_text, last_ts)",
 }
-# The aggregates a state metric takes.
+# The aggregates a device's readings take (a numeric metric), and those a state metric takes.
+AGGS = tuple(_NUMERIC_AGG_SQL)
 STATE_AGGS = tuple(_STATE_AGG_SQL)
 
 # Bucket origin: a Monday, as TimescaleDB's default; in the request's time zone.
@@ -159,18 +149,10 @@ async def raw_reading_pages(
     limit: int | None,
     page_rows: int,
 ) -> AsyncIterator[list[PointRow]]:
-    """The points of ``raw_readings`` (no limit when None), ``page_rows`` at a time.
-
-    A server-side cursor in a transaction of its own: however long the range, at most one
-    page is held here.
-    """
-    async with (
-        conn.transaction(),
-        conn.cursor(name="raw_readings") as cur,
-    ):
-        await cur.execute(_RAW_SQL, (device_id, metric, start, end, limit))
-        while page := await cur.fetchmany(page_rows):
-            yield [(ts, _point_value(text, value)) for ts, text, value in page]
+    """The points of ``raw_readings`` (no limit when None), ``page_rows`` at a time."""
+    params = (device_id, metric, start, end, limit)
+    async for page in cursor_pages(conn, "raw_readings", _RAW_SQL, params, page_rows):
+        yield [(ts, _point_value(text, value)) for ts, text, value in page]
 
 
 async def unfolded_spans(
@@ -207,37 +189,47 @@ async def plan_buckets(
     )
 
 
-async def _bucket_query(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: timedelta,
-    agg: Agg,
-    state_metric: bool,
-) -> tuple[bytes, dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class BucketRequest:
+    """One device metric's buckets over ``[start, end)``: width, aggregate, and its kind."""
+
+    device_id: str
+    metric: str
+    start: datetime
+    end: datetime
+    bucket: timedelta
+    agg: Agg
+    state_metric: bool
+
+
+async def _bucket_query(conn: AsyncConnection, ask: BucketRequest) -> tuple[bytes, dict[str, Any]]:
     """The statement and parameters of one device metric's buckets (see ``bucketed_readings``).
 
     Raises:
         ValueError: the aggregate does not apply to a state metric.
     """
-    table = _STATE_AGG_SQL if state_metric else _NUMERIC_AGG_SQL
-    expr = table.get(agg)
+    table = _STATE_AGG_SQL if ask.state_metric else _NUMERIC_AGG_SQL
+    expr = table.get(ask.agg)
     if expr is None:
-        raise ValueError(f"agg {agg} does not apply to a state metric; use count, first or last")
+        raise ValueError(
+            f"agg {ask.agg} does not apply to a state metric; use count, first or last"
+        )
     plan = await plan_buckets(
-        conn, device_id=device_id, metric=metric, start=start, end=end, bucket=bucket
+        conn,
+        device_id=ask.device_id,
+        metric=ask.metric,
+        start=ask.start,
+        end=ask.end,
+        bucket=ask.bucket,
     )
     inside = plan.raw_inside
     params = {
-        "bucket": bucket,
-        "origin": _ORIGIN.replace(tzinfo=start.tzinfo),
-        "device": device_id,
-        "metric": metric,
-        "start": start,
-        "end": end,
+        "bucket": ask.bucket,
+        "origin": _ORIGIN.replace(tzinfo=ask.start.tzinfo),
+        "device": ask.device_id,
+        "metric": ask.metric,
+        "start": ask.start,
+        "end": ask.end,
         "r0": plan.r0,
         "r1": plan.r1,
         "i0": inside[0].lo if inside else plan.r0,
@@ -248,17 +240,7 @@ async def _bucket_query(
     return sql.encode(), params
 
 
-async def bucketed_readings(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: timedelta,
-    agg: Agg,
-    state_metric: bool,
-) -> list[Point]:
+async def bucketed_readings(conn: AsyncConnection, ask: BucketRequest) -> list[Point]:
     """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
 
     Whole minutes come from readings_1m where it is exact, the rest from raw readings; the
@@ -267,52 +249,20 @@ async def bucketed_readings(
     Raises:
         ValueError: the aggregate does not apply to a state metric.
     """
-    sql, params = await _bucket_query(
-        conn,
-        device_id=device_id,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        state_metric=state_metric,
-    )
+    sql, params = await _bucket_query(conn, ask)
     async with conn.cursor() as cur:
         await cur.execute(sql, params)
         return [Point(ts=ts, value=value) for ts, value in await cur.fetchall()]
 
 
 async def bucketed_reading_pages(
-    conn: AsyncConnection,
-    *,
-    device_id: str,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: timedelta,
-    agg: Agg,
-    state_metric: bool,
-    page_rows: int,
+    conn: AsyncConnection, ask: BucketRequest, *, page_rows: int
 ) -> AsyncIterator[list[PointRow]]:
     """The points of ``bucketed_readings``, ``page_rows`` at a time (a server-side cursor).
 
     Raises:
         ValueError: the aggregate does not apply to a state metric.
     """
-    sql, params = await _bucket_query(
-        conn,
-        device_id=device_id,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        state_metric=state_metric,
-    )
-    async with (
-        conn.transaction(),
-        conn.cursor(name="bucketed_readings") as cur,
-    ):
-        await cur.execute(sql, params)
-        while page := await cur.fetchmany(page_rows):
-            yield [(ts, value) for ts, value in page]
+    sql, params = await _bucket_query(conn, ask)
+    async for page in cursor_pages(conn, "bucketed_readings", sql, params, page_rows):
+        yield [(ts, value) for ts, value in page]

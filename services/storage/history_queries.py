@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from services.core.aggregates import Agg
 from services.core.calendar import scheduled_intervals
 from services.core.history import (
     BUCKET_ORIGIN,
@@ -26,6 +26,7 @@ from services.core.history import (
 )
 from services.core.registry import ParkInfo
 from services.core.signals import LINE_TYPE
+from services.storage.pages import cursor_pages
 
 _SUM_COLUMNS = [f.name for f in fields(MinuteTotals)]
 
@@ -190,18 +191,6 @@ async def _operating_scheduled(
         return {bucket: int(count) for bucket, count in await cur.fetchall()}
 
 
-class Agg(StrEnum):
-    """A park metric's aggregate per bucket, over all of the park's devices."""
-
-    AVG = "avg"  # the park's total (sum over devices of their mean), averaged over time
-    MEAN = "mean"  # the mean of all readings
-    MIN = "min"
-    MAX = "max"
-    SUM = "sum"  # of all readings
-    COUNT = "count"  # readings (with a state: readings in that state)
-    INCREASE = "increase"  # counters: the sum of the devices' increases
-
-
 # Fixed SQL per aggregate over park_metric_1m rows, never built from user text.
 _AGG_SQL = {
     Agg.AVG: "sum(mean_sum) / count(*)",
@@ -212,6 +201,8 @@ _AGG_SQL = {
     Agg.COUNT: "sum(n)::double precision",
     Agg.INCREASE: "sum(increase)",
 }
+# The aggregates a park metric takes.
+METRIC_AGGS = tuple(_AGG_SQL)
 _STATE_COUNT_SQL = "sum(coalesce((state_counts ->> %(state)s)::bigint, 0))::double precision"
 
 _METRIC_SQL = """
@@ -245,77 +236,60 @@ class MetricPoint:
     minutes: int
 
 
-def _metric_query(
-    park_id: str,
-    *,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: Bucket,
-    agg: Agg,
-    state: str | None,
-) -> tuple[bytes, dict[str, Any]]:
-    sql = _METRIC_SQL.format(agg=_STATE_COUNT_SQL if state is not None else _AGG_SQL[agg])
+@dataclass(frozen=True, slots=True)
+class MetricRequest:
+    """A park metric per bucket over ``[start, end)`` (whole minutes), and its aggregate.
+
+    ``state``: for a state metric, count the readings in this state.
+    """
+
+    park_id: str
+    metric: str
+    start: datetime
+    end: datetime
+    bucket: Bucket
+    agg: Agg
+    state: str | None = None
+
+
+def _metric_query(ask: MetricRequest) -> tuple[bytes, dict[str, Any]]:
+    agg = _STATE_COUNT_SQL if ask.state is not None else _AGG_SQL[ask.agg]
+    sql = _METRIC_SQL.format(agg=agg)
     params = {
-        "width": bucket.width,
+        "width": ask.bucket.width,
         "origin": BUCKET_ORIGIN,
-        "park": park_id,
-        "metric": metric,
-        "start": start,
-        "end": end,
-        "state": state,
+        "park": ask.park_id,
+        "metric": ask.metric,
+        "start": ask.start,
+        "end": ask.end,
+        "state": ask.state,
     }
     return sql.encode(), params
 
 
-def _metric_point(row: tuple[datetime, float | None, int]) -> MetricPoint:
+def _metric_point(row: tuple[Any, ...]) -> MetricPoint:
     return MetricPoint(ts=row[0], value=None if row[1] is None else float(row[1]), minutes=row[2])
 
 
-async def park_metric(
-    conn: AsyncConnection,
-    park_id: str,
-    *,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: Bucket,
-    agg: Agg,
-    state: str | None = None,
-) -> list[MetricPoint]:
-    """Return one point per bucket of ``[start, end)`` (whole minutes) from ``park_metric_1m``.
+async def park_metric(conn: AsyncConnection, ask: MetricRequest) -> list[MetricPoint]:
+    """Return one point per bucket of the request from ``park_metric_1m``.
 
     A bucket without data is null, never left out; ``minutes`` says how many of its minutes
     had data.
     """
-    sql, params = _metric_query(
-        park_id, metric=metric, start=start, end=end, bucket=bucket, agg=agg, state=state
-    )
+    sql, params = _metric_query(ask)
     async with conn.cursor() as cur:
         await cur.execute(sql, params)
         return [_metric_point(row) for row in await cur.fetchall()]
 
 
 async def park_metric_pages(
-    conn: AsyncConnection,
-    park_id: str,
-    *,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: Bucket,
-    agg: Agg,
-    state: str | None,
-    page_rows: int,
+    conn: AsyncConnection, ask: MetricRequest, *, page_rows: int
 ) -> AsyncIterator[list[MetricPoint]]:
     """The points of ``park_metric``, ``page_rows`` at a time (a server-side cursor)."""
-    sql, params = _metric_query(
-        park_id, metric=metric, start=start, end=end, bucket=bucket, agg=agg, state=state
-    )
-    async with conn.transaction(), conn.cursor(name="park_metric") as cur:
-        await cur.execute(sql, params)
-        while page := await cur.fetchmany(page_rows):
-            yield [_metric_point(row) for row in page]
+    sql, params = _metric_query(ask)
+    async for page in cursor_pages(conn, "park_metric", sql, params, page_rows):
+        yield [_metric_point(row) for row in page]
 
 
 def history_pages(

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 # long as every parksense process uses the same one.
 ROLLUP_LOCK_KEY = 0x726C7570
 
+# The words of the signal vocabulary, the metric kinds and the alarm rule, bound into the
+# statements below as %(name)s parameters, so none is typed again in SQL.
+_VOCABULARY = sql_parameters()
+
 _SETUP_SQL = """
 CREATE TEMP TABLE IF NOT EXISTS fresh_1m (
     device_id text, metric text, minute timestamptz, is_counter boolean, n integer,
@@ -118,7 +122,10 @@ _KINDS = """LEFT JOIN devices d ON d.device_id = s.device_id
 def _minutes(source: str, where: str = "") -> str:
     """The minutes of ``source`` as readings_1m rows (``inc_within`` for counters only)."""
     aggregate = _AGGREGATE.format(
-        source=source, where=where, kinds=_KINDS, is_counter="coalesce(k.kind = 'counter', false)"
+        source=source,
+        where=where,
+        kinds=_KINDS,
+        is_counter="coalesce(k.kind = %(counter_kind)s, false)",
     )
     return f"""
     SELECT device_id, metric, minute, is_counter, n, sum, min, max, first_ts, last_ts,
@@ -220,7 +227,6 @@ SELECT DISTINCT device_id, minute FROM fresh_1m
 # devices d and device_type_metrics m for the park minutes to recompute. The signal
 # vocabulary and the alarm rule (core.alarms.metric_alarm) come bound from
 # core.signals.sql_parameters(); tests/storage/test_alarm_rule_sql.py checks they agree.
-_VOCABULARY = sql_parameters()
 _PARK_MINUTES = """
 WITH rows AS (
     SELECT d.park_id, r.minute, d.device_id, d.factory_id, d.type_id, m.metric, m.kind,
@@ -370,16 +376,11 @@ _REBUILD_PARK_HOURS = _PARK_HOURS.format(
     " %(end)s::timestamptz - interval '1 microsecond', interval '1 hour') AS g(hour)"
 )
 
-# Late readings before the availability job's horizon: it recomputes those devices.
+# Late readings before the availability job's horizon mark their device for it to
+# recompute (the rule: mark_availability, migration 0050).
 _MARK_AVAILABILITY = """
-INSERT INTO availability_dirty AS a (device_id, from_ts)
-SELECT f.device_id, min(f.ts)
-FROM {fresh} f
-JOIN availability_progress p ON p.settled_to IS NOT NULL AND f.ts <= p.settled_to
-GROUP BY f.device_id
-ORDER BY f.device_id
-ON CONFLICT (device_id) DO UPDATE
-SET from_ts = least(a.from_ts, excluded.from_ts), marks = a.marks + 1
+SELECT mark_availability(array_agg(f.device_id), array_agg(f.since))
+FROM (SELECT device_id, min(ts) AS since FROM {fresh} GROUP BY device_id) f
 """
 
 
@@ -411,7 +412,8 @@ SELECT count(*), min(committed_at) FROM taken
 # from its raw readings.
 _MERGE_PIECES = f"""
 WITH keys AS (
-    SELECT p.device_id, p.metric, p.minute, coalesce(k.kind = 'counter', false) AS is_counter,
+    SELECT p.device_id, p.metric, p.minute,
+           coalesce(k.kind = %(counter_kind)s, false) AS is_counter,
            bool_or(p.n IS NULL) AS unpieced
     FROM fold_pieces p
     LEFT JOIN devices d ON d.device_id = p.device_id
@@ -506,9 +508,9 @@ async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
         taken, oldest = (int(row[0]), row[1]) if row else (0, None)
         merged = recomputed = 0
         if taken:
-            await cur.execute(_MERGE_PIECES)
+            await cur.execute(_MERGE_PIECES, _VOCABULARY)
             merged = max(cur.rowcount, 0)
-            await cur.execute(_AGGREGATE_DIRTY)
+            await cur.execute(_AGGREGATE_DIRTY, _VOCABULARY)
             recomputed = max(cur.rowcount, 0)
             await cur.execute(_REPLACE)
             await cur.execute(_TOUCH_FRESH)
@@ -549,7 +551,7 @@ WITH keys AS (
     FROM readings_1m r
     JOIN devices d ON d.device_id = r.device_id
     JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = r.metric
-        AND k.kind = 'counter'
+        AND k.kind = %(counter_kind)s
     WHERE r.minute >= %(start)s AND r.minute < %(end)s
     GROUP BY r.device_id, r.metric
 ), edges AS (
@@ -629,8 +631,8 @@ async def rebuild(
                     f"DELETE FROM {table} WHERE minute >= %(start)s AND minute < %(end)s",  # fixed
                     params,
                 )
-            await cur.execute(_REBUILD_DEVICE_MINUTES, params)
-            await cur.execute(_REBUILD_EDGES, params)
+            await cur.execute(_REBUILD_DEVICE_MINUTES, {**params, **_VOCABULARY})
+            await cur.execute(_REBUILD_EDGES, {**params, **_VOCABULARY})
             await cur.execute(
                 "DELETE FROM touched_minutes WHERE minute >= %(start)s AND minute < %(end)s",
                 params,

@@ -1,6 +1,6 @@
 """The body of ``GET /v1/parks/{park_id}/signals``, built once for every way it is shared.
 
-The route, the live stream (``services.api.live``) and the MQTT publisher
+The route, the live stream (``services.api.stream.poller``) and the MQTT publisher
 (``services.maintenance.sharing``) all answer with what ``park_signals_body`` builds, so
 a park's signals read the same over HTTP, SSE and MQTT.
 """

@@ -16,10 +16,11 @@ from fastapi.testclient import TestClient
 
 from services.api.csv_stream import PAGE_ROWS
 from services.api.routes.signals import HISTORY_CSV_HEADER, HISTORY_PAGE_BUCKETS
+from services.core.aggregates import Agg
 from services.core.history import Bucket
 from services.storage import history_queries
 from services.storage.history_queries import history_pages
-from tests.storage.test_rollups import load, reading, write
+from tests.harness.storage import load, reading, write
 
 T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 CSV = {"accept": "text/csv"}
@@ -192,13 +193,9 @@ def test_a_year_of_minutes_streams_as_csv_in_bounded_pages(api: TestClient, stor
                 len(page)
                 async for page in history_queries.park_metric_pages(
                     conn,
-                    "p1",
-                    metric="power_kw",
-                    start=start,
-                    end=end,
-                    bucket=Bucket.MINUTE,
-                    agg=history_queries.Agg.AVG,
-                    state=None,
+                    history_queries.MetricRequest(
+                        "p1", "power_kw", start, end, Bucket.MINUTE, Agg.AVG
+                    ),
                     page_rows=PAGE_ROWS,
                 )
             ]

@@ -13,7 +13,7 @@ from schemas.fleet import parse_fleet
 from services.api.app import create_app
 from services.api.fleet_worker import INLINE_MAX_DEVICES
 from services.config import ApiSettings, DatabaseSettings
-from tests.api.test_fleet_upload import big_fleet
+from tests.harness.api import big_fleet
 from tests.harness.environment import LOCAL_URL
 
 # Sorted as the registry reads back; a custom type, a changed built-in type, overrides.

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.config import ApiSettings, DatabaseSettings
+from tests.harness.api import big_fleet
 from tests.harness.environment import LOCAL_URL
 from tests.harness.live import ApiServer
 from tests.harness.waiting import wait_until
@@ -30,19 +31,6 @@ parks:
 BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
 )
-
-
-def big_fleet(devices: int) -> str:
-    """A fleet of ``devices`` meters, 100 per factory, 100 factories per park."""
-    lines = ["parks:"]
-    for n in range(devices):
-        park, factory = n // 10_000, n // 100
-        if n % 10_000 == 0:
-            lines += [f"  - id: big-p{park}", "    factories:"]
-        if n % 100 == 0:
-            lines += [f"      - id: big-f{factory}", "        devices:"]
-        lines.append(f"          - {{id: big-d{n}, type: power_meter}}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture

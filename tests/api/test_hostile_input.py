@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_registry_api import load
+from tests.harness.api import load
 
 HOSTILE = [
     "/v1/parks/hebi-tech/signals/history?start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z&bucket=1d",

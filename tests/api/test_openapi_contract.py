@@ -9,7 +9,7 @@ from pathlib import Path
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings
 from services.storage.fleet_store import load_fleet
-from tests.api.test_registry_api import FLEET
+from tests.harness.api import FLEET
 from tests.harness.ingest import REPO
 from tests.harness.live import ApiServer
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from schemas.fleet import Fleet, parse_fleet
 from services.core.readings import Reading
 from services.storage.fleet_store import read_fleet
-from tests.storage.test_rollups import load, reading, write
+from tests.harness.storage import load, reading, write
 
 FLEET = """
 parks:

@@ -12,29 +12,9 @@ from services.core.batching import Batch
 from services.core.readings import Reading
 from services.storage.fleet_store import read_fleet
 from services.storage.writer import BatchWriter
-
-FLEET = """
-parks:
-  - id: hebi-tech
-    name: Hebi Digital Economy Park
-    city: Hebi
-    factories:
-      - id: f01
-        name: Precision Parts
-        industry: smart-manufacturing
-        devices:
-          - {id: f01-meter-1, type: power_meter}
-          - {id: f01-line-1, type: production_line, capacity_units_per_hour: 1200}
-          - {id: f01-env-1, type: env_sensor, thresholds: {temp_c: {min: 5, max: 35}}}
-"""
+from tests.harness.api import FLEET, load
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-
-
-def load(api: TestClient) -> None:
-    response = api.put("/v1/fleet", content=FLEET, headers={"content-type": "application/yaml"})
-    assert response.status_code == 200, response.text
-    assert response.json()["devices"] == 3
 
 
 def insert_readings(
@@ -142,6 +122,7 @@ def test_bad_parameters_answer_400_or_422(api: TestClient) -> None:
             400,
         ),
         ({"metric": "power_kw", "agg": "median", "bucket": "1m"}, 422),
+        ({"metric": "power_kw", "agg": "increase", "bucket": "1m"}, 422),
         ({"metric": "power_kw", "agg": "avg"}, 400),
     ]
     for params, status in cases:

@@ -9,19 +9,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from services.stack.postgres import PostgresCluster
-from tests.harness.live import LIVE_TIMEOUT_S, LiveStack, now_ts, sample, send
+from tests.harness.browser import WAIT_MS, open_park
+from tests.harness.live import LiveStack, now_ts, sample, send
 
 pytestmark = pytest.mark.browser
-
-WAIT_MS = LIVE_TIMEOUT_S * 1000
-
-
-def open_park(page: Page, stack: LiveStack) -> None:
-    """Open the park's page and wait until the stream is live."""
-    page.goto(f"{stack.api.url}/#/parks/{stack.park.park}")
-    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
-    # A marker that a reload would wipe out.
-    page.evaluate("window.__sameDocument = true")
 
 
 def test_operating_rate_tile_follows_a_published_change_without_reload(

@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from schemas.fleet import parse_fleet
 from services.storage.fleet_store import load_fleet
-from tests.browser.test_dashboard import open_park
+from tests.harness.browser import open_park
 from tests.harness.live import LIVE_TIMEOUT_S, LiveStack
 
 pytestmark = pytest.mark.browser

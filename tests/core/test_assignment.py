@@ -17,7 +17,7 @@ from services.core.assignment import (
     registry_factories,
     subscription_plan,
 )
-from tests.core.fleet_fixture import registry
+from tests.harness.small_fleet import registry
 
 FACTORIES = [(f"park-{p:02d}", f"f-{p:02d}-{f:02d}") for p in range(40) for f in range(10)]
 # The benchmark's fleet (tools/peer_load.py): 4 parks of 5 factories.

@@ -13,7 +13,7 @@ from services.core.deadletters import (
 )
 from services.core.readings import RejectReason
 from services.core.validate import judge_message
-from tests.core.fleet_fixture import LIMITS, NOW, registry, topic
+from tests.harness.small_fleet import LIMITS, NOW, registry, topic
 
 
 def test_many_refused_readings_make_one_letter_with_one_group() -> None:

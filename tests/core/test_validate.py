@@ -11,7 +11,7 @@ import pytest
 
 from services.core.readings import MessageOutcome, RejectReason
 from services.core.validate import judge_message, parse_ts
-from tests.core.fleet_fixture import LIMITS, NOW, registry, topic
+from tests.harness.small_fleet import LIMITS, NOW, registry, topic
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.json"))
 

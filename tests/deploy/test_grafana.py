@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 from services.storage import signal_log
 from services.storage.registry import read_registry
 from services.storage.signal_bodies import live_bodies
-from tests.storage.test_rollups import load, reading, write
+from tests.harness.storage import load, reading, write
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "parksense.json"

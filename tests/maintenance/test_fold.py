@@ -11,8 +11,8 @@ import pytest
 
 from services.core.readings import Reading
 from services.storage.rollups import FoldResult, fold, rebuild
+from tests.harness.storage import fold_now, load, reading, rows, t, write_batches
 from tests.harness.waiting import wait_until
-from tests.storage.test_rollups import fold_now, load, reading, rows, t, write_batches
 
 ROLLUP_QUERIES = {
     "readings_1m": "SELECT * FROM readings_1m ORDER BY device_id, metric, minute",

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from services.config import DatabaseSettings
 from services.stack.stack import PROJECT_ROOT, settings_env
+from tests.harness.storage import load, reading, rows, write_batches
 from tests.harness.waiting import wait_until
-from tests.storage.test_rollups import load, reading, rows, write_batches
 
 
 def count(conninfo: str, query: str) -> int:

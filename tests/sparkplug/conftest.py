@@ -12,7 +12,7 @@ from services.config import DatabaseSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from tests.access.conftest import api, broker_sync  # noqa: F401 - fixtures used here too
 from tests.harness.ingest import IngestProcess, unique_prefix
-from tests.sparkplug.edge import EdgeSite, Gateway
+from tests.harness.sparkplug import EdgeSite, Gateway
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from services.core.access import PlatformRole
 from services.stack.mosquitto import MosquittoBroker
 from tests.harness.environment import platform_mqtt
 from tests.harness.mqtt_client import NOT_AUTHORIZED, Client, accepted
-from tests.sparkplug.edge import EdgeSite
+from tests.harness.sparkplug import EdgeSite
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import pytest
@@ -12,15 +11,22 @@ from pysparkplug import DataType, Device, Metric, get_current_timestamp
 
 from services.core.sparkplug import SEQ_WINDOW
 from tests.harness.ingest import IngestProcess, scrape
+from tests.harness.sparkplug import (
+    LINE_ALIASES,
+    METER_ALIASES,
+    TIMEOUT_S,
+    EdgeSite,
+    Gateway,
+    latest,
+    metric,
+    refusals,
+)
 from tests.harness.waiting import wait_until
-from tests.sparkplug.edge import LINE_ALIASES, METER_ALIASES, EdgeSite, Gateway, metric
 
 # pysparkplug runs on paho 2's compatibility API, which warns that it is deprecated.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Callback API version 1 is deprecated:DeprecationWarning"
 )
-
-TIMEOUT_S = 30.0
 
 
 def born_devices(conninfo: str, site: EdgeSite) -> set[str]:
@@ -40,25 +46,6 @@ def status(conninfo: str, device_id: str) -> tuple[bool | None, str | None]:
             "SELECT online, status_reason FROM device_status WHERE device_id = %s", (device_id,)
         ).fetchone()
     return (row[0], row[1]) if row else (None, None)
-
-
-def refusals(conninfo: str, site: EdgeSite) -> list[tuple[str, str, bool]]:
-    """(reason, topic, payload kept) of the site's Sparkplug dead letters, oldest first."""
-    with psycopg.connect(conninfo) as conn:
-        rows = conn.execute(
-            "SELECT d.reason, d.topic, m.payload IS NOT NULL FROM dead_letters d"
-            " JOIN dead_letter_messages m USING (message_id) WHERE d.topic LIKE %s ORDER BY d.id",
-            (f"spBv1.0/{site.park}/%",),
-        ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
-def latest(api: TestClient, device_id: str) -> dict[str, Any]:
-    """``GET /v1/devices/{id}/latest``."""
-    response = api.get(f"/v1/devices/{device_id}/latest")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def latest_value(api: TestClient, device_id: str, name: str) -> object:

@@ -11,9 +11,8 @@ from fastapi.testclient import TestClient
 from services.config import MqttSettings
 from simulators.__main__ import main
 from tests.harness.ingest import IngestProcess
+from tests.harness.sparkplug import TIMEOUT_S, EdgeSite, latest, refusals
 from tests.harness.waiting import wait_until
-from tests.sparkplug.edge import EdgeSite
-from tests.sparkplug.test_sparkplug_host import TIMEOUT_S, latest, refusals
 
 
 def stored(conninfo: str, device_id: str) -> int:

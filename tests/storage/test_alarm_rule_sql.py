@@ -12,7 +12,7 @@ from services.core.alarms import MetricValue, can_alarm, metric_alarm
 from services.core.readings import Reading
 from services.core.registry import Registry
 from services.storage.registry import read_registry
-from tests.storage.test_rollups import load, reading, rows, write
+from tests.harness.storage import load, reading, rows, write
 
 MINUTE = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from services.storage import chunk_order
-from tests.storage.test_rollups import load, reading, rows, t, write_batches
+from tests.harness.storage import load, reading, rows, t, write_batches
 
 KEYS = {"readings": "device_id, metric, ts", "readings_1m": "device_id, metric, minute"}
 

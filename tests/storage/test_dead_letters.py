@@ -12,19 +12,18 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from services.api.app import create_app
-from services.config import ApiSettings, DatabaseSettings
+from services.config import ApiSettings, DatabaseSettings, RetentionSettings
 from services.core.batching import Batch
 from services.core.deadletters import dead_letter
 from services.core.readings import Rejection, RejectReason
 from services.core.validate import Limits, judge_message
-from services.maintenance.jobs import RetentionSettings
 from services.stack.postgres import PostgresCluster
 from services.storage.migrate import apply_migrations, load_migrations
 from services.storage.retention import apply_retention
 from services.storage.writer import BatchWriter
-from tests.core.fleet_fixture import registry
 from tests.harness.environment import LOCAL_URL
-from tests.storage.test_rollups import load, rows
+from tests.harness.small_fleet import registry
+from tests.harness.storage import load, rows
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 TOPIC = "parksense/v1/p1/f1/e1/telemetry"

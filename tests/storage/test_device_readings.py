@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from services.core.aggregates import Agg
 from services.core.read_plan import MINUTE
 from services.storage import device_readings
-from services.storage.device_readings import Agg
-from tests.storage.test_rollups import load, reading, t, write_batches
+from tests.harness.storage import load, reading, t, write_batches
 
 # The definition: each aggregate over the raw readings of a bucket (the endpoint's query
 # before it read roll-ups), kept here as the oracle.
@@ -134,16 +134,10 @@ async def served(
     agg: str,
 ) -> list[tuple[datetime, Any]]:
     """The answer of the endpoint's storage function."""
-    points = await device_readings.bucketed_readings(
-        conn,
-        device_id=device,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=Agg(agg),
-        state_metric=metric == "state",
+    ask = device_readings.BucketRequest(
+        device, metric, start, end, bucket, Agg(agg), state_metric=metric == "state"
     )
+    points = await device_readings.bucketed_readings(conn, ask)
     return [(p.ts, p.value) for p in points]
 
 

@@ -9,7 +9,7 @@ import psycopg
 
 from services.core.availability import AvailabilityReason, Transition
 from services.storage.availability import device_availability, materialize, stored_transitions
-from tests.storage.test_rollups import load, reading, rows, status, write
+from tests.harness.storage import load, reading, rows, status, write
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=90)

@@ -37,7 +37,7 @@ from services.storage import history_queries, signal_queries
 from services.storage.fleet_store import load_fleet
 from services.storage.registry import read_registry
 from services.storage.rollups import FoldResult
-from tests.storage.test_rollups import fold_now, write_batches
+from tests.harness.storage import fold_now, write_batches
 
 D0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 # Readings fall in the first 10 minutes (crowded minutes, much late data) or the first

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.storage.test_rollups import load, reading, rows, t, write
+from tests.harness.storage import load, reading, rows, t, write
 
 
 @pytest.fixture

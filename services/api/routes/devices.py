@@ -11,12 +11,12 @@ from fastapi.responses import Response
 from schemas.api import DeviceLatest, Readings
 from services.api.auth import require_scope
 from services.api.csv_stream import PAGE_ROWS, csv_response, csv_responses, wants_csv
-from services.api.deps import DeviceId, PoolDep, Rfc3339, SettingsDep
-from services.api.problems import aware, bad_request, not_found
+from services.api.deps import DeviceId, PoolDep, ReadingAgg, Rfc3339, SettingsDep
+from services.api.problems import bad_request, not_found, time_range
+from services.core.aggregates import Agg
 from services.core.api_keys import Scope
 from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import device_readings, queries
-from services.storage.device_readings import Agg
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"], dependencies=[require_scope(Scope.READ)])
 
@@ -89,7 +89,9 @@ async def readings(
             examples=["15m"],
         ),
     ] = None,
-    agg: Annotated[Agg | None, Query(description="aggregate per bucket; default avg")] = None,
+    agg: Annotated[
+        ReadingAgg | None, Query(description="aggregate per bucket; default avg")
+    ] = None,
     limit: Annotated[
         int | None,
         Query(
@@ -105,10 +107,7 @@ async def readings(
     streamed: up to 1,054,080 buckets (two years of minutes), and every raw point in the
     range unless ``limit`` is given.
     """
-    end_ts = aware(end, "end") if end else datetime.now(UTC)
-    start_ts = aware(start, "start") if start else end_ts - timedelta(hours=1)
-    if start_ts >= end_ts:
-        raise bad_request("start must be before end")
+    start_ts, end_ts = time_range(start, end, default_span=timedelta(hours=1))
     as_csv = wants_csv(request)
     async with pool.connection() as conn:
         device = await queries.get_device(conn, device_id)
@@ -146,33 +145,17 @@ async def readings(
             raise bad_request(
                 f"agg {chosen} does not apply to a state metric; use count, first or last"
             )
+        ask = device_readings.BucketRequest(
+            device_id, metric, start_ts, end_ts, width, chosen, state_metric=state_metric
+        )
         if as_csv:
             return await csv_response(
                 request,
                 f"{device_id}-{metric}-{bucket}-{chosen.value}",
                 _CSV_HEADER,
-                lambda c: device_readings.bucketed_reading_pages(
-                    c,
-                    device_id=device_id,
-                    metric=metric,
-                    start=start_ts,
-                    end=end_ts,
-                    bucket=width,
-                    agg=chosen,
-                    state_metric=state_metric,
-                    page_rows=PAGE_ROWS,
-                ),
+                lambda c: device_readings.bucketed_reading_pages(c, ask, page_rows=PAGE_ROWS),
             )
-        points = await device_readings.bucketed_readings(
-            conn,
-            device_id=device_id,
-            metric=metric,
-            start=start_ts,
-            end=end_ts,
-            bucket=width,
-            agg=chosen,
-            state_metric=state_metric,
-        )
+        points = await device_readings.bucketed_readings(conn, ask)
     return Readings(
         device_id=device_id,
         metric=metric,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from schemas.api import ParkDelivery, ParkDetail, ParkSummaries
 from services.api.auth import require_scope
 from services.api.deps import ParkId, PoolDep, Rfc3339
-from services.api.problems import aware, bad_request, not_found
+from services.api.problems import not_found, time_range
 from services.core.api_keys import Scope
 from services.storage import queries
 
@@ -52,10 +52,7 @@ async def park_delivery(
     to whole minutes; refusals and silent devices use the exact interval. A dip in a
     signal with every device reporting is real; one with silent devices is missing data.
     """
-    end_ts = aware(end, "end") if end else datetime.now(UTC)
-    start_ts = aware(start, "start") if start else end_ts - timedelta(hours=1)
-    if start_ts >= end_ts:
-        raise bad_request("start must be before end")
+    start_ts, end_ts = time_range(start, end, default_span=timedelta(hours=1))
     async with pool.connection() as conn:
         if not await queries.park_exists(conn, park_id):
             raise not_found("park", park_id)

@@ -13,15 +13,23 @@ from psycopg import AsyncConnection
 from schemas import signals as out
 from services.api.auth import require_scope
 from services.api.csv_stream import PAGE_ROWS, Cell, csv_response, csv_responses, wants_csv
-from services.api.deps import DeviceId, ParkId, PoolDep, RegistryDep, Rfc3339, SettingsDep
-from services.api.problems import bad_request, not_found
+from services.api.deps import (
+    DeviceId,
+    MetricAgg,
+    ParkId,
+    PoolDep,
+    RegistryDep,
+    Rfc3339,
+    SettingsDep,
+)
+from services.api.problems import aware, bad_request, not_found, time_range
 from services.core import signals as core
+from services.core.aggregates import Agg
 from services.core.api_keys import Scope
 from services.core.history import Bucket, BucketSignals, floor_minute
 from services.core.registry import ParkInfo
 from services.core.timeparams import DURATION_PATTERN, parse_duration
 from services.storage import availability, history_queries, signal_bodies
-from services.storage.history_queries import Agg
 
 router = APIRouter(tags=["signals"], dependencies=[require_scope(Scope.READ)])
 
@@ -61,17 +69,6 @@ Window = Annotated[
         examples=["5m"],
     ),
 ]
-
-
-def aware(ts: datetime, name: str) -> datetime:
-    """Return ``ts`` in UTC, refusing a time without offset.
-
-    Raises:
-        ProblemError: 400, the time has no UTC offset.
-    """
-    if ts.tzinfo is None:
-        raise bad_request(f"{name} must carry a UTC offset, e.g. 2026-11-26T10:00:00Z")
-    return ts.astimezone(UTC)
 
 
 def resolve_as_of(as_of: datetime | None) -> datetime:
@@ -335,7 +332,7 @@ async def park_metric(
     end: End = None,
     bucket: BucketParam = Bucket.HOUR,
     agg: Annotated[
-        Agg | None,
+        MetricAgg | None,
         Query(
             description="avg: the park's total (sum over devices of their mean) averaged over"
             " the bucket's minutes with data; mean: mean of all readings; min, max, sum, count"
@@ -377,32 +374,17 @@ async def park_metric(
             raise bad_request("state applies to state metrics only")
         if chosen is Agg.INCREASE and kind != "counter":
             raise bad_request("agg=increase applies to counters only")
+        ask = history_queries.MetricRequest(
+            park_id, metric, start_ts, end_ts, bucket, chosen, state=state
+        )
         if as_csv:
             return await csv_response(
                 request,
                 f"{park_id}-{metric}-{bucket.value}-{chosen.value}",
                 ("ts", "value", "minutes"),
-                lambda c: _metric_rows(
-                    c,
-                    park_id,
-                    metric=metric,
-                    start=start_ts,
-                    end=end_ts,
-                    bucket=bucket,
-                    agg=chosen,
-                    state=state,
-                ),
+                lambda c: _metric_rows(c, ask),
             )
-        points = await history_queries.park_metric(
-            conn,
-            park_id,
-            metric=metric,
-            start=start_ts,
-            end=end_ts,
-            bucket=bucket,
-            agg=chosen,
-            state=state,
-        )
+        points = await history_queries.park_metric(conn, ask)
     return out.ParkMetric(
         park_id=park_id,
         metric=metric,
@@ -417,28 +399,10 @@ async def park_metric(
 
 
 async def _metric_rows(
-    conn: AsyncConnection,
-    park_id: str,
-    *,
-    metric: str,
-    start: datetime,
-    end: datetime,
-    bucket: Bucket,
-    agg: Agg,
-    state: str | None,
+    conn: AsyncConnection, ask: history_queries.MetricRequest
 ) -> AsyncIterator[list[tuple[Cell, ...]]]:
     """The CSV rows of a park metric, a page of points at a time."""
-    async for page in history_queries.park_metric_pages(
-        conn,
-        park_id,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-        agg=agg,
-        state=state,
-        page_rows=PAGE_ROWS,
-    ):
+    async for page in history_queries.park_metric_pages(conn, ask, page_rows=PAGE_ROWS):
         yield [(p.ts, p.value, p.minutes) for p in page]
 
 
@@ -465,10 +429,7 @@ async def device_availability(
     ``status`` (an online status message), ``last_will`` (an offline status message) and
     ``silence`` (no reading for longer than the timeout).
     """
-    end_ts = aware(end, "end") if end else datetime.now(UTC)
-    start_ts = aware(start, "start") if start else end_ts - DEFAULT_HISTORY
-    if start_ts >= end_ts:
-        raise bad_request("start must be before end")
+    start_ts, end_ts = time_range(start, end, default_span=DEFAULT_HISTORY)
     if end_ts - start_ts > MAX_AVAILABILITY:
         raise bad_request("at most 366 days per request")
     timeout = timedelta(seconds=settings.online_timeout_s)

@@ -24,8 +24,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from services.api.auth import require_scope
 from services.api.deps import ParkId, PoolDep
-from services.api.live import LiveHub
 from services.api.problems import ProblemError, not_found
+from services.api.stream.poller import LiveHub
 from services.core.api_keys import Scope
 from services.storage import queries
 

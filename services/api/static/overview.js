@@ -6,8 +6,7 @@ import { ring, sparkline } from "./charts.js";
 import { pollState, setConn } from "./connection.js";
 import { autoDigits, clock, duration, esc, healthColor, num, pct, pctText, trendHtml } from "./format.js";
 import { localName, t } from "./i18n.js";
-import { route, showSignIn } from "./nav.js";
-import { app, setCrumbs } from "./page.js";
+import { app, openView, setCrumbs } from "./page.js";
 
 // Overview: how often each park's live signals and its 6-hour history are fetched.
 const OVERVIEW_REFRESH_MS = 5_000;
@@ -25,23 +24,14 @@ export class OverviewView {
   }
 
   async start() {
-    setCrumbs([{ label: t("nav.overview") }]);
-    setConn("idle");
-    app.innerHTML = `<div class="err">${esc(t("charts.loading"))}</div>`;
-    try {
-      const body = await getJSON("/v1/parks", this.abort.signal);
-      this.parks = body.data ?? [];
-    } catch (err) {
-      if (this.abort.signal.aborted) return;
-      if (err.status === 401) {
-        showSignIn();
-        return;
-      }
-      setConn("error");
-      app.innerHTML = `<div class="err">${esc(t("conn.error"))}</div>`;
-      this.timers.push(setTimeout(() => route(), 5_000));
-      return;
-    }
+    const body = await openView(
+      [{ label: t("nav.overview") }],
+      "/v1/parks",
+      this.abort.signal,
+      this.timers,
+    );
+    if (body === null) return;
+    this.parks = body.data ?? [];
     this.render();
     this.refresh();
     this.refreshHistory();

@@ -6,8 +6,8 @@ import { ring } from "./charts.js";
 import { openParkStream, setConn, streamState } from "./connection.js";
 import { autoDigits, clock, duration, esc, exact, healthClass, healthColor, industry, num, pct, trendHtml } from "./format.js";
 import { has, localName, t } from "./i18n.js";
-import { isCurrent, route, showSignIn } from "./nav.js";
-import { app, setCrumbs } from "./page.js";
+import { isCurrent, showSignIn } from "./nav.js";
+import { app, openView, setCrumbs } from "./page.js";
 import { drawCharts, renderChartTitles } from "./park-charts.js";
 import { loadSession } from "./session.js";
 
@@ -52,27 +52,15 @@ export class ParkView {
   }
 
   async start() {
-    setCrumbs([{ label: t("nav.overview"), href: "#/" }, { label: this.parkId }]);
-    setConn("idle");
-    app.innerHTML = `<div class="err">${esc(t("charts.loading"))}</div>`;
-    try {
-      this.detail = await getJSON(`/v1/parks/${encodeURIComponent(this.parkId)}`, this.abort.signal);
-    } catch (err) {
-      if (this.abort.signal.aborted) return;
-      if (err.status === 404) {
-        setConn("idle");
-        app.innerHTML = `<div class="err">${esc(t("park.unknown"))}<br><br><a href="#/">${esc(t("park.back"))}</a></div>`;
-      } else {
-        if (err.status === 401) {
-          showSignIn();
-          return;
-        }
-        setConn("error");
-        app.innerHTML = `<div class="err">${esc(t("conn.error"))}</div>`;
-        this.timers.push(setTimeout(() => route(), 5_000));
-      }
-      return;
-    }
+    const detail = await openView(
+      [{ label: t("nav.overview"), href: "#/" }, { label: this.parkId }],
+      `/v1/parks/${encodeURIComponent(this.parkId)}`,
+      this.abort.signal,
+      this.timers,
+      `<div class="err">${esc(t("park.unknown"))}<br><br><a href="#/">${esc(t("park.back"))}</a></div>`,
+    );
+    if (detail === null) return;
+    this.detail = detail;
     this.render();
     this.connect();
     this.loadHistory();

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho_mqtt
+import psycopg
+from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from pysparkplug import (
     Client,
@@ -225,3 +227,25 @@ class Gateway:
             Message(topic=topic, payload=payload, qos=QoS.AT_MOST_ONCE, retain=False),
             include_dtypes=include_dtypes,
         )
+
+
+TIMEOUT_S = 30.0
+
+
+def refusals(conninfo: str, site: EdgeSite) -> list[tuple[str, str, bool]]:
+    """(reason, topic, payload kept) of the site's Sparkplug dead letters, oldest first."""
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT d.reason, d.topic, m.payload IS NOT NULL FROM dead_letters d"
+            " JOIN dead_letter_messages m USING (message_id) WHERE d.topic LIKE %s ORDER BY d.id",
+            (f"spBv1.0/{site.park}/%",),
+        ).fetchall()
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def latest(api: TestClient, device_id: str) -> dict[str, Any]:
+    """``GET /v1/devices/{id}/latest``."""
+    response = api.get(f"/v1/devices/{device_id}/latest")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

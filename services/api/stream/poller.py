@@ -2,12 +2,12 @@
 
 ```
 database ──poll every stream_interval_s──▶ ParkPoller ──frame──▶ ParkFeed ──▶ Subscriptions
- (written by any ingest worker)      (signal_queries.live_states)  (live_feed.py) (bounded queues)
+ (written by any ingest worker)      (signal_queries.live_states)  (hub.py)      (bounded queues)
 ```
 
 The API learns of new data only from the database, so any number of API and ingest
 processes may run. Each poll reads the park's state with the query behind ``/signals``
-and hands the frame to its feed (``services/api/live_feed.py``: event ids, replay,
+and hands the frame to its feed (``services/api/stream/hub.py``: event ids, replay,
 bounded queues, no I/O).
 """
 
@@ -25,9 +25,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from services.api import live_frames as frames
-from services.api.live_feed import CLIENT_QUEUE_EVENTS, ParkFeed, Subscription
-from services.api.live_frames import ParkFrame
+from services.api.stream import frames
+from services.api.stream.frames import ParkFrame
+from services.api.stream.hub import CLIENT_QUEUE_EVENTS, ParkFeed, Subscription
 from services.config import ApiSettings
 from services.core import signals as core
 from services.core.registry import ParkInfo

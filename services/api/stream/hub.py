@@ -1,7 +1,7 @@
 """One park's live stream without I/O: subscriptions, event ids, replay, bounded queues.
 
 A ``ParkFeed`` takes frames (``publish``) and outages (``publish_stale``) and fans the
-events out to its subscriptions; ``services/api/live.py`` polls the database and feeds
+events out to its subscriptions; ``services/api/stream/poller.py`` polls the database and feeds
 it. Each event has an id ``<epoch>.<seq>``: ``epoch`` names the feed (its life in this
 process), ``seq`` counts its events. A client that reconnects with a ``Last-Event-ID`` of
 the same feed gets the ``alarm``/``availability`` events it missed; any other client
@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 
-from services.api import live_frames as frames
-from services.api.live_frames import Change, EventName, ParkFrame
+from services.api.stream import frames
+from services.api.stream.frames import Change, EventName, ParkFrame
 
 logger = logging.getLogger(__name__)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 
-from services.api.live_feed import MAX_REPLAY, ParkFeed, StreamEvent, Subscription, parse_event_id
-from services.api.live_frames import (
+from services.api.stream.frames import (
     MAX_CHANGES_PER_TICK,
     AlarmCause,
     DeviceAlarm,
@@ -16,6 +17,12 @@ from services.api.live_frames import (
     ParkFrame,
     changes,
 )
+from services.api.stream.hub import MAX_REPLAY, ParkFeed, StreamEvent, Subscription, parse_event_id
+
+STREAM = Path(__file__).resolve().parents[3] / "services" / "api" / "stream"
+# What the pure half of the stream must not import: the database, the storage layer, the
+# poller that feeds it.
+IO_MODULES = ("psycopg", "psycopg_pool", "services.storage", "services.api.stream.poller")
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
@@ -201,3 +208,22 @@ def test_a_mass_change_is_sent_as_one_snapshot() -> None:
     [only] = changes(frame(0), frame(1, offline=offline))
     assert only.event.value == "snapshot"
     assert len(orjson.loads(only.data)["offline"]) == MAX_CHANGES_PER_TICK + 1
+
+
+@pytest.mark.parametrize("module", ["hub.py", "frames.py"])
+def test_the_hub_and_its_frames_do_no_database_io(module: str) -> None:
+    """hub.py and frames.py import neither psycopg, nor storage, nor the poller."""
+    tree = ast.parse((STREAM / module).read_text(encoding="utf-8"))
+    imported = [
+        name
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    ]
+    assert imported, "no imports found: wrong path?"
+    assert [m for m in imported if m.startswith(IO_MODULES)] == []
