@@ -10,6 +10,8 @@ from psycopg.conninfo import make_conninfo
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.assignment import Assignment, WorkerSlot
+
 
 class DatabaseSettings(BaseSettings):
     """Where the PostgreSQL + TimescaleDB database is (``PARKSENSE_DB_*``).
@@ -133,10 +135,18 @@ class IngestSettings(BaseSettings):
 
     # Must start with "parksense.ingest." (the ingest credential's client-id prefix).
     client_id: str = "parksense.ingest.1"
-    # Shared subscription group ($share/<group>/...) when several workers split the load.
-    # None: a plain subscription, which Mosquitto 2.0 restores after a broker restart;
-    # it does not restore shared ones (see docs/delivery.md), so one worker runs without.
+    # How several workers split the topics (services/core/assignment.py, docs/delivery.md):
+    # "parks": worker i of N takes its share of the parks' factories on plain persistent
+    # subscriptions, which Mosquitto 2.0 restores after a broker restart; "share": every
+    # worker subscribes to the whole root through $share/<share_group>/, for brokers that
+    # keep shared subscriptions in the session (EMQX). Unset: share when share_group is
+    # set, else parks.
+    assignment: Assignment = Assignment.PARKS
     share_group: str | None = None
+    # This worker's index (from 1) among ``workers`` (parks assignment). An index above the
+    # count owns nothing: a worker being retired drains its session, subscribed to nothing.
+    workers: int = Field(default=1, ge=1, le=64)
+    worker_index: int = Field(default=1, ge=1, le=64)
     # Rows per COPY: larger batches amortise the commit, smaller ones cut latency.
     max_batch_rows: int = Field(default=5000, ge=1)
     # Age of the oldest pending message before a flush, whatever the batch size.
@@ -146,6 +156,9 @@ class IngestSettings(BaseSettings):
     # Messages held in memory (received, not yet committed); beyond it the consumer stops
     # reading the socket and the broker keeps the rest. At most 64 KiB each.
     max_buffered_messages: int = Field(default=5000, ge=1)
+    # MQTT keepalive: a broker (or network) gone silent is noticed after about this long,
+    # and the broker drops a worker it has not heard from for 1.5 times this long.
+    keepalive_s: int = Field(default=30, ge=2, le=600)
     # Persistent session: the broker keeps our queue this long while ingest is away.
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     max_future_s: float = Field(default=300.0, ge=0)
@@ -161,7 +174,20 @@ class IngestSettings(BaseSettings):
     def _check(self) -> Self:
         if self.retry_initial_s > self.retry_max_s:
             raise ValueError("retry_initial_s must not exceed retry_max_s")
+        if not self.share_group:
+            self.share_group = None
+        if "assignment" not in self.model_fields_set and self.share_group:
+            self.assignment = Assignment.SHARE
+        if self.assignment is Assignment.SHARE and self.share_group is None:
+            raise ValueError("assignment share needs share_group")
+        if self.assignment is Assignment.PARKS and self.share_group is not None:
+            raise ValueError("share_group is used only with assignment share")
         return self
+
+    @property
+    def slot(self) -> WorkerSlot:
+        """This worker's place among the workers."""
+        return WorkerSlot(self.worker_index, self.workers)
 
     @property
     def retention_days(self) -> float:

@@ -60,6 +60,18 @@ PARKED = Gauge(
     "parksense_ingest_parked",
     "1 while disconnected from the broker because the buffer stayed full, else 0",
 )
+SUBSCRIBED = Gauge(
+    "parksense_ingest_subscribed",
+    "1 once the broker has answered every subscription of this connection, else 0",
+)
+SUBSCRIBED_FILTERS = Gauge(
+    "parksense_ingest_subscribed_filters",
+    "Topic filters this worker holds (its parks' filters, or the root's)",
+)
+SUBSCRIPTIONS_REFUSED = Counter(
+    "parksense_ingest_subscriptions_refused",
+    "Topic filters the broker refused in a SUBACK (their messages would go unseen)",
+)
 DEGRADED = Gauge("parksense_ingest_degraded", "1 while the database refuses writes, else 0")
 REGISTRY_VERSION = Gauge("parksense_ingest_registry_version", "Fleet version in use")
 MESSAGES_REJUDGED = Counter(

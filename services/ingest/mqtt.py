@@ -33,7 +33,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -43,18 +43,20 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from services.config import IngestSettings, MqttSettings
-from services.core.topics import legacy_subscription_filters, subscription_filters
+from services.core.assignment import FactoryKey
 from services.ingest import metrics
 from services.ingest.errors import BrokerUnavailableError
+from services.ingest.subscriptions import Changes, Subscriptions
 
 logger = logging.getLogger(__name__)
 
-# MQTT keepalive: we send a PINGREQ after this long without sending, and Mosquitto drops
-# us after 1.5 times this long without a packet from us [MQTT-3.1.2-24].
-KEEPALIVE_S = 30
-# With no buffer slot free for this long, disconnect cleanly rather than let the keepalive
-# fail (paho would drop the connection one keepalive after an unread PINGRESP).
-PARK_AFTER_S = KEEPALIVE_S / 2
+# MQTT keepalive (``IngestSettings.keepalive_s``): we send a PINGREQ after that long
+# without sending, and Mosquitto drops us after 1.5 times that long without a packet from
+# us [MQTT-3.1.2-24]; paho drops a connection whose PINGRESP is that late.
+# With no buffer slot free for this share of the keepalive, disconnect cleanly rather than
+# let the keepalive fail (paho would drop the connection one keepalive after an unread
+# PINGRESP).
+PARK_AFTER_KEEPALIVES = 0.5
 # The network loop wakes at least this often to send keepalives and notice a stop.
 _LOOP_WAKE_S = 1.0
 # Packets read in one go before the loop writes (PUBACKs) and pings again.
@@ -66,6 +68,12 @@ _RECONNECT_MIN_S = 1.0
 _RECONNECT_MAX_S = 10.0
 # How long ``stop`` waits for the DISCONNECT to be written.
 _STOP_TIMEOUT_S = 5.0
+# Filters per SUBSCRIBE or UNSUBSCRIBE packet: a thousand factories' filters in one packet
+# would be one large packet the broker must take whole.
+_FILTERS_PER_PACKET = 100
+# Retain handling 1 [MQTT-3.3.1-10]: retained messages (devices' status) are sent for a new
+# subscription only, not again each time an existing one is renewed on a reconnect.
+_RETAIN_IF_NEW = 1
 
 
 class RawMessage(NamedTuple):
@@ -121,8 +129,10 @@ class MqttConsumer:
         ingest_settings: IngestSettings,
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[list[RawMessage]], None],
+        factories: Iterable[FactoryKey] = (),
+        registry_version: int = 0,
     ) -> None:
-        """Create the client; ``start`` connects."""
+        """Create the client for the factories of ``registry_version``; ``start`` connects."""
         self._settings = mqtt_settings
         self._ingest = ingest_settings
         self._loop = loop
@@ -142,6 +152,10 @@ class MqttConsumer:
         self._next_attempt = 0.0
         self._reconnect_delay = _RECONNECT_MIN_S
         self._thread: threading.Thread | None = None
+        # What this worker subscribes to: changed by ``assign`` on the loop's thread and by
+        # the connection callbacks on the network thread, under the lock.
+        self._subscriptions_lock = threading.Lock()
+        self._subscriptions = Subscriptions(ingest_settings, factories, registry_version)
         # Other threads (acks, released slots, paho queueing a packet) wake the loop here.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.settimeout(0.0)  # non-blocking
@@ -158,6 +172,7 @@ class MqttConsumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         # Set, it also stops paho from writing on the caller's thread (an ack, say).
         client.on_socket_register_write = self._on_register_write
         self._client = client
@@ -166,6 +181,43 @@ class MqttConsumer:
     def epoch(self) -> int:
         """The current connection number."""
         return self._epoch
+
+    @property
+    def subscribed_version(self) -> int:
+        """The last registry version whose filters the broker has acknowledged."""
+        return self._subscriptions.subscribed_version
+
+    def assign(self, factories: Iterable[FactoryKey], registry_version: int) -> None:
+        """Follow a registry change: subscribe to new factories, then drop removed ones."""
+        with self._subscriptions_lock:
+            changes = self._subscriptions.assign(factories, registry_version)
+            self._send(changes)
+            if self._subscriptions.settle():
+                self._log_subscribed()
+        if changes.subscribe or changes.unsubscribe:
+            logger.info(
+                "Factories changed: %d filters added, %d removed (%d held)",
+                len(changes.subscribe),
+                len(changes.unsubscribe),
+                self._subscriptions.held,
+            )
+
+    def _send(self, changes: Changes) -> None:
+        """Subscribe, then unsubscribe (lock held).
+
+        In that order, so that no message finds the session without a subscription while
+        a filter is replaced by another that also matches it.
+        """
+        metrics.SUBSCRIBED_FILTERS.set(self._subscriptions.held)
+        options = SubscribeOptions(qos=1, retainHandling=_RETAIN_IF_NEW)
+        for chunk in _chunks(sorted(changes.subscribe)):
+            _, mid = self._client.subscribe([(f, options) for f in chunk])
+            if mid is not None:
+                self._subscriptions.sent(mid)
+        for chunk in _chunks(sorted(changes.unsubscribe)):
+            self._client.unsubscribe(chunk)
+        if changes.subscribe or changes.unsubscribe:
+            self._wake()
 
     @property
     def connected(self) -> bool:
@@ -184,7 +236,7 @@ class MqttConsumer:
                 self._client.connect(
                     self._settings.host,
                     self._settings.port,
-                    keepalive=KEEPALIVE_S,
+                    keepalive=self._ingest.keepalive_s,
                     clean_start=False,
                     properties=properties,
                 )
@@ -248,8 +300,10 @@ class MqttConsumer:
     def stop(self) -> None:
         """Disconnect cleanly (the persistent session stays on the broker)."""
         self._paused = True
-        self._client.disconnect()
+        # Stopping before the DISCONNECT goes out, or the network thread could see the
+        # closed socket first and reconnect.
         self._stopping = True
+        self._client.disconnect()
         self._wake()
         if self._thread is not None:
             self._thread.join(_STOP_TIMEOUT_S + _LOOP_WAKE_S)
@@ -343,15 +397,16 @@ class MqttConsumer:
             self._full_since = now
 
     def _parked_now(self, *, room: bool) -> bool:
-        """Disconnect cleanly once no slot has come free for ``PARK_AFTER_S``."""
+        """Disconnect cleanly once no slot has come free for half a keepalive."""
         if room or self._paused or self._full_since is None:
             return False
-        if time.monotonic() - self._full_since < PARK_AFTER_S:
+        park_after_s = self._ingest.keepalive_s * PARK_AFTER_KEEPALIVES
+        if time.monotonic() - self._full_since < park_after_s:
             return False
         logger.warning(
             "No buffer space for %.0f s (is the database away?): disconnecting until there"
             " is room; the broker keeps the session's messages",
-            PARK_AFTER_S,
+            park_after_s,
         )
         self._parked = True
         metrics.PARKED.set(1)
@@ -398,7 +453,7 @@ class MqttConsumer:
 
     def _on_connect(
         self,
-        client: mqtt.Client,
+        _client: mqtt.Client,
         _userdata: Any,  # noqa: ANN401 - paho's callback signature
         flags: mqtt.ConnectFlags,
         reason_code: Any,  # noqa: ANN401 - paho's ReasonCode
@@ -420,11 +475,37 @@ class MqttConsumer:
             self._settings.port,
             flags.session_present,
         )
-        options = SubscribeOptions(qos=1)
-        share_group = self._ingest.share_group
-        client.subscribe([(f, options) for f in subscription_filters(share_group)])
-        # After the new filter, so that no message finds the session without a subscription.
-        client.unsubscribe(legacy_subscription_filters(share_group))
+        with self._subscriptions_lock:
+            self._send(self._subscriptions.connected())
+            if self._subscriptions.settle():
+                self._log_subscribed()
+
+    def _log_subscribed(self) -> None:
+        metrics.SUBSCRIBED.set(1)
+        logger.info(
+            "Subscribed as worker %d of %d (%s assignment): %d filters",
+            self._ingest.worker_index,
+            self._ingest.workers,
+            self._ingest.assignment.value,
+            self._subscriptions.held,
+        )
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,  # noqa: ANN401 - paho's callback signature
+        mid: int,
+        reason_codes: list[Any],
+        _properties: Any,  # noqa: ANN401 - paho's Properties
+    ) -> None:
+        refused = [code for code in reason_codes if code.is_failure]
+        if refused:
+            # The broker's ACL did not grant a filter: its messages would go unseen.
+            logger.error("Broker refused %d filters of subscription %d", len(refused), mid)
+            metrics.SUBSCRIPTIONS_REFUSED.inc(len(refused))
+        with self._subscriptions_lock:
+            if self._subscriptions.answered(mid):
+                self._log_subscribed()
 
     def _on_disconnect(
         self,
@@ -435,6 +516,9 @@ class MqttConsumer:
         _properties: Any,  # noqa: ANN401 - paho's Properties
     ) -> None:
         self._connected = False
+        with self._subscriptions_lock:
+            self._subscriptions.disconnected()
+        metrics.SUBSCRIBED.set(0)
         if not self._paused and not self._parked:
             logger.warning("Disconnected from the broker (%s); reconnecting", reason_code)
 
@@ -456,3 +540,8 @@ class MqttConsumer:
                 epoch=self._epoch,
             )
         )
+
+
+def _chunks(filters: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(filters), _FILTERS_PER_PACKET):
+        yield filters[start : start + _FILTERS_PER_PACKET]

@@ -39,6 +39,7 @@ import psycopg
 
 from services.config import DatabaseSettings, IngestSettings, MqttSettings
 from services.core.acks import AckLedger
+from services.core.assignment import follows_registry, registry_factories
 from services.core.batching import Batch, Batcher
 from services.core.deadletters import DeadLetter, dead_letter, minimal_dead_letter
 from services.core.outcomes import StorageOutcome, backoff_s, classify
@@ -123,6 +124,7 @@ class Pipeline:
         self._control: psycopg.AsyncConnection | None = None
         self._next_refresh = 0.0
         self._next_heartbeat = 0.0
+        self._told_subscribed = 0
         self._rng = random.Random()  # noqa: S311 - backoff jitter, not cryptography
 
     @property
@@ -142,6 +144,8 @@ class Pipeline:
             self._settings,
             asyncio.get_running_loop(),
             self._receive,
+            registry_factories(self._registry),
+            self._registry.version,
         )
         await asyncio.to_thread(consumer.start)
         self._consumer = consumer
@@ -189,7 +193,7 @@ class Pipeline:
             now = time.monotonic()
             if now >= self._next_refresh:
                 await self._refresh_registry()
-            if now >= self._next_heartbeat:
+            if now >= self._next_heartbeat or self._subscription_moved():
                 await self._heartbeat()
 
     def _receive(self, messages: list[RawMessage]) -> None:
@@ -510,6 +514,8 @@ class Pipeline:
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             self._registry = await read_registry(conn)
         metrics.REGISTRY_VERSION.set(self._registry.version)
+        if self._consumer is not None:
+            self._consumer.assign(registry_factories(self._registry), self._registry.version)
         logger.info(
             "Registry version %d: %d devices", self._registry.version, len(self._registry.devices)
         )
@@ -564,8 +570,15 @@ class Pipeline:
             else:
                 return
 
+    def _subscription_moved(self) -> bool:
+        """Whether the broker acknowledged a registry version the heartbeat has not told."""
+        consumer = self._consumer
+        return consumer is not None and consumer.subscribed_version != self._told_subscribed
+
     async def _heartbeat(self) -> None:
         self._next_heartbeat = time.monotonic() + _HEARTBEAT_S
+        subscribed = self._consumer.subscribed_version if self._consumer else 0
+        self._told_subscribed = subscribed
         try:
             await beat(
                 await self._control_conn(),
@@ -576,6 +589,10 @@ class Pipeline:
                     registry_version=self._registry.version,
                     degraded=self._degraded,
                     buffered=len(self._ledger),
+                    subscribed_version=subscribed,
+                    follows_registry=follows_registry(
+                        self._settings.assignment, self._settings.slot
+                    ),
                 ),
             )
         except psycopg.Error:

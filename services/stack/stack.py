@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.client
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,13 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0
 # Ingest worker i serves Prometheus metrics on this port + i - 1.
 INGEST_MODULE = "services.ingest"
-SHARE_GROUP = "ingest"
+# Every child learns the number of ingest workers from this variable (IngestSettings.workers).
+WORKERS_VARIABLE = "PARKSENSE_INGEST_WORKERS"
+# A retired worker is stopped once it has received nothing for this long (its session has
+# no subscription left, so only what was queued before arrives) ...
+RETIRE_QUIET_S = 2.0
+# ... as seen on its metrics page, read this often.
+RETIRE_POLL_S = 0.2
 API_MODULE = "services.api"
 MAINTENANCE_MODULE = "services.maintenance"
 SIMULATOR_MODULE = "simulators"
@@ -102,6 +110,25 @@ def http_ok(host: str, port: int, path: str, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         conn.close()
+
+
+def ingest_metrics(host: str, port: int, timeout_s: float = 1.0) -> dict[str, float]:
+    """Return an ingest worker's unlabelled Prometheus samples (empty when it is away)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except (OSError, http.client.HTTPException):
+        return {}
+    finally:
+        conn.close()
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name and not name.startswith("#") and "{" not in name:
+            with contextlib.suppress(ValueError):
+                figures[name] = float(value)
+    return figures
 
 
 def ingest_client_id(worker: int) -> str:
@@ -226,7 +253,7 @@ class Stack:
         for settings in (self.db, self.mqtt, self.api):
             env.update(settings_env(settings))
         env["PARKSENSE_STATE_DIR"] = str(self.state_dir)
-        env["PARKSENSE_INGEST_WORKERS"] = str(self.settings.ingest_workers)
+        env[WORKERS_VARIABLE] = str(self.settings.ingest_workers)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(extra or {})
         return env
@@ -298,11 +325,10 @@ class Stack:
                 **self._role_env(PlatformRole.INGEST),
                 "PARKSENSE_INGEST_CLIENT_ID": ingest_client_id(worker),
                 "PARKSENSE_INGEST_METRICS_PORT": str(self.ingest_metrics_port(worker)),
-                # Several workers split the load through a shared subscription; one worker
-                # keeps a plain one, which Mosquitto 2.0 restores after a broker restart.
-                "PARKSENSE_INGEST_SHARE_GROUP": (
-                    SHARE_GROUP if self.settings.ingest_workers > 1 else ""
-                ),
+                # Worker i of N (PARKSENSE_INGEST_WORKERS, in every child's environment)
+                # takes its factories on plain persistent subscriptions, which Mosquitto 2.0
+                # restores after a restart (shared ones it does not).
+                "PARKSENSE_INGEST_WORKER_INDEX": str(worker),
             },
         )
 
@@ -388,17 +414,7 @@ class Stack:
             if not self.broker.is_running():
                 self.broker.start()
                 started.append("mosquitto")
-            for worker in self._known_workers():
-                process = self.ingest_worker(worker)
-                if worker > self.settings.ingest_workers:
-                    process.stop()  # Scaled down since the last `up`.
-                elif self._start_service(
-                    process,
-                    (METRICS_PROBE_HOST, self.ingest_metrics_port(worker)),
-                    f"stop it: ingest worker i serves metrics on port "
-                    f"{self.ingest_metrics_base_port} + i - 1",
-                ):
-                    started.append(process.name)
+            started += self._ingest_up()
             if self._start_maintenance():
                 started.append("maintenance")
             if self._start_service(
@@ -409,6 +425,101 @@ class Stack:
             ):
                 started.append("api")
         return started
+
+    def _ingest_up(self) -> list[str]:
+        """Run workers 1..N, each knowing N; retire workers above N.
+
+        Worker i of N owns the factories rendezvous hashing gives it, so a change of N moves
+        factories only to the workers added or away from those removed. The new owner of a
+        factory subscribes before the old one lets go (a moment of double delivery, stored
+        once, rather than a gap): first the workers not running start, then those
+        running with another count restart, then the workers above N are retired.
+        """
+        count = self.settings.ingest_workers
+        started: list[str] = []
+        restart: list[int] = []
+        for worker in range(1, count + 1):
+            process = self.ingest_worker(worker)
+            if process.is_running():
+                if self._worker_count_of(process) != count:
+                    restart.append(worker)
+            elif self._start_worker(worker):
+                started.append(process.name)
+        for worker in restart:
+            self.ingest_worker(worker).stop()
+            self._start_worker(worker)
+            started.append(self.ingest_worker(worker).name)
+        for worker in self._known_workers():
+            if worker > count:
+                self._retire_worker(worker)
+        return started
+
+    def _start_worker(self, worker: int) -> bool:
+        """Start a worker unless it runs; it is ready once the broker has its subscriptions."""
+        port = self.ingest_metrics_port(worker)
+        return self._start_service(
+            self.ingest_worker(worker),
+            (METRICS_PROBE_HOST, port),
+            f"stop it: ingest worker i serves metrics on port "
+            f"{self.ingest_metrics_base_port} + i - 1",
+            ready=lambda: (
+                ingest_metrics(METRICS_PROBE_HOST, port).get("parksense_ingest_subscribed") == 1
+            ),
+        )
+
+    @staticmethod
+    def _worker_count_of(process: ManagedProcess) -> int | None:
+        """Return the worker count a running ingest worker was started with."""
+        pid = process.pid
+        if pid is None:
+            return None
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        prefix = f"{WORKERS_VARIABLE}=".encode()
+        for entry in environ:
+            if entry.startswith(prefix) and entry[len(prefix) :].isdigit():
+                return int(entry[len(prefix) :])
+        return None
+
+    def _retire_worker(self, worker: int) -> None:
+        """Drain a worker above the count, then stop it.
+
+        Its persistent session still holds its old filters and whatever was queued for it
+        before their new owners subscribed. Restarted with an index above the count, it
+        owns nothing: it unsubscribes everything, writes and acknowledges what the
+        session holds, and is stopped once nothing has arrived for ``RETIRE_QUIET_S``.
+        Should that take longer than the deadline, the rest stays in its session until a
+        worker of that index runs again.
+        """
+        process = self.ingest_worker(worker)
+        process.stop()
+        if not self._start_worker(worker):
+            return
+        port = self.ingest_metrics_port(worker)
+        quiet_since = time.monotonic()
+        delivered = -1.0
+        deadline = quiet_since + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            figures = ingest_metrics(METRICS_PROBE_HOST, port)
+            now = time.monotonic()
+            seen = figures.get("parksense_ingest_messages_delivered_total", -1.0)
+            if seen != delivered or figures.get("parksense_ingest_buffer_messages", 1.0) > 0:
+                delivered, quiet_since = seen, now
+            elif figures.get("parksense_ingest_connections_total", 0.0) >= 1 and (
+                now - quiet_since >= RETIRE_QUIET_S
+            ):
+                break
+            time.sleep(RETIRE_POLL_S)
+        else:
+            logger.warning(
+                "Ingest worker %d was still draining after %.0f s; its session keeps the rest",
+                worker,
+                self.ready_timeout_s,
+            )
+        process.stop()
+        logger.info("Retired ingest worker %d", worker)
 
     def _prepare_database(self) -> None:
         self.postgres.ensure_database(self.db.name)
@@ -422,21 +533,25 @@ class Stack:
         address: tuple[str, int],
         hint: str,
         health_path: str | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> bool:
-        """Start ``process`` unless it runs; wait for its port (and health endpoint)."""
+        """Start ``process`` unless it runs; wait for its port (and health endpoint).
+
+        ``ready``, when given, says when the process is ready instead of its port.
+        """
         host, port = address
         if process.is_running():
             return False
         ensure_port_free(host, port, process.name, hint)
 
-        def ready() -> bool:
+        def port_ready() -> bool:
             if health_path is None:
                 return port_open(host, port)
             return http_ok(host, port, health_path)
 
         pid = process.start()
         try:
-            process.wait_ready(pid, ready, self.ready_timeout_s)
+            process.wait_ready(pid, ready or port_ready, self.ready_timeout_s)
         except ServiceStartError:
             process.stop(timeout_s=5.0)
             raise

@@ -10,6 +10,7 @@ import psycopg
 
 from schemas.fleet import Calendar, Fleet
 from services.storage import registry
+from services.storage.heartbeat import wait_for_subscriptions
 from services.storage.registry import fleet_from_rows
 
 logger = logging.getLogger(__name__)
@@ -30,10 +31,24 @@ def load_fleet(conninfo: str, fleet: Fleet) -> FleetCounts:
     """Replace the registry with ``fleet`` in one transaction (readings are kept).
 
     Parks, factories and devices absent from the file are removed from the registry; their
-    stored readings stay, so a device that comes back finds its history.
+    stored readings stay, so a device that comes back finds its history. When the load
+    adds factories, it returns once the ingest workers that split the factories among
+    themselves have subscribed to them (``heartbeat.wait_for_subscriptions``), so that the
+    new factories' messages find a subscription as soon as it has returned.
     """
-    with psycopg.connect(conninfo) as conn:
-        return load_fleet_on(conn, fleet)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        before = set(conn.execute("SELECT park_id, factory_id FROM factories").fetchall())
+        counts = load_fleet_on(conn, fleet)
+        if {(p.id, f.id) for p in fleet.parks for f in p.factories} - before:
+            behind = wait_for_subscriptions(conn, counts.version)
+            if behind:
+                logger.warning(
+                    "Fleet version %d: ingest workers %s have not subscribed to its new"
+                    " factories yet; their first messages may go unseen",
+                    counts.version,
+                    ", ".join(behind),
+                )
+        return counts
 
 
 def load_fleet_on(conn: psycopg.Connection, fleet: Fleet) -> FleetCounts:

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from services.config import MqttSettings
 from services.core.access import PlatformRole
+from services.core.assignment import Assignment, WorkerSlot, subscription_plan
 from services.stack.mosquitto import MosquittoBroker
 from tests.harness.environment import mqtt_client_id, platform_mqtt
 from tests.harness.ingest import IngestProcess, LoadFleet, Publisher, count_rows, make_messages
@@ -313,3 +314,43 @@ def stored(conninfo: str, device_id: str) -> int:
 def _secret(settings: MqttSettings) -> str:
     assert settings.password is not None
     return settings.password.get_secret_value()
+
+
+def test_ingest_may_subscribe_to_every_assignment_filter_and_nothing_else(
+    mqtt_settings: MqttSettings, clients: Callable[..., Client]
+) -> None:
+    """Every filter an assignment gives a worker is granted to ingest; others are refused."""
+    ingest = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
+    worker = clients(ingest.username, _secret(ingest))
+    assert worker.connect()
+    factories = [("hebi-tech", "f01"), ("hebi-tech", "f02"), ("p2", "f03"), ("p3", "f04")]
+    plans = [
+        subscription_plan(Assignment.PARKS, WorkerSlot(1, 1), factories),
+        subscription_plan(Assignment.PARKS, WorkerSlot(1, 2), factories),
+        subscription_plan(Assignment.PARKS, WorkerSlot(2, 2), factories),
+        subscription_plan(Assignment.SHARE, WorkerSlot(1, 2), factories, share_group="ingest"),
+    ]
+    for topic_filter in sorted({f for plan in plans for f in plan.filters}):
+        assert accepted(worker.subscribe(topic_filter)), topic_filter
+    for topic_filter in ("#", "$SYS/#", "+/v1/#", "parksense/#", "parksense/v2/#", "spAv1.0/#"):
+        assert worker.subscribe(topic_filter) == NOT_AUTHORIZED, topic_filter
+
+
+def test_no_device_or_gateway_credential_publishes_under_an_unregistered_park(
+    site: Site, api: TestClient, clients: Callable[..., Client]
+) -> None:
+    """What no worker subscribes to with several workers, no device or gateway can send."""
+    device = site.device("a", 1)
+    factory = site.factory("a")
+    unregistered = f"{site.tag}-nowhere"
+    for path in (f"/v1/devices/{device}/credentials", f"/v1/factories/{factory}/credentials"):
+        credential = issue(api, path)
+        client = clients(credential["username"], credential["password"])
+        assert client.connect()
+        for topic in (
+            f"parksense/v1/{unregistered}/{factory}/{device}/telemetry",
+            f"parksense/v1/{site.park}/{factory}-x/{device}/telemetry",
+            f"parksense/v1/{site.park}/x",
+            f"spBv1.0/{unregistered}/NDATA/{factory}",
+        ):
+            assert client.publish(topic, sample()) == NOT_AUTHORIZED, (path, topic)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from schemas.fleet import parse_fleet
 from services.config import DatabaseSettings, MqttSettings
 from services.core.access import PlatformRole
+from services.core.assignment import factory_owner
 from services.stack.stack import settings_env
 from services.storage.fleet_store import load_fleet
 from tests.harness.environment import free_port, mqtt_client_id, platform_mqtt
@@ -29,6 +30,10 @@ from tests.harness.waiting import wait_until
 Row = tuple[str, str, datetime, float]
 
 REPO = Path(__file__).resolve().parents[2]
+# What a worker logs once the broker has answered all its subscriptions.
+SUBSCRIBED_LINE = "Subscribed as worker"
+# ParksFleet tries at most this many park ids (hashing gives each worker one in a few).
+_MAX_PARK_CANDIDATES = 10_000
 
 
 def unique_prefix() -> str:
@@ -75,6 +80,67 @@ class LoadFleet:
     def topic(self, device_id: str, channel: str = "telemetry") -> str:
         """The device's topic."""
         return f"parksense/v1/{self.park}/{self.factory}/{device_id}/{channel}"
+
+
+@dataclass
+class ParksFleet(LoadFleet):
+    """Env sensors over several parks, chosen so that each of ``workers`` owns some.
+
+    Parks of one factory each are taken in order from ``{prefix}-p0``, ``{prefix}-p1``, …
+    as long as the owner of their factory (``services.core.assignment.factory_owner``)
+    has fewer than ``parks_per_worker``; devices are dealt round-robin over the parks.
+    """
+
+    workers: int = 2
+    parks_per_worker: int = 2
+    park_ids: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Pick the parks."""
+        super().__post_init__()
+        taken: dict[int, int] = dict.fromkeys(range(1, self.workers + 1), 0)
+        self.park_ids = []
+        candidate = 0
+        while min(taken.values()) < self.parks_per_worker:
+            assert candidate < _MAX_PARK_CANDIDATES, "no fair split found"
+            park = f"{self.prefix}-p{candidate}"
+            candidate += 1
+            owner = factory_owner((park, self.factory_of(park)), self.workers)
+            if taken[owner] < self.parks_per_worker:
+                taken[owner] += 1
+                self.park_ids.append(park)
+        self.park = self.park_ids[0]
+
+    def park_of(self, device_id: str) -> str:
+        """The park a device is registered in."""
+        return self.park_ids[self.device_ids.index(device_id) % len(self.park_ids)]
+
+    def factory_of(self, park_id: str) -> str:
+        """The one factory of a park."""
+        return f"{park_id}-f1"
+
+    def yaml(self) -> str:
+        """The fleet file."""
+        lines = ["parks:"]
+        for park in self.park_ids:
+            lines += [
+                f"  - id: {park}",
+                "    city: Testville",
+                "    factories:",
+                f"      - id: {self.factory_of(park)}",
+                "        devices:",
+            ]
+            lines += [
+                f"          - {{id: {d}, type: env_sensor}}"
+                for d in self.device_ids
+                if self.park_of(d) == park
+            ]
+        return "\n".join(lines) + "\n"
+
+    def topic(self, device_id: str, channel: str = "telemetry") -> str:
+        """The device's topic."""
+        park = self.park_of(device_id)
+        return f"parksense/v1/{park}/{self.factory_of(park)}/{device_id}/{channel}"
 
 
 def make_messages(
@@ -185,8 +251,15 @@ class IngestProcess:
         client_id: str | None = None,
         share_group: str | None = None,
         extra_env: dict[str, str] | None = None,
+        slot: tuple[int, int] = (1, 1),
+        command_prefix: Sequence[str] = (),
     ) -> None:
-        """Prepare (not start) a worker; it connects with the ingest credential."""
+        """Prepare (not start) a worker; it connects with the ingest credential.
+
+        ``share_group`` shares the root among workers; else ``slot`` (index, workers) says
+        which parks this one takes. ``command_prefix`` runs it under another command (in a
+        network namespace: ``ip netns exec NAME``).
+        """
         mqtt_settings = platform_mqtt(mqtt_settings, PlatformRole.INGEST)
         self.client_id = client_id or mqtt_client_id(mqtt_settings, uuid.uuid4().hex[:8])
         self.mqtt_settings = mqtt_settings
@@ -202,30 +275,40 @@ class IngestProcess:
             "PARKSENSE_MQTT_PASSWORD": _password(mqtt_settings) or "",
             "PARKSENSE_INGEST_CLIENT_ID": self.client_id,
             "PARKSENSE_INGEST_SHARE_GROUP": share_group or "",
+            "PARKSENSE_INGEST_WORKER_INDEX": str(slot[0]),
+            "PARKSENSE_INGEST_WORKERS": str(slot[1]),
             "PARKSENSE_INGEST_METRICS_PORT": str(self.metrics_port),
             "PARKSENSE_INGEST_REGISTRY_REFRESH_S": "0.2",
             "PARKSENSE_INGEST_RETRY_MAX_S": "1",
             **(extra_env or {}),
         }
+        self.command_prefix = list(command_prefix)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the worker and wait until it is subscribed."""
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.ingest"],
+        subscribed_before = self._log_count(SUBSCRIBED_LINE)
+        process = subprocess.Popen(
+            [*self.command_prefix, sys.executable, "-m", "services.ingest"],
             cwd=REPO,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        self.process = process
         log.close()
         wait_until(
-            lambda: "running" in self.log_path.read_text() or self.process.poll() is not None,  # type: ignore[union-attr]
+            lambda: (
+                self._log_count(SUBSCRIBED_LINE) > subscribed_before or process.poll() is not None
+            ),
             30,
-            message=f"ingest did not start; see {self.log_path}",
+            message=f"ingest did not subscribe; see {self.log_path}",
         )
-        assert self.process.poll() is None, self.log_path.read_text()
+        assert process.poll() is None, self.log_path.read_text()
+
+    def _log_count(self, text: str) -> int:
+        return self.log_path.read_text().count(text) if self.log_path.exists() else 0
 
     def kill(self) -> None:
         """SIGKILL: no flush, no ack, no goodbye."""
@@ -334,3 +417,41 @@ def acked_all(worker: IngestProcess) -> bool:
     figures = scrape(worker.metrics_port)
     received = figures.get("parksense_ingest_messages_received_total", 0.0)
     return received > 0 and figures.get("parksense_ingest_messages_acked_total") == received
+
+
+class Background:
+    """Publish in a thread so the test can break things meanwhile."""
+
+    def __init__(self, target: Callable[[], None]) -> None:
+        """Start ``target`` in a thread."""
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def join(self) -> None:
+        """Wait for the thread and re-raise what it raised."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def assert_exactly_stored(conninfo: str, fleet: LoadFleet, expected: set[Row]) -> None:
+    """Wait until the fleet's readings are stored; they must be exactly ``expected``, once."""
+    wait_until(
+        lambda: count_rows(conninfo, fleet.prefix) >= len(expected),
+        120,
+        interval_s=0.25,
+        message=f"stored {count_rows(conninfo, fleet.prefix)} of {len(expected)} readings",
+    )
+    stored = stored_rows(conninfo, fleet.prefix)
+    assert len(stored - expected) == 0, "stored readings that were never published"
+    assert len(expected - stored) == 0, "published readings that were lost"
+    assert count_rows(conninfo, fleet.prefix) == len(stored), "a reading stored twice"
+    assert dead_letter_reasons(conninfo, fleet.prefix) == []

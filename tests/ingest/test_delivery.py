@@ -7,7 +7,6 @@ the set published.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,15 +17,15 @@ from services.config import MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
 from tests.harness.ingest import (
+    Background,
     IngestProcess,
     LoadFleet,
     Row,
+    assert_exactly_stored,
     count_rows,
-    dead_letter_reasons,
     make_messages,
     publish_concurrently,
     scrape,
-    stored_rows,
 )
 from tests.harness.waiting import wait_until
 
@@ -34,42 +33,6 @@ pytestmark = pytest.mark.slow
 
 READINGS = 50_000
 PUBLISHERS = 4
-
-
-class Background:
-    """Publish in a thread so the test can break things meanwhile."""
-
-    def __init__(self, target: Callable[[], None]) -> None:
-        """Start ``target`` in a thread."""
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            try:
-                target()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
-
-    def join(self) -> None:
-        """Wait for the thread and re-raise what it raised."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-
-
-def assert_exactly_stored(conninfo: str, fleet: LoadFleet, expected: set[Row]) -> None:
-    wait_until(
-        lambda: count_rows(conninfo, fleet.prefix) >= len(expected),
-        120,
-        interval_s=0.25,
-        message=f"stored {count_rows(conninfo, fleet.prefix)} of {len(expected)} readings",
-    )
-    stored = stored_rows(conninfo, fleet.prefix)
-    assert len(stored - expected) == 0, "stored readings that were never published"
-    assert len(expected - stored) == 0, "published readings that were lost"
-    assert dead_letter_reasons(conninfo, fleet.prefix) == []
 
 
 def started(factory: Callable[..., IngestProcess], conninfo: str, **kw: object) -> IngestProcess:

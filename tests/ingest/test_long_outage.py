@@ -12,8 +12,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from services.config import MqttSettings
-from services.ingest.mqtt import KEEPALIVE_S
+from services.config import IngestSettings, MqttSettings
 from services.stack.mosquitto import MosquittoBroker
 from services.stack.postgres import PostgresCluster
 from tests.harness.ingest import (
@@ -31,6 +30,7 @@ from tests.harness.waiting import wait_until
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # Four keepalives: Mosquitto drops a client it has not heard from for 1.5 of them.
+KEEPALIVE_S = IngestSettings().keepalive_s
 OUTAGE_S = 120
 assert OUTAGE_S > 3 * KEEPALIVE_S
 RATE_MSG_S = 40  # 15 readings a message: 600 readings/s offered throughout

@@ -126,4 +126,7 @@ def test_settings_reach_the_services(stack: Stack) -> None:
     assert env["PARKSENSE_API_PORT"] == str(stack.api.port)
     assert env["PARKSENSE_INGEST_CLIENT_ID"] == "parksense.ingest.2"
     assert env["PARKSENSE_INGEST_METRICS_PORT"] == str(stack.ingest_metrics_base_port + 1)
+    assert env["PARKSENSE_INGEST_WORKER_INDEX"] == "2"
+    assert env["PARKSENSE_INGEST_WORKERS"] == "1"
+    assert "PARKSENSE_INGEST_SHARE_GROUP" not in env
     assert Path(env["PARKSENSE_STATE_DIR"]) == stack.state_dir
