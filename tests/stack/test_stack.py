@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
-from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
 from services.stack.processes import pid_alive, port_open
 from services.stack.stack import Stack, http_ok
-from tests.harness.environment import free_port, make_temp_dir
 from tests.harness.waiting import wait_until
-
-
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    """A whole local stack in a temporary state folder on free ports; stopped afterwards."""
-    base = make_temp_dir("parksense-test-stack-")
-    local = Stack(
-        StackSettings(
-            state_dir=base / "state", ingest_workers=1, ingest_metrics_base_port=free_port()
-        ),
-        DatabaseSettings(port=free_port()),
-        MqttSettings(port=free_port()),
-        ApiSettings(port=free_port()),
-    )
-    try:
-        yield local
-    finally:
-        local.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def running(stack: Stack) -> dict[str, bool]:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-from collections.abc import Iterator
-
 import pytest
 
-from services.config import ApiSettings, DatabaseSettings, MqttSettings, StackSettings
 from services.core.access import PlatformRole
 from services.stack.stack import Stack, platform_mqtt_settings
-from tests.harness.environment import free_port, make_temp_dir
 from tests.harness.ingest import (
     Background,
     ParksFleet,
@@ -25,37 +19,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 READINGS = 30_000
 PUBLISHERS = 2
-
-
-def free_port_pair() -> int:
-    """Return a port p such that p and p + 1 can both be bound (workers 1 and 2 metrics)."""
-    while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
-@pytest.fixture
-def stack() -> Iterator[Stack]:
-    """A local stack with one ingest worker in a temporary state folder; stopped afterwards."""
-    base = make_temp_dir("parksense-test-workers-")
-    local = Stack(
-        StackSettings(
-            state_dir=base / "state", ingest_workers=1, ingest_metrics_base_port=free_port_pair()
-        ),
-        DatabaseSettings(port=free_port()),
-        MqttSettings(port=free_port()),
-        ApiSettings(port=free_port()),
-    )
-    try:
-        yield local
-    finally:
-        local.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def with_workers(stack: Stack, count: int) -> Stack:
