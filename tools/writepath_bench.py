@@ -193,19 +193,58 @@ class Sampler(threading.Thread):
                 time.sleep(0.05)
 
 
+# The statements of one run that took the most time, with their share of the run's
+# stored readings (pg_stat_statements, preloaded with --statements).
+_TOP_STATEMENTS_SQL = """
+SELECT round(total_exec_time::numeric, 1), calls, rows,
+       regexp_replace(left(query, 160), '\\s+', ' ', 'g')
+FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY total_exec_time DESC
+LIMIT %s
+"""
+
+
+def top_statements(conninfo: str, limit: int, stored: int) -> list[dict[str, Any]]:
+    """The run's ``limit`` costliest statements: ms in all, µs per stored reading, calls."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(_TOP_STATEMENTS_SQL, (limit,)).fetchall()
+    return [
+        {
+            "total_ms": float(ms),
+            "us_per_reading": round(float(ms) * 1000 / max(stored, 1), 2),
+            "calls": calls,
+            "rows": n,
+            "query": query,
+        }
+        for ms, calls, n, query in rows
+    ]
+
+
+def _prepare_database(conninfo: str, *, statements: bool) -> bool:
+    """Migrate, load the fleet; return whether the tree logs dirty keys (has a fold)."""
+    apply_migrations(conninfo)
+    load_fleet(conninfo, parse_fleet(fleet_yaml()))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if statements:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+        row = conn.execute("SELECT to_regclass('rollup_dirty') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
 def bench(
-    cluster: PostgresCluster, workers: int, messages: int, batch_rows: int = ROWS_PER_BATCH
+    cluster: PostgresCluster,
+    workers: int,
+    messages: int,
+    batch_rows: int = ROWS_PER_BATCH,
+    statements: int = 0,
 ) -> dict[str, Any]:
     """One run on a fresh database: write, wait for the fold, report the figures."""
     name = f"bench_{workers}_{int(time.time())}"
     cluster.ensure_database(name)
     conninfo = cluster.conninfo(name)
-    apply_migrations(conninfo)
-    load_fleet(conninfo, parse_fleet(fleet_yaml()))
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        has_dirty_log = (
-            conn.execute("SELECT to_regclass('rollup_dirty') IS NOT NULL").fetchone() or (False,)
-        )[0]
+    has_dirty_log = _prepare_database(conninfo, statements=bool(statements))
     maintenance = None
     if has_dirty_log:
         env = {
@@ -261,6 +300,7 @@ def bench(
     stored = sum(r[2] for r in results)
     writer_cpu = sum(r[0] for r in results)
     lags = sorted(sampler.lags)
+    top = top_statements(conninfo, statements, stored) if statements else []
     return {
         "workers": workers,
         "messages": messages,
@@ -275,6 +315,7 @@ def bench(
         "rollup_lag_p50_s": round(lags[len(lags) // 2], 2) if lags else None,
         "rollup_lag_max_s": round(lags[-1], 2) if lags else None,
         "folded_s_after_last_commit": round(folded_after, 2),
+        **({"statements": top} if top else {}),
     }
 
 
@@ -285,16 +326,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--batch-rows", type=int, nargs="+", default=[ROWS_PER_BATCH])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--statements", type=int, default=0, help="report the N costliest statements of each run"
+    )
     args = parser.parse_args(argv)
     state = Path(tempfile.mkdtemp(prefix="parksense-wpbench-"))
     state.chmod(0o755)  # PostgreSQL may run as another system user
-    cluster = PostgresCluster(state / "pg", args.port, log_file=state / "postgres.log")
+    preload = {"shared_preload_libraries": "timescaledb,pg_stat_statements"}
+    cluster = PostgresCluster(
+        state / "pg",
+        args.port,
+        log_file=state / "postgres.log",
+        settings=preload if args.statements else None,
+    )
     cluster.init()
     cluster.start()
     try:
         for batch_rows in args.batch_rows:
             for workers in args.workers:
-                figures = bench(cluster, workers, args.messages, batch_rows)
+                figures = bench(cluster, workers, args.messages, batch_rows, args.statements)
                 sys.stdout.write(json.dumps({"batch_rows": batch_rows, **figures}) + "\n")
                 sys.stdout.flush()
     finally:

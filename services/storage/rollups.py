@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from services.core.batch_summary import BatchSummary
 from services.core.signals import sql_parameters
 
 logger = logging.getLogger(__name__)
@@ -468,6 +469,32 @@ JOIN merged m USING (device_id, metric, minute)
 LEFT JOIN states s USING (device_id, metric, minute)
 WHERE NOT k.unpieced AND NOT m.overlapping
 """
+
+
+_COPY_PIECES = f"COPY rollup_dirty ({_PIECE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_PIECE_TYPES = [
+    "text", "text", "timestamptz", "int4", "float8", "float8", "float8", "timestamptz",
+    "timestamptz", "float8", "float8", "text", "text", "float8", "jsonb",
+]  # fmt: skip
+_MARK_DEVICES = "SELECT mark_availability(%b::text[], %b::timestamptz[])"
+
+
+async def record_summary(
+    cur: psycopg.AsyncCursor[tuple[object, ...]], summary: BatchSummary
+) -> None:
+    """Log a batch of new readings by its summary (core.batch_summary), in its transaction.
+
+    The same log as ``record_dirty`` writes, with the pieces made in ingest: copied to
+    ``rollup_dirty``, and the devices with readings before the availability horizon marked.
+    """
+    async with cur.copy(_COPY_PIECES) as copy:
+        copy.set_types(_PIECE_TYPES)
+        for piece in summary.pieces:
+            await copy.write_row(piece)
+    devices = summary.devices
+    await cur.execute(
+        _MARK_DEVICES, ([d.device_id for d in devices], [d.first_ts for d in devices])
+    )
 
 
 async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]], fresh: str) -> None:

@@ -1,20 +1,23 @@
 """The COPY writer: one transaction per batch, idempotent on (device_id, metric, ts).
 
 ```
-batch (sorted by key) ─COPY─▶ staging_readings (temp)
-        the same bytes ─COPY─▶ readings            (savepoint; every row new: fast path)
+batch (sorted by key) ─COPY─▶ readings             (savepoint; every row new: fast path)
+        summarized in ingest (core.batch_summary) ─▶ device_latest, last seen,
+        roll-up pieces (rollups.record_summary), availability marks, delivery accounting
    23505 unique violation ─▶ back to the savepoint, then
+        the batch ─COPY─▶ staging_readings (temp)
         INSERT … SELECT FROM staging ON CONFLICT DO NOTHING RETURNING ─▶ fresh_readings
-rows inserted (staging, or fresh_readings after a conflict) ─▶ device_latest, last seen,
-        roll-up pieces (rollups.record_dirty), delivery accounting
+        fresh_readings ─▶ the same derived tables, aggregated in SQL (rollups.record_dirty)
 ```
 
-Most batches hold only new readings, so they go to the hypertable with COPY; a batch that
-holds a redelivered reading (or one reading twice) is refused whole by the primary key and
-inserted again from the staging table with ``ON CONFLICT DO NOTHING``, skipping what is
-stored. Either way only the rows actually
-inserted move a device's latest value and its last-seen time and feed the roll-ups, so a
-redelivered reading never counts twice. No statement here takes a global lock.
+Most batches hold only new readings, so they go to the hypertable with COPY, and what
+follows from them is computed once in this process from the batch it already holds (before,
+PostgreSQL read a staged second copy of the batch four times for it). A batch that holds a
+redelivered reading (or one reading twice) is refused whole by the primary key and inserted
+again from the staging table with ``ON CONFLICT DO NOTHING``, skipping what is stored.
+Either way only the rows actually inserted move a device's latest value and its last-seen
+time and feed the roll-ups, so a redelivered reading never counts twice. No statement here
+takes a global lock.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from operator import attrgetter
 
 import psycopg
 from psycopg import errors
-from psycopg.copy import AsyncLibpqWriter
 from psycopg.rows import TupleRow
 
+from services.core.batch_summary import summarize
 from services.core.batching import Batch
 from services.core.deadletters import DeadLetter, dead_letter
 from services.core.readings import Reading, StatusUpdate
@@ -53,7 +56,7 @@ _COPY_STAGING = (
     "COPY staging_readings (device_id, metric, ts, value, value_text, received_at)"
     " FROM STDIN (FORMAT BINARY)"
 )
-_STAGING_TYPES = ["text", "text", "timestamptz", "float8", "text", "timestamptz"]
+_READING_TYPES = ["text", "text", "timestamptz", "float8", "text", "timestamptz"]
 _COPY_READINGS = (
     "COPY readings (device_id, metric, ts, value, value_text, received_at)"
     " FROM STDIN (FORMAT BINARY)"
@@ -75,12 +78,11 @@ WITH inserted AS (
 INSERT INTO fresh_readings SELECT * FROM inserted
 """
 
-# The derived statements read the rows the batch inserted from ``{fresh}``: the staging
-# table itself after a plain COPY, fresh_readings after the conflict path.
-_UPDATE_LATEST = """
+# After a conflict, what follows from the rows the batch inserted (fresh_readings).
+_FRESH_LATEST = """
 INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)
 SELECT DISTINCT ON (device_id, metric) device_id, metric, ts, value, value_text, received_at
-FROM {fresh}
+FROM fresh_readings
 ORDER BY device_id, metric, ts DESC
 ON CONFLICT (device_id, metric) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
@@ -88,9 +90,9 @@ SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
 WHERE excluded.ts > l.ts
 """
 
-_UPDATE_LAST_SEEN = """
+_FRESH_LAST_SEEN = """
 INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)
-SELECT device_id, max(ts), now() FROM {fresh} GROUP BY device_id ORDER BY device_id
+SELECT device_id, max(ts), now() FROM fresh_readings GROUP BY device_id ORDER BY device_id
 ON CONFLICT (device_id) DO UPDATE
 SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
 WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
@@ -98,11 +100,11 @@ WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
 
 # Appended, never upserted: a park's current minute would otherwise be a row every worker
 # locks until its commit. Readers sum the rows.
-_UPDATE_DELIVERY = """
+_FRESH_DELIVERY = """
 WITH seen AS (
     SELECT device_id, received_at, 1 AS accepted, 0 AS stored FROM staging_readings
     UNION ALL
-    SELECT device_id, received_at, 0, 1 FROM {fresh}
+    SELECT device_id, received_at, 0, 1 FROM fresh_readings
 )
 INSERT INTO delivery_1m (park_id, minute, accepted, stored)
 SELECT dv.park_id, date_trunc('minute', seen.received_at), sum(seen.accepted), sum(seen.stored)
@@ -110,29 +112,34 @@ FROM seen JOIN devices dv USING (device_id)
 GROUP BY 1, 2
 """
 
+# The same, for a batch of new readings, from its summary (rows in key order). Arrays go as
+# %b (binary): in text format psycopg quotes every element with a regular expression.
+_SUMMARY_LATEST = """
+INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::float8[], %b::text[],
+                     %b::timestamptz[])
+ON CONFLICT (device_id, metric) DO UPDATE
+SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
+    received_at = excluded.received_at
+WHERE excluded.ts > l.ts
+"""
 
-@dataclass(frozen=True, slots=True)
-class _Derived:
-    """The statements that follow a batch's inserted rows in one relation."""
+_SUMMARY_LAST_SEEN = """
+INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)
+SELECT device_id, last_seen_ts, now()
+FROM unnest(%b::text[], %b::timestamptz[]) AS u(device_id, last_seen_ts)
+ON CONFLICT (device_id) DO UPDATE
+SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
+WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
+"""
 
-    fresh: str  # the table holding the inserted rows
-    latest: str
-    last_seen: str
-    delivery: str
-
-    @classmethod
-    def over(cls, fresh: str) -> _Derived:
-        """The statements reading ``fresh``."""
-        return cls(
-            fresh,
-            _UPDATE_LATEST.format(fresh=fresh),
-            _UPDATE_LAST_SEEN.format(fresh=fresh),
-            _UPDATE_DELIVERY.format(fresh=fresh),
-        )
-
-
-_ALL_NEW = _Derived.over("staging_readings")
-_SOME_NEW = _Derived.over("fresh_readings")
+_SUMMARY_DELIVERY = """
+INSERT INTO delivery_1m (park_id, minute, accepted, stored)
+SELECT dv.park_id, u.minute, sum(u.readings), sum(u.readings)
+FROM unnest(%b::text[], %b::timestamptz[], %b::int8[]) AS u(device_id, minute, readings)
+JOIN devices dv USING (device_id)
+GROUP BY 1, 2
+"""
 
 _UPDATE_STATUS = """
 INSERT INTO device_status AS s (device_id, online, status_ts, status_reason, updated_at)
@@ -251,14 +258,9 @@ class BatchWriter:
                     *(dead_letter(*o.rejections) for o in outcome.outcomes if o.rejections),
                 ]
             if readings:
-                inserted, derived = await _insert_readings(conn, cur, readings)
-                if inserted:
-                    # No global lock: each statement locks its rows in key order, and the
-                    # roll-ups are only logged as pieces (folded by maintenance).
-                    await cur.execute(derived.latest)
-                    await cur.execute(derived.last_seen)
-                    await rollups.record_dirty(cur, derived.fresh)
-                await cur.execute(derived.delivery)
+                # No global lock: each statement locks its rows in key order, and the
+                # roll-ups are only logged as pieces (folded by maintenance).
+                inserted = await _insert_readings(conn, cur, sorted(readings, key=_KEY))
             if statuses:
                 ordered = sorted(statuses, key=lambda s: (s.device_id, s.ts))
                 await cur.executemany(
@@ -276,37 +278,64 @@ class BatchWriter:
         )
 
 
-class _Recorder(AsyncLibpqWriter):
-    """Sends COPY data and keeps it, so that one encoding of a batch can be sent twice."""
-
-    def __init__(self, cursor: psycopg.AsyncCursor[TupleRow]) -> None:
-        super().__init__(cursor)
-        self.chunks: list[bytes] = []
-
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.chunks.append(bytes(data))
-        await super().write(data)
-
-
 async def _insert_readings(
-    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], readings: list[Reading]
-) -> tuple[int, _Derived]:
-    """Store the batch's new readings; return how many were inserted and where they are."""
-    recorder = _Recorder(cur)
-    async with cur.copy(_COPY_STAGING, writer=recorder) as copy:
-        copy.set_types(_STAGING_TYPES)
-        for r in sorted(readings, key=_KEY):
-            await copy.write_row((r.device_id, r.metric, r.ts, r.value, r.text, r.received_at))
+    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], ordered: list[Reading]
+) -> int:
+    """Store the batch's new readings and what follows from them; return how many."""
     try:
-        # A savepoint: a refused COPY rolls back alone, the staged rows stay.
+        # A savepoint: a refused COPY rolls back alone.
         async with conn.transaction(), cur.copy(_COPY_READINGS) as copy:
-            for chunk in recorder.chunks:
-                await copy.write(chunk)
+            copy.set_types(_READING_TYPES)
+            for r in ordered:
+                await copy.write_row((r.device_id, r.metric, r.ts, r.value, r.text, r.received_at))
     except errors.UniqueViolation:
         # 23505: a reading of the batch is stored already (a redelivery) or is in it twice.
-        await cur.execute(_INSERT_FRESH)
-        return max(cur.rowcount, 0), _SOME_NEW
-    return len(readings), _ALL_NEW
+        return await _insert_fresh(cur, ordered)
+    summary = summarize(ordered)
+    latest = summary.latest
+    await cur.execute(
+        _SUMMARY_LATEST,
+        (
+            [r.device_id for r in latest],
+            [r.metric for r in latest],
+            [r.ts for r in latest],
+            [r.value for r in latest],
+            [r.text for r in latest],
+            [r.received_at for r in latest],
+        ),
+    )
+    devices = summary.devices
+    await cur.execute(
+        _SUMMARY_LAST_SEEN,
+        ([d.device_id for d in devices], [d.last_ts for d in devices]),
+    )
+    await rollups.record_summary(cur, summary)
+    delivered = summary.delivered
+    await cur.execute(
+        _SUMMARY_DELIVERY,
+        (
+            [d.device_id for d in delivered],
+            [d.minute for d in delivered],
+            [d.readings for d in delivered],
+        ),
+    )
+    return len(ordered)
+
+
+async def _insert_fresh(cur: psycopg.AsyncCursor[TupleRow], ordered: list[Reading]) -> int:
+    """Insert what is new of a batch holding stored keys, through the staging table."""
+    async with cur.copy(_COPY_STAGING) as copy:
+        copy.set_types(_READING_TYPES)
+        for r in ordered:
+            await copy.write_row((r.device_id, r.metric, r.ts, r.value, r.text, r.received_at))
+    await cur.execute(_INSERT_FRESH)
+    inserted = max(cur.rowcount, 0)
+    if inserted:
+        await cur.execute(_FRESH_LATEST)
+        await cur.execute(_FRESH_LAST_SEEN)
+        await rollups.record_dirty(cur, "fresh_readings")
+    await cur.execute(_FRESH_DELIVERY)
+    return inserted
 
 
 async def _copy_dead_letters(cur: psycopg.AsyncCursor[TupleRow], letters: list[DeadLetter]) -> None:
