@@ -248,11 +248,39 @@ class ApiSettings(BaseSettings):
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
+class ReorderSettings(BaseSettings):
+    """Closed chunks rewritten in device order by maintenance (``PARKSENSE_MAINTENANCE_REORDER_*``).
+
+    See ``services/storage/chunk_order.py``: each run rewrites up to ``max_chunks`` chunks of
+    each of ``readings_1m`` and ``readings`` whose range ended at least ``margin_s`` ago.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PARKSENSE_MAINTENANCE_REORDER_", extra="ignore")
+
+    # How often the job looks for closed chunks; a day brings one new raw chunk and a week
+    # one roll-up chunk, so ten minutes catches up on a backlog soon enough.
+    interval_s: float = Field(default=600.0, gt=0, le=86_400)
+    # A chunk is closed once its range ended this long ago: late data landing after the
+    # rewrite is appended out of order (and not rewritten again), so wait past most of it.
+    margin_s: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    # Chunks per table per run, each its own transaction holding an ACCESS EXCLUSIVE lock on
+    # that chunk while it is rewritten (about a minute for a 500 MB raw chunk); 0: off.
+    max_chunks: int = Field(default=1, ge=0, le=100)
+    # How long a run waits to lock a chunk (SQLSTATE 55P03 past it: tried at the next run).
+    lock_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @property
+    def margin(self) -> timedelta:
+        """How long ago a chunk's range must have ended for it to be rewritten."""
+        return timedelta(seconds=self.margin_s)
+
+
 class MaintenanceSettings(BaseSettings):
     """The maintenance process: roll-up folding, the availability job (``PARKSENSE_MAINTENANCE_*``).
 
     Retention has its own settings (``RetentionSettings``, ``PARKSENSE_RETENTION_*``), which
-    ingest reads too.
+    ingest reads too; so does the chunk reorder job (``ReorderSettings``,
+    ``PARKSENSE_MAINTENANCE_REORDER_*``).
     """
 
     model_config = SettingsConfigDict(env_prefix="PARKSENSE_MAINTENANCE_", extra="ignore")
@@ -264,6 +292,8 @@ class MaintenanceSettings(BaseSettings):
     online_timeout_s: int = Field(default=90, ge=1)
     # Prometheus metrics (fold lag, keys folded) on 127.0.0.1; None: off.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Closed chunks rewritten in device order, beside availability and retention.
+    reorder: ReorderSettings = Field(default_factory=ReorderSettings)
 
 
 class SharingSettings(BaseSettings):

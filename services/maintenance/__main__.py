@@ -64,6 +64,7 @@ async def _serve(
                     stop=stop,
                     fold_interval_s=settings.fold_interval_s,
                     on_fold=_observe,
+                    reorder=settings.reorder,
                 )
             )
     finally:
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = MaintenanceSettings()
     serve_metrics(settings.metrics_port, logger)
     logger.info("Folding roll-ups every %.1f s", settings.fold_interval_s)
+    if settings.reorder.max_chunks > 0:
+        logger.info(
+            "Reordering up to %d closed chunks per table every %.0f s, %.0f s after they end",
+            settings.reorder.max_chunks,
+            settings.reorder.interval_s,
+            settings.reorder.margin_s,
+        )
     asyncio.run(_serve(settings, RetentionSettings(), DatabaseSettings()))
     return 0
 

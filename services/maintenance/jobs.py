@@ -1,31 +1,36 @@
-"""The maintenance jobs: roll-up folding, availability and retention, each on its schedule.
+"""The maintenance jobs: roll-ups, availability, retention, chunk order, each on its schedule.
 
 ```
 every fold_interval_s          ─▶ fold committed dirty keys into the roll-ups (rollups.fold)
 every availability_interval_s  ─▶ materialize device_availability up to now - timeout
 every interval_s               ─▶ drop raw chunks older than raw_days,
-                                  roll-ups and availability older than rollup_days,
-                                  dead letters older than dead_letter_days,
+                                  roll-ups, park signals and availability older than
+                                  rollup_days, dead letters older than dead_letter_days,
                                   delivery accounting older than delivery_days
+every reorder.interval_s       ─▶ CLUSTER up to reorder.max_chunks closed chunks (ended
+                                  reorder.margin_s ago) of readings_1m, then of readings
 ```
 ``python -m services.maintenance`` runs them (the only process with background jobs). The
-fold runs in a task of its own, so a long availability or retention run never delays it.
-Any number of processes may run them: folds take turns on an advisory lock, availability
-runs one at a time, and each retention step is one transaction.
+fold runs in a task of its own, so a long availability, retention or reorder run never
+delays it; the three slow jobs share one task and wait for one another. Any number of
+processes may run them: folds take turns on an advisory lock, availability runs one at a
+time, each retention step is one transaction, and each chunk's CLUSTER is one transaction
+that gives up on a chunk it cannot lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
-from services.config import RetentionSettings
-from services.storage import rollups
+from services.config import ReorderSettings, RetentionSettings
+from services.storage import chunk_order, rollups
 from services.storage.availability import materialize
 from services.storage.retention import RetentionResult, apply_retention
 
@@ -48,6 +53,48 @@ async def retention_once(
             dead_letter_keep=settings.dead_letter_keep,
             delivery_keep=settings.delivery_keep,
         )
+
+
+async def reorder_once(
+    pool: AsyncConnectionPool, settings: ReorderSettings, *, now: datetime
+) -> list[str]:
+    """Rewrite up to ``settings.max_chunks`` closed chunks of each reordered table.
+
+    ``readings_1m`` goes first (the device readings endpoint reads it). A chunk is closed
+    once its range ended ``settings.margin`` before ``now``.
+
+    Returns:
+        The chunks rewritten.
+    """
+    closed_before = now - settings.margin
+    done: list[str] = []
+    async with pool.connection() as conn:
+        # Each chunk's CLUSTER is a transaction of its own, which reorder_closed_chunks
+        # needs autocommit for; the pool gets the connection back in the mode it gave it.
+        autocommit = conn.autocommit
+        await conn.set_autocommit(True)
+        try:
+            for table in chunk_order.REORDERED_TABLES:
+                done += await chunk_order.reorder_closed_chunks(
+                    conn,
+                    closed_before=closed_before,
+                    table=table,
+                    max_chunks=settings.max_chunks,
+                    lock_timeout_s=settings.lock_timeout_s,
+                )
+        finally:
+            if not conn.broken:
+                await conn.set_autocommit(autocommit)
+    if done:
+        logger.info(
+            "Reordered %d closed chunks ended before %s: %s",
+            len(done),
+            closed_before.isoformat(),
+            ", ".join(done),
+        )
+    else:
+        logger.debug("No closed chunk ended before %s to reorder", closed_before.isoformat())
+    return done
 
 
 async def _fold_loop(
@@ -73,10 +120,13 @@ async def _slow_jobs(
     pool: AsyncConnectionPool,
     settings: RetentionSettings,
     online_timeout: timedelta,
+    reorder: ReorderSettings | None,
     stop: asyncio.Event,
 ) -> None:
     next_retention = 0.0
     next_availability = 0.0
+    # Never, without reorder settings or with max_chunks 0.
+    next_reorder = 0.0 if reorder is not None and reorder.max_chunks > 0 else math.inf
     while not stop.is_set():
         now_mono = time.monotonic()
         now = datetime.now(UTC)
@@ -93,7 +143,14 @@ async def _slow_jobs(
                 await retention_once(pool, settings, now=now)
             except Exception:  # atop a long-lived task: log, then try at the next turn
                 logger.exception("Retention failed; retrying at its next turn")
-        wait_s = max(0.0, min(next_availability, next_retention) - time.monotonic())
+        if reorder is not None and now_mono >= next_reorder:
+            next_reorder = now_mono + reorder.interval_s
+            try:
+                await reorder_once(pool, reorder, now=now)
+            except Exception:  # atop a long-lived task: log, then try at the next turn
+                logger.exception("Chunk reorder failed; retrying at its next turn")
+        next_turn = min(next_availability, next_retention, next_reorder)
+        wait_s = max(0.0, next_turn - time.monotonic())
         try:
             await asyncio.wait_for(stop.wait(), timeout=wait_s)
         except TimeoutError:
@@ -108,14 +165,16 @@ async def run_maintenance(
     stop: asyncio.Event,
     fold_interval_s: float = 1.0,
     on_fold: FoldHook | None = None,
+    reorder: ReorderSettings | None = None,
 ) -> None:
-    """Run the fold, retention and the availability job until ``stop`` is set.
+    """Run the fold, retention, the availability job and chunk reorder until ``stop`` is set.
 
     A failed step is logged and tried again at its next turn; the loops themselves only end
     with ``stop`` (or cancellation). ``on_fold`` sees each fold's result and the time it
-    committed (for the lag metric).
+    committed (for the lag metric). Closed chunks are reordered only with ``reorder``
+    (the process passes ``MaintenanceSettings.reorder``).
     """
     timeout = timedelta(seconds=online_timeout_s)
     async with asyncio.TaskGroup() as group:
         group.create_task(_fold_loop(pool, fold_interval_s, stop, on_fold), name="fold")
-        group.create_task(_slow_jobs(pool, settings, timeout, stop), name="availability")
+        group.create_task(_slow_jobs(pool, settings, timeout, reorder, stop), name="slow jobs")

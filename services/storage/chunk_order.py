@@ -8,9 +8,10 @@ and the same read touches a few hundred. The Apache edition of TimescaleDB has n
 ``reorder_chunk`` policy; the full edition's compression (``segmentby device_id, metric``)
 does the same and more (see docs/deploy.md).
 
-Maintenance calls ``reorder_closed_chunks`` now and then with a ``closed_before`` some
-margin in the past (late data still lands in a closed chunk, appended unordered, and is
-not worth a second rewrite). ``CLUSTER`` holds an ACCESS EXCLUSIVE lock on the one chunk it
+Maintenance calls ``reorder_closed_chunks`` every ``PARKSENSE_MAINTENANCE_REORDER_INTERVAL_S``
+(``services/maintenance/jobs.py``, ``reorder_once``) with a ``closed_before`` a margin in the
+past (``..._REORDER_MARGIN_S``: late data still lands in a closed chunk, appended unordered,
+and is not worth a second rewrite). ``CLUSTER`` holds an ACCESS EXCLUSIVE lock on the one chunk it
 rewrites: reads and late writes of that chunk wait for it, so each call rewrites at most
 ``max_chunks``, one transaction each, and gives up on a chunk it cannot lock in
 ``lock_timeout_s``.

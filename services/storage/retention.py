@@ -49,8 +49,9 @@ async def apply_retention(
     """Drop raw readings older than ``raw_keep`` and roll-ups older than ``rollup_keep``.
 
     Raw readings go by whole chunks only (``drop_chunks``), so up to one chunk interval
-    (a day) more than ``raw_keep`` stays. Roll-ups go by whole chunks and then row by row,
-    so nothing older than ``rollup_keep`` stays. Status events older than the roll-ups go
+    (a day) more than ``raw_keep`` stays. Roll-ups and the shared park signals per minute
+    (``park_signals_1m``) go by whole chunks and then row by row, so nothing older than
+    ``rollup_keep`` stays. Status events older than the roll-ups go
     too, except each device's newest, which still decides its state. Dead letters received
     before ``dead_letter_keep`` and delivery minutes before ``delivery_keep`` go row by
     row; None keeps them.
@@ -65,12 +66,14 @@ async def apply_retention(
         rollup_chunks += await _drop_chunks(conn, "park_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_metric_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_1h", rollup_cutoff)
+        rollup_chunks += await _drop_chunks(conn, "park_signals_1m", rollup_cutoff)
         deleted = 0
         for table, column in (
             ("readings_1m", "minute"),
             ("park_1m", "minute"),
             ("park_metric_1m", "minute"),
             ("park_1h", "hour"),
+            ("park_signals_1m", "minute"),
         ):
             cur = await conn.execute(
                 f"DELETE FROM {table} WHERE {column} < %s",  # fixed identifiers

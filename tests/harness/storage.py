@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from schemas.fleet import parse_fleet
@@ -137,3 +138,30 @@ def rows(conninfo: str, query: str, params: Sequence[Any] = ()) -> list[dict[str
     with psycopg.connect(conninfo) as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query.encode(), params)
         return cur.fetchall()
+
+
+# The primary key of each hypertable kept in device order (services/storage/chunk_order.py).
+CHUNK_KEYS = {"readings": "device_id, metric, ts", "readings_1m": "device_id, metric, minute"}
+
+
+def chunks(conninfo: str, table: str) -> list[str]:
+    """The chunks of a hypertable as ``schema.name``, oldest first."""
+    return [
+        f"{r['chunk_schema']}.{r['chunk_name']}"
+        for r in rows(
+            conninfo,
+            "SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks"
+            " WHERE hypertable_name = %s ORDER BY range_start",
+            (table,),
+        )
+    ]
+
+
+def physical_keys(conninfo: str, chunk: str, table: str) -> list[tuple[Any, ...]]:
+    """A chunk's primary keys in the order its heap holds them."""
+    schema, name = chunk.split(".")
+    query = sql.SQL("SELECT {} FROM {} ORDER BY ctid").format(
+        sql.SQL(CHUNK_KEYS[table]), sql.Identifier(schema, name)
+    )
+    with psycopg.connect(conninfo) as conn:
+        return [tuple(r) for r in conn.execute(query)]

@@ -4,39 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from services.storage import chunk_order
-from tests.harness.storage import load, reading, rows, t, write_batches
-
-KEYS = {"readings": "device_id, metric, ts", "readings_1m": "device_id, metric, minute"}
-
-
-def chunks(db: str, table: str) -> list[str]:
-    """The chunks of a hypertable."""
-    return [
-        f"{r['chunk_schema']}.{r['chunk_name']}"
-        for r in rows(
-            db,
-            "SELECT chunk_schema, chunk_name FROM timescaledb_information.chunks"
-            " WHERE hypertable_name = %s ORDER BY range_start",
-            (table,),
-        )
-    ]
-
-
-def physical_keys(db: str, chunk: str, table: str) -> list[tuple[Any, ...]]:
-    """A chunk's keys in the order its heap holds them."""
-    schema, name = chunk.split(".")
-    query = sql.SQL("SELECT {} FROM {} ORDER BY ctid").format(
-        sql.SQL(KEYS[table]), sql.Identifier(schema, name)
-    )
-    with psycopg.connect(db) as conn:
-        return [tuple(r) for r in conn.execute(query)]
+from tests.harness.storage import chunks, load, physical_keys, reading, t, write_batches
 
 
 @pytest.mark.parametrize("table", chunk_order.REORDERED_TABLES)

@@ -62,6 +62,33 @@ def test_raw_chunks_and_old_rollups_are_dropped(clean_db: str) -> None:
     assert [e["ts"] for e in events] == [days_ago(39)]
 
 
+def test_old_park_signal_minutes_go_with_the_rollups(clean_db: str) -> None:
+    """park_signals_1m loses its minutes past the roll-up horizon, by chunk and then by row."""
+    load(clean_db)
+    # The 40-day-old week ends before the 35-day horizon; the next week straddles it.
+    minutes = [days_ago(40), days_ago(35.25), days_ago(34), days_ago(1)]
+    with psycopg.connect(clean_db) as conn:
+        for minute in minutes:
+            conn.execute(
+                "INSERT INTO park_signals_1m (park_id, minute, as_of, window_s,"
+                " devices_registered, devices_online, devices_in_alarm, factories_with_lines,"
+                " factories_operating) VALUES ('p1', %s, %s, 300, 6, 6, 0, 2, 2)",
+                (minute, minute),
+            )
+
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(clean_db, autocommit=True) as conn:
+            result = await apply_retention(
+                conn, now=NOW, raw_keep=timedelta(days=30), rollup_keep=timedelta(days=35)
+            )
+            assert result.rollup_chunks_dropped == 1  # the 40-day-old minute's week
+            assert result.rollup_rows_deleted == 1  # the 35.25-day-old one, beside a kept one
+
+    asyncio.run(run())
+    kept = rows(clean_db, "SELECT minute FROM park_signals_1m ORDER BY minute")
+    assert [k["minute"] for k in kept] == [days_ago(34), days_ago(1)]
+
+
 def test_settings_read_the_environment_and_refuse_nonsense(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
