@@ -183,7 +183,8 @@ def _minute_run(ordered: Sequence[Reading], i: int, received: _Receipts) -> tupl
         )
     ):
         raise ValueError(_UNSORTED)
-    received.in_first[device] = received.in_first.get(device, 0) + in_first
+    if in_first:
+        received.in_first[device] = received.in_first.get(device, 0) + in_first
     return j, _piece(first, ordered[j - 1], minute, j - i, values, steps, texts)
 
 

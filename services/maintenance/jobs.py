@@ -2,6 +2,7 @@
 
 ```
 every fold_interval_s          ─▶ fold committed dirty keys into the roll-ups (rollups.fold)
+every 10 s of folding          ─▶ vacuum the dirty-key log the folds empty (rollups.vacuum_log)
 every availability_interval_s  ─▶ materialize device_availability up to now - timeout
 every interval_s               ─▶ drop raw chunks older than raw_days,
                                   roll-ups, park signals and availability older than
@@ -97,14 +98,25 @@ async def reorder_once(
     return done
 
 
+# How often the fold vacuums the invalidation log it keeps emptying (rollups.vacuum_log).
+LOG_VACUUM_INTERVAL_S = 10.0
+
+
 async def _fold_loop(
     pool: AsyncConnectionPool, interval_s: float, stop: asyncio.Event, on_fold: FoldHook | None
 ) -> None:
+    folded_since_vacuum = 0
+    next_vacuum = time.monotonic() + LOG_VACUUM_INTERVAL_S
     while not stop.is_set():
         started = time.monotonic()
         try:
             async with pool.connection() as conn:
                 result = await rollups.fold(conn)
+                folded_since_vacuum += result.keys
+                if folded_since_vacuum and started >= next_vacuum:
+                    await rollups.vacuum_log(conn)
+                    folded_since_vacuum = 0
+                    next_vacuum = started + LOG_VACUUM_INTERVAL_S
             if on_fold is not None:
                 on_fold(result, datetime.now(UTC))
         except Exception:  # atop a long-lived task: log, then try at the next turn

@@ -1,11 +1,12 @@
 """Per-minute roll-ups: ingest logs each batch's partial aggregates, maintenance folds them.
 
-Inside the writer's transaction, ``record_dirty`` appends to ``rollup_dirty`` (the
-invalidation log) one *piece* per (device, metric, minute) the batch touched: the rows it
-actually inserted (the staging table after a plain COPY, ``fresh_readings`` after a
-conflict), aggregated as ``readings_1m`` holds a minute; no lock, and no row another
-writer could hold. About once a second ``fold`` (run by
-``services.maintenance``, one fold at a time) takes the committed pieces:
+Inside the writer's transaction, the batch appends to ``rollup_dirty`` (the invalidation
+log) one *piece* per (device, metric, minute) it touched: the rows it actually inserted,
+aggregated as ``readings_1m`` holds a minute — made in ingest for a batch of new readings
+(``record_summary``, from ``core.batch_summary``), in SQL from ``fresh_readings`` after a
+conflict (``record_dirty``); no lock, and no row another writer could hold. About once a
+second ``fold`` (run by ``services.maintenance``, one fold at a time) takes the committed
+pieces, and every few seconds vacuums the log it empties (``vacuum_log``):
 
 ```
 rollup_dirty ─DELETE…RETURNING─▶ fold_pieces
@@ -387,11 +388,17 @@ FROM (SELECT device_id, min(ts) AS since FROM {fresh} GROUP BY device_id) f
 
 # Each batch's piece: its inserted rows aggregated per device, metric and minute (no
 # registry join: the fold looks up each key's kind once).
-_RECORD_DIRTY = (
-    f"INSERT INTO rollup_dirty ({_PIECE_COLUMNS}) SELECT {_PIECE_COLUMNS} FROM ("
-    + _AGGREGATE.format(source="{fresh}", where="", kinds="", is_counter="NULL::boolean")
-    + ") a"
-)
+def pieces_sql(source: str) -> str:
+    """The pieces of the readings in relation ``source``, as ``_PIECE_COLUMNS`` rows.
+
+    The SQL twin of ``core.batch_summary.summarize`` (which makes them in ingest for
+    batches of new readings); tests/storage/test_batch_summary_sql.py checks they agree.
+    """
+    aggregate = _AGGREGATE.format(source=source, where="", kinds="", is_counter="NULL::boolean")
+    return f"SELECT {_PIECE_COLUMNS} FROM ({aggregate}) a"
+
+
+_RECORD_DIRTY = f"INSERT INTO rollup_dirty ({_PIECE_COLUMNS}) " + pieces_sql("{fresh}")
 
 _TAKE_DIRTY = f"""
 WITH taken AS (
@@ -505,6 +512,24 @@ async def record_dirty(cur: psycopg.AsyncCursor[tuple[object, ...]], fresh: str)
     """
     await cur.execute(_RECORD_DIRTY.format(fresh=fresh))
     await cur.execute(_MARK_AVAILABILITY.format(fresh=fresh))
+
+
+async def vacuum_log(conn: psycopg.AsyncConnection) -> None:
+    """Vacuum the invalidation log, which every fold empties (a queue).
+
+    Between autovacuum's visits (at most one a minute per database) the rows folds deleted
+    would pile up, and every reader of the log (the fold, the live signals' check for
+    unfolded keys) would scan them. VACUUM never blocks the writers' inserts; SKIP_LOCKED
+    skips a turn rather than wait. Runs outside a transaction (the mode is restored).
+    """
+    autocommit = conn.autocommit
+    if not autocommit:
+        await conn.set_autocommit(True)
+    try:
+        await conn.execute("VACUUM (SKIP_LOCKED) rollup_dirty")
+    finally:
+        if not autocommit and not conn.closed:
+            await conn.set_autocommit(False)
 
 
 @dataclass(frozen=True, slots=True)

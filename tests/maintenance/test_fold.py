@@ -8,9 +8,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
+from services.config import RetentionSettings
 from services.core.readings import Reading
-from services.storage.rollups import FoldResult, fold, rebuild
+from services.maintenance import jobs
+from services.storage.rollups import FoldResult, fold, rebuild, vacuum_log
 from tests.harness.storage import fold_now, load, reading, rows, t, write_batches
 from tests.harness.waiting import wait_until
 
@@ -161,3 +164,45 @@ def test_keys_logged_without_a_piece_are_aggregated_from_raw_rows(db: str) -> No
     result = fold_now(db)
     assert (result.merged, result.recomputed) == (0, 1)
     assert rollups(db) == rebuilt(db)
+
+
+def test_the_fold_loop_vacuums_the_log_it_empties(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folded keys leave dead rows in rollup_dirty; the fold's own VACUUM clears them."""
+    monkeypatch.setattr(jobs, "LOG_VACUUM_INTERVAL_S", 0.0)
+    write_batches(db, [batch(0, 3), batch(3, 3)], fold_every=99, fold_at_end=False)
+    before = rows(db, _VACUUMS)[0]["n"]
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        pool = AsyncConnectionPool(db, min_size=1, max_size=2, kwargs={"autocommit": True})
+        async with pool:
+            task = asyncio.create_task(
+                jobs.run_maintenance(
+                    pool, RetentionSettings(), online_timeout_s=90, stop=stop, fold_interval_s=0.05
+                )
+            )
+            vacuumed = lambda: rows(db, _VACUUMS)[0]["n"] > before  # noqa: E731
+            await asyncio.to_thread(wait_until, vacuumed, 60, message="no VACUUM of the log")
+            stop.set()
+            await task
+
+    asyncio.run(run())
+    assert rows(db, "SELECT count(*) AS n FROM rollup_dirty") == [{"n": 0}]
+
+
+def test_vacuuming_the_log_removes_the_rows_folds_deleted(db: str) -> None:
+    """What a fold took is gone from the log's pages, not only from its visible rows."""
+    write_batches(db, [batch(0, 3)])
+    assert rows(db, _DEAD)[0]["n"] > 0
+
+    async def run() -> None:
+        async with await psycopg.AsyncConnection.connect(db) as conn:
+            await vacuum_log(conn)
+            assert not conn.autocommit  # the mode it came in
+
+    asyncio.run(run())
+    assert rows(db, _DEAD) == [{"n": 0}]
+
+
+_VACUUMS = "SELECT vacuum_count AS n FROM pg_stat_user_tables WHERE relname = 'rollup_dirty'"
+_DEAD = "SELECT n_dead_tup AS n FROM pg_stat_user_tables WHERE relname = 'rollup_dirty'"
