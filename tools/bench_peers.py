@@ -82,6 +82,7 @@ from tools.peer_stats import (
     RunResult,
     Sample,
     StatementCost,
+    group_statements,
     histogram_quantile,
     landed_span_s,
     last_growth_s,
@@ -406,7 +407,8 @@ class Sampler(threading.Thread):
     def close(self) -> None:
         """Stop sampling and close the connection."""
         self.stop_event.set()
-        self.join(10)
+        if self.ident is not None:  # started
+            self.join(10)
         self.conn.close()
 
 
@@ -439,16 +441,18 @@ def _final_counts(
     committing transaction's end).
     """
     commit = "max(pg_xact_commit_timestamp(xmin))" if with_commit else "NULL::timestamptz"
+    # GROUP BY (a hash aggregate) rather than count(DISTINCT (…)), which sorts records:
+    # the same figures, ten times faster (76 vs 837 ms over 100,000 rows on the bench machine).
     if design != PEER:
-        sql = (
-            f"{BENCH_TAG} SELECT count(DISTINCT (device_id, ts)), count(*), {commit}"
-            " FROM readings WHERE ts >= %s AND ts < %s AND device_id LIKE %s"
-        )
+        where = "FROM readings WHERE ts >= %s AND ts < %s AND device_id LIKE %s"
+        key = "device_id, ts"
     else:
-        sql = (
-            f"{BENCH_TAG} SELECT count(DISTINCT (topic, seq)), count(*), {commit}"
-            f" FROM {PEER_TABLE} WHERE ts >= %s AND ts < %s"
-        )
+        where = f"FROM {PEER_TABLE} WHERE ts >= %s AND ts < %s"
+        key = "topic, seq"
+    sql = (
+        f"{BENCH_TAG} SELECT count(*), coalesce(sum(n), 0), max(c) FROM"
+        f" (SELECT count(*) AS n, {commit} AS c {where} GROUP BY {key}) AS m"
+    )
     row = conn.execute(sql, params).fetchone()
     if row is None:
         return Landed(0, 0, None)
@@ -484,11 +488,12 @@ def reset_statements(conn: psycopg.Connection) -> None:
     conn.execute("SELECT pg_stat_statements_reset()")
 
 
-def read_statements(conn: psycopg.Connection) -> tuple[list[StatementCost], float]:
-    """Return the top statements since the reset, and every statement's time (ms)."""
+def read_statements(conn: psycopg.Connection) -> list[StatementCost]:
+    """Return every statement since the reset, the same text added up, by total time."""
     rows = conn.execute(STATEMENTS_SQL).fetchall()
-    costs = [StatementCost(str(q), int(c), float(t), int(r)) for q, c, t, r in rows]
-    return costs[:TOP_STATEMENTS], sum(c.total_ms for c in costs)
+    return group_statements(
+        [StatementCost(str(q), int(c), float(t), int(r)) for q, c, t, r in rows]
+    )
 
 
 # -- the bench ------------------------------------------------------------------------
@@ -689,7 +694,7 @@ def _run(
         _wait_landed(checker, sampler, design, params, outcome.acked, deadline)
         after = _cpu(bench, design, exclude)
         sampler.close()
-        statements, statements_ms = read_statements(checker)
+        statements = read_statements(checker)
         pids = bench.consumer_pids(design)
         rows_per_batch = None
         if batches_before is not None:
@@ -723,7 +728,6 @@ def _run(
         waits_on_other_worker=sampler.waits_on_other_worker,
         rows_per_batch=rows_per_batch,
         statements=statements,
-        statements_total_ms=statements_ms,
     )
     if landed < outcome.acked:
         result.notes.append(
@@ -755,13 +759,15 @@ def _wait_landed(
     only when progress reached ``acked`` or stood still) says whether it is so.
     """
     checked_at: int | None = None  # progress when the exact count last ran
+    next_check = 0.0
     while time.monotonic() < deadline:
         samples = list(sampler.samples)
         grown = last_growth_s(samples)
         still_s = samples[-1].at_s - grown if samples and grown is not None else 0.0
         looks_done = samples and (samples[-1].messages >= acked or still_s >= EXACT_CHECK_STILL_S)
-        if looks_done and samples[-1].messages != checked_at:
+        if looks_done and samples[-1].messages != checked_at and time.monotonic() >= next_check:
             checked_at = samples[-1].messages
+            next_check = time.monotonic() + EXACT_CHECK_STILL_S
             if _final_counts(conn, design, params, with_commit=False).messages >= acked:
                 return
         if still_s >= STILL_S:

@@ -87,7 +87,6 @@ class RunResult:
     rows_per_batch: float | None = None  # mean over the run's committed batches
     # pg_stat_statements over the run (reset when it started), by total time, largest first.
     statements: list[StatementCost] = field(default_factory=list)
-    statements_total_ms: float = 0.0  # every statement's time, not only those listed
 
     @property
     def landed_msg_s(self) -> float | None:
@@ -124,8 +123,28 @@ def median_run(results: list[RunResult], design: str) -> RunResult | None:
     return runs[(len(runs) - 1) // 2] if runs else None
 
 
+def _one_line(query: str) -> str:
+    return re.sub(r"\s+", " ", query).strip()
+
+
+def group_statements(costs: list[StatementCost]) -> list[StatementCost]:
+    """Add up entries of the same text, largest total time first.
+
+    pg_stat_statements keys a statement by the OIDs it touches, so a statement on a
+    temporary table (ingest's staging tables) gets one entry per session.
+    """
+    groups: dict[str, StatementCost] = {}
+    for cost in costs:
+        key = _one_line(cost.query)
+        seen = groups.get(key, StatementCost(key, 0, 0.0, 0))
+        groups[key] = StatementCost(
+            key, seen.calls + cost.calls, seen.total_ms + cost.total_ms, seen.rows + cost.rows
+        )
+    return sorted(groups.values(), key=lambda c: c.total_ms, reverse=True)
+
+
 def _statement_text(query: str) -> str:
-    text = re.sub(r"\s+", " ", query.replace(BENCH_TAG, "")).strip()
+    text = _one_line(query.replace(BENCH_TAG, ""))
     if len(text) > STATEMENT_CHARS:
         text = text[:STATEMENT_CHARS].rsplit(" ", 1)[0] + " …"
     return text.replace("|", "\\|")
@@ -135,27 +154,36 @@ def render_statements(run: RunResult, top: int = 12) -> str:
     """Return where PostgreSQL's time went in ``run``: its top statements as a markdown table.
 
     µs per stored reading divides a statement's total execution time by the run's landed
-    messages x five readings, as the CPU figure does; the bench's own statements are marked.
+    messages x five readings, as the CPU figure does. The bench's own statements (left out
+    of the CPU figure) are not in the table but listed under it.
     """
     readings = run.landed * READINGS_PER_MESSAGE
+    measured = [c for c in run.statements if not c.by_bench]
+    total_ms = sum(c.total_ms for c in measured)
     lines = [
         (
             f"Statements of run {run.run} {run.design} (pg_stat_statements, top {top} by total"
-            f" time of {run.statements_total_ms:,.0f} ms in all):"
+            f" time of {total_ms:,.0f} ms in all):"
         ),
         "",
         "| statement | calls | total ms | µs/reading | rows |",
         "|---|---|---|---|---|",
     ]
-    for cost in run.statements[:top]:
+    for cost in measured[:top]:
         per_reading = cost.total_ms * 1000 / readings if readings else None
-        mark = " *(bench)*" if cost.by_bench else ""
         lines.append(
-            f"| `{_statement_text(cost.query)}`{mark} | {cost.calls:,} | {cost.total_ms:,.1f} "
+            f"| `{_statement_text(cost.query)}` | {cost.calls:,} | {cost.total_ms:,.1f} "
             f"| {_num(per_reading, '.2f')} | {cost.rows:,} |"
         )
-    if not run.statements:
+    if not measured:
         lines.append("| (none recorded) | | | | |")
+    own = [
+        f"`{_statement_text(c.query)}` {c.calls:,} calls, {c.total_ms:,.1f} ms"
+        for c in run.statements
+        if c.by_bench
+    ]
+    if own:
+        lines += ["", "The bench's own: " + "; ".join(own) + "."]
     return "\n".join(lines) + "\n"
 
 
