@@ -6,7 +6,7 @@ peer, parksense, …) on the same broker, PostgreSQL cluster and publisher. Each
 publishes pre-built QoS 1 PUBLISH packets over a plain socket (at most 2,000
 unacknowledged), follows progress once a second from PostgreSQL's per-table insert
 counters (O(chunks), whatever the run's length), and measures CPU from /proc. After the
-run, what landed is counted exactly (``count(DISTINCT …)`` over the run's rows) and the
+run, what landed is counted exactly (distinct messages over the run's rows) and the
 last landed row's time is its commit timestamp (``track_commit_timestamp``, on in the
 bench's cluster only), beside ``pg_stat_statements``' account of the run. Only
 one design consumes at a time: ingest is stopped (and its session cleared) while the peer
@@ -1024,7 +1024,7 @@ def _report(
         *_statement_tables(args.statements, results),
         (
             "CPU: broker + consumer (ingest or mq-bridge) + PostgreSQL, from /proc, during the"
-            " run (the sampler's own backend left out). The machine's cores are shared with"
+            " run (the bench's own sessions left out). The machine's cores are shared with"
             " whatever else runs (see the load average)."
         ),
         "",
@@ -1047,9 +1047,10 @@ def _statement_tables(mode: StatementsMode, results: list[RunResult]) -> list[st
         runs = [r for d in DESIGNS if (r := median_run(results, d)) is not None]
     note = (
         "Statements: pg_stat_statements, reset before each run and read when it has landed"
-        " (every session of the database: ingest, maintenance, API, the peer, the bench's own"
-        " marked *(bench)*). Execution time only; COPY into a hypertable may be missing"
-        " (TimescaleDB handles it in its own utility hook)."
+        " (every session of the database: ingest, maintenance, API, the peer; the bench's own"
+        " under each table). Execution time only. COPY into a hypertable never appears"
+        " (ingest's `COPY readings`): TimescaleDB runs it in its own utility hook, which does"
+        " not pass it on; its time is in the CPU figure, not here."
     )
     return [note, "", *(render_statements(r, TOP_STATEMENTS) for r in runs)]
 

@@ -178,7 +178,8 @@ def render_statements(run: RunResult, top: int = 12) -> str:
     if not measured:
         lines.append("| (none recorded) | | | | |")
     own = [
-        f"`{_statement_text(c.query)}` {c.calls:,} calls, {c.total_ms:,.1f} ms"
+        f"`{_statement_text(c.query)}` {c.calls:,} call{'' if c.calls == 1 else 's'},"
+        f" {c.total_ms:,.1f} ms"
         for c in run.statements
         if c.by_bench
     ]
