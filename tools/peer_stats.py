@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 READINGS_PER_MESSAGE = 5
 PEER = "peer"
+# The bench's own statements carry this comment, so the statements table can tell them apart.
+BENCH_TAG = "/* bench-peers */"
+# Characters of a statement's text the table shows (the rest is cut at a word).
+STATEMENT_CHARS = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +30,33 @@ def last_growth_s(samples: list[Sample]) -> float | None:
         return None
     final = samples[-1].messages
     return next(s.at_s for s in samples if s.messages == final)
+
+
+def landed_span_s(first_publish_wall_s: float, last_commit_ts: datetime | None) -> float | None:
+    """Return the seconds from the first publish to the commit of the last landed row.
+
+    Both are wall-clock times of this machine: the publisher's ``time.time()`` when it
+    wrote its first PUBLISH, and ``max(pg_xact_commit_timestamp(xmin))`` over the run's
+    rows (an aware timestamp). None when nothing landed.
+    """
+    if last_commit_ts is None:
+        return None
+    return last_commit_ts.timestamp() - first_publish_wall_s
+
+
+@dataclass(frozen=True, slots=True)
+class StatementCost:
+    """One line of ``pg_stat_statements`` over a run: its text, calls and time."""
+
+    query: str
+    calls: int
+    total_ms: float
+    rows: int
+
+    @property
+    def by_bench(self) -> bool:
+        """Whether the benchmark itself ran it (its sampler or its landed checks)."""
+        return BENCH_TAG in self.query
 
 
 @dataclass(slots=True)
@@ -52,6 +85,8 @@ class RunResult:
     wait_samples: int = 0
     waits_on_other_worker: int = 0
     rows_per_batch: float | None = None  # mean over the run's committed batches
+    # pg_stat_statements over the run (reset when it started), by total time, largest first.
+    statements: list[StatementCost] = field(default_factory=list)
 
     @property
     def landed_msg_s(self) -> float | None:
@@ -77,6 +112,80 @@ class RunResult:
         if not self.landed or not self.cpu_s:
             return None
         return sum(self.cpu_s.values()) / (self.landed * READINGS_PER_MESSAGE) * 1e6
+
+
+def median_run(results: list[RunResult], design: str) -> RunResult | None:
+    """Return the run of ``design`` with the median landed rate (the lower one of two middles)."""
+    runs = sorted(
+        (r for r in results if r.design == design and r.landed_msg_s is not None),
+        key=lambda r: r.landed_msg_s or 0.0,
+    )
+    return runs[(len(runs) - 1) // 2] if runs else None
+
+
+def _one_line(query: str) -> str:
+    return re.sub(r"\s+", " ", query).strip()
+
+
+def group_statements(costs: list[StatementCost]) -> list[StatementCost]:
+    """Add up entries of the same text, largest total time first.
+
+    pg_stat_statements keys a statement by the OIDs it touches, so a statement on a
+    temporary table (ingest's staging tables) gets one entry per session.
+    """
+    groups: dict[str, StatementCost] = {}
+    for cost in costs:
+        key = _one_line(cost.query)
+        seen = groups.get(key, StatementCost(key, 0, 0.0, 0))
+        groups[key] = StatementCost(
+            key, seen.calls + cost.calls, seen.total_ms + cost.total_ms, seen.rows + cost.rows
+        )
+    return sorted(groups.values(), key=lambda c: c.total_ms, reverse=True)
+
+
+def _statement_text(query: str) -> str:
+    text = _one_line(query.replace(BENCH_TAG, ""))
+    if len(text) > STATEMENT_CHARS:
+        text = text[:STATEMENT_CHARS].rsplit(" ", 1)[0] + " …"
+    return text.replace("|", "\\|")
+
+
+def render_statements(run: RunResult, top: int = 12) -> str:
+    """Return where PostgreSQL's time went in ``run``: its top statements as a markdown table.
+
+    µs per stored reading divides a statement's total execution time by the run's landed
+    messages x five readings, as the CPU figure does. The bench's own statements (left out
+    of the CPU figure) are not in the table but listed under it.
+    """
+    readings = run.landed * READINGS_PER_MESSAGE
+    measured = [c for c in run.statements if not c.by_bench]
+    total_ms = sum(c.total_ms for c in measured)
+    lines = [
+        (
+            f"Statements of run {run.run} {run.design} (pg_stat_statements, top {top} by total"
+            f" time of {total_ms:,.0f} ms in all):"
+        ),
+        "",
+        "| statement | calls | total ms | µs/reading | rows |",
+        "|---|---|---|---|---|",
+    ]
+    for cost in measured[:top]:
+        per_reading = cost.total_ms * 1000 / readings if readings else None
+        lines.append(
+            f"| `{_statement_text(cost.query)}` | {cost.calls:,} | {cost.total_ms:,.1f} "
+            f"| {_num(per_reading, '.2f')} | {cost.rows:,} |"
+        )
+    if not measured:
+        lines.append("| (none recorded) | | | | |")
+    own = [
+        f"`{_statement_text(c.query)}` {c.calls:,} call{'' if c.calls == 1 else 's'},"
+        f" {c.total_ms:,.1f} ms"
+        for c in run.statements
+        if c.by_bench
+    ]
+    if own:
+        lines += ["", "The bench's own: " + "; ".join(own) + "."]
+    return "\n".join(lines) + "\n"
 
 
 def median(values: list[float | None]) -> float | None:

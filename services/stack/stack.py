@@ -201,6 +201,7 @@ class Stack:
         *,
         python: str = sys.executable,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        postgres_settings: Mapping[str, str | int] | None = None,
     ) -> None:
         """Describe the stack; nothing starts until ``up``.
 
@@ -211,6 +212,8 @@ class Stack:
             api: Where the API listens.
             python: Interpreter that runs the parksense services.
             ready_timeout_s: Deadline for each service to become ready.
+            postgres_settings: Server settings over the cluster's defaults (a benchmark's
+                instrumentation); they take effect when the cluster starts.
         """
         self.settings = stack
         self._db = db
@@ -231,6 +234,7 @@ class Stack:
             superuser=db.user,
             password_file=db_password_file(self.state_dir),
             password=db.password,
+            settings=postgres_settings,
         )
         self.broker = MosquittoBroker(
             self.state_dir / "mosquitto",

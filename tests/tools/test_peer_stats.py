@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from tools.peer_stats import (
+    BENCH_TAG,
     LatencyResult,
     RunResult,
     Sample,
+    StatementCost,
+    group_statements,
     histogram_quantile,
+    landed_span_s,
     last_growth_s,
     median,
+    median_run,
     render_latency,
     render_runs,
+    render_statements,
     render_summary,
     summarise,
 )
@@ -139,3 +146,84 @@ def test_run_table_lists_every_run_in_order():
     assert len(lines) == 4
     assert "| 1 | parksense |" in lines[2]
     assert "| 1 | peer |" in lines[3]
+
+
+def test_span_runs_from_the_first_publish_to_the_last_commit_on_the_wall_clock():
+    """The span is the last landed row's commit time minus the first publish, both wall clock."""
+    first_publish = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    last_commit = datetime(2026, 12, 1, 12, 0, 12, 500_000, tzinfo=UTC)
+    assert landed_span_s(first_publish, last_commit) == pytest.approx(12.5)
+    assert landed_span_s(first_publish, None) is None
+
+
+def test_span_compares_instants_whatever_the_commit_timestamps_zone():
+    """A commit timestamp in another zone is the same instant."""
+    first_publish = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
+    cet = timezone(timedelta(hours=1))
+    assert landed_span_s(first_publish, datetime(2026, 12, 1, 13, 0, 3, tzinfo=cet)) == 3.0
+
+
+def test_median_run_is_the_run_of_the_median_rate_of_its_design():
+    """The median run is the middle one by landed rate; of two middles, the slower."""
+    results = [
+        _result("parksense", 1, 1000, 2.0),
+        _result("parksense", 2, 1000, 1.0),
+        _result("parksense", 3, 1000, 4.0),
+        _result("peer", 1, 1000, 1.0),
+        _result("peer", 2, 1000, 2.0),
+    ]
+    assert median_run(results, "parksense").run == 1  # type: ignore[union-attr]
+    assert median_run(results, "peer").run == 2  # type: ignore[union-attr]
+    assert median_run(results, "parksense-2w") is None
+
+
+def test_statements_table_shows_time_per_stored_reading_and_lists_the_bench_apart():
+    """A statement shows calls, total time, µs per stored reading and rows; the bench's below."""
+    run = _result(
+        "parksense",
+        1,
+        1000,
+        1.0,
+        statements=[
+            StatementCost("INSERT INTO readings\n    SELECT $1", 40, 25.0, 5000),
+            StatementCost("SELECT a FROM x WHERE a | b", 2, 5.0, 2),
+            StatementCost(f"{BENCH_TAG} SELECT count(*) FROM y", 3, 0.5, 3),
+        ],
+    )
+    table = render_statements(run)
+    assert "top 12 by total time of 30 ms in all" in table
+    assert "| `INSERT INTO readings SELECT $1` | 40 | 25.0 | 5.00 | 5,000 |" in table
+    assert "| `SELECT a FROM x WHERE a \\| b` | 2 | 5.0 | 1.00 | 2 |" in table
+    assert "count(*) FROM y` |" not in table
+    assert "The bench's own: `SELECT count(*) FROM y` 3 calls, 0.5 ms." in table
+
+
+def test_statements_of_the_same_text_add_up_across_sessions():
+    """Entries of one text (a temporary table per session) become one line, largest first."""
+    grouped = group_statements(
+        [
+            StatementCost("COPY staging  FROM STDIN", 10, 4.0, 100),
+            StatementCost("SELECT 1", 1, 5.0, 1),
+            StatementCost("COPY staging\nFROM STDIN", 5, 3.0, 50),
+        ]
+    )
+    assert grouped == [
+        StatementCost("COPY staging FROM STDIN", 15, 7.0, 150),
+        StatementCost("SELECT 1", 1, 5.0, 1),
+    ]
+
+
+def test_statements_table_cuts_long_statements_at_a_word_and_keeps_the_top():
+    """A long statement is cut at a word; only the top statements are listed."""
+    long = "SELECT " + ", ".join(f"column_{i}" for i in range(40)) + " FROM readings"
+    costs = [StatementCost(long, 1, 10.0 - i, 1) for i in range(5)]
+    run = _result("peer", 1, 1000, 1.0, statements=costs)
+    rows = [line for line in render_statements(run, top=2).splitlines() if "column_0" in line]
+    assert len(rows) == 2
+    assert " …` |" in rows[0]
+    assert "FROM readings" not in rows[0]
+
+
+def test_statements_table_says_when_nothing_was_recorded():
+    """A run without statements (the extension off) says so instead of an empty table."""
+    assert "(none recorded)" in render_statements(_result("peer", 1, 1000, 1.0))
