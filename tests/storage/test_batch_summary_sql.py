@@ -96,8 +96,10 @@ def _close(a: Any, b: Any) -> bool:
 def test_the_summary_equals_the_sql_aggregates_of_the_same_rows(
     clean_db: str, batch: dict[tuple[str, str, datetime], Any]
 ) -> None:
-    """Pieces (counts, sums, extremes, firsts and lasts, counter steps, state counts),
-    latest values, device spans and delivery counts: the same from both."""
+    """Pieces, latest values, device spans and delivery counts: the same from both.
+
+    Pieces: counts, sums, extremes, firsts and lasts, counter steps, state counts.
+    """
     readings = _readings(batch)
     want = _sql_side(clean_db, readings)
     got = summarize(readings)
