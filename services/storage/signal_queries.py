@@ -67,9 +67,13 @@ WHERE d.park_id = ANY(%(parks)s) AND s.status_ts > %(as_of)s
 # is its inc_from_prev, counted when that reading is inside the window; the steps between
 # later readings come from the raw readings of the minute.
 #
-# The roll-ups are only as new as the last fold: a counter with a key in rollup_dirty at or
-# before L (committed, not folded yet; it may change its own minutes and the stitch of the
-# next one) is read raw over the window instead, baseline included. One statement, so one
+# The roll-ups are only as new as the last fold. A counter with keys in rollup_dirty at or
+# before L (committed, not folded yet) has stale roll-ups from its first dirty minute D on
+# (D's own, and the stitch of every later minute); its minutes before D are exact. So such
+# a counter is read from its roll-ups up to D (whole minutes, and F's edge) and raw from
+# D to the window's end, the baseline being its last reading before D; when D <= F it is
+# read raw over the whole window, baseline included. Raw reads are bounded by what the
+# fold has not reached (about a second of data), not by the window. One statement, so one
 # snapshot: a fold commits its roll-ups and removes its keys together.
 _INCREASE_SQL = """
 WITH park_keys AS (
@@ -77,28 +81,32 @@ WITH park_keys AS (
     FROM devices d
     JOIN device_type_metrics m ON m.type_id = d.type_id AND m.kind = %(counter_kind)s
     WHERE d.park_id = ANY(%(parks)s)
-), unfolded AS (
-    SELECT DISTINCT x.device_id, x.metric
+), dirty AS (
+    SELECT x.device_id, x.metric, min(x.minute) AS first_dirty
     FROM rollup_dirty x
     JOIN park_keys k ON k.device_id = x.device_id AND k.metric = x.metric
     WHERE x.minute <= %(last)s
+    GROUP BY x.device_id, x.metric
 ), keys AS (
-    SELECT k.device_id, k.metric FROM park_keys k
-    WHERE NOT EXISTS (
-        SELECT 1 FROM unfolded u WHERE u.device_id = k.device_id AND u.metric = k.metric
-    )
+    -- Read from the roll-ups up to ``upto``: L when folded, else the first dirty minute.
+    SELECT k.device_id, k.metric, coalesce(d.first_dirty, %(last)s) AS upto,
+           d.first_dirty IS NULL AS folded
+    FROM park_keys k
+    LEFT JOIN dirty d ON d.device_id = k.device_id AND d.metric = k.metric
+    WHERE d.first_dirty IS NULL OR d.first_dirty > %(first)s
 ), minutes AS (
     SELECT r.device_id, r.metric,
            sum(CASE
-               WHEN r.minute > %(first)s AND r.minute < %(last)s
+               WHEN r.minute > %(first)s AND r.minute < k.upto
                    THEN coalesce(r.inc_within, 0) + coalesce(r.inc_from_prev, 0)
-               WHEN r.first_ts > %(start)s AND r.first_ts <= %(end)s
+               WHEN (r.minute = %(first)s OR (k.folded AND r.minute = %(last)s))
+                   AND r.first_ts > %(start)s AND r.first_ts <= %(end)s
                    THEN coalesce(r.inc_from_prev, 0)
                ELSE 0
            END) AS increase
     FROM keys k
     JOIN readings_1m r ON r.device_id = k.device_id AND r.metric = k.metric
-    WHERE r.minute >= %(first)s AND r.minute <= %(last)s
+    WHERE r.minute >= %(first)s AND r.minute <= k.upto
     GROUP BY r.device_id, r.metric
 ), edges AS (
     SELECT device_id, metric, sum(counter_step(previous, value)) AS increase
@@ -113,35 +121,46 @@ WITH park_keys AS (
                lag(r.value) OVER (PARTITION BY k.device_id, k.metric ORDER BY r.ts) AS previous
         FROM keys k
         JOIN readings r ON r.device_id = k.device_id AND r.metric = k.metric
-        WHERE r.ts >= %(last)s AND r.ts <= %(end)s AND %(last)s > %(first)s
+        WHERE k.folded AND r.ts >= %(last)s AND r.ts <= %(end)s AND %(last)s > %(first)s
     ) e
     WHERE ts > %(start)s AND ts <= %(end)s AND previous IS NOT NULL
     GROUP BY device_id, metric
+), raw_keys AS (
+    -- Raw readings after ``after`` count, the last one at or before it is the baseline.
+    SELECT device_id, metric,
+           CASE WHEN first_dirty > %(first)s THEN first_dirty - interval '1 microsecond'
+                ELSE %(start)s END AS after
+    FROM dirty
 ), raw AS (
     SELECT device_id, metric, coalesce(sum(counter_step(previous, value)), 0) AS increase
     FROM (
-        SELECT u.device_id, u.metric, r.ts, r.value,
+        SELECT u.device_id, u.metric, u.after, r.ts, r.value,
                lag(r.value) OVER (PARTITION BY u.device_id, u.metric ORDER BY r.ts) AS previous
-        FROM unfolded u
+        FROM raw_keys u
         CROSS JOIN LATERAL (
             (SELECT b.ts, b.value FROM readings b
-             WHERE b.device_id = u.device_id AND b.metric = u.metric AND b.ts <= %(start)s
+             WHERE b.device_id = u.device_id AND b.metric = u.metric AND b.ts <= u.after
              ORDER BY b.ts DESC LIMIT 1)
             UNION ALL
             (SELECT w.ts, w.value FROM readings w
              WHERE w.device_id = u.device_id AND w.metric = u.metric
-               AND w.ts > %(start)s AND w.ts <= %(end)s)
+               AND w.ts > u.after AND w.ts <= %(end)s)
         ) r
     ) s
-    WHERE ts > %(start)s
+    WHERE ts > after
     GROUP BY device_id, metric
 )
-SELECT coalesce(a.device_id, b.device_id) AS device_id, coalesce(a.metric, b.metric) AS metric,
-       coalesce(a.increase, 0) + coalesce(b.increase, 0) AS increase
-FROM minutes a
-FULL JOIN edges b ON a.device_id = b.device_id AND a.metric = b.metric
-UNION ALL
-SELECT device_id, metric, increase FROM raw
+SELECT device_id, metric, sum(increase)
+FROM (
+    SELECT coalesce(a.device_id, b.device_id) AS device_id,
+           coalesce(a.metric, b.metric) AS metric,
+           coalesce(a.increase, 0) + coalesce(b.increase, 0) AS increase
+    FROM minutes a
+    FULL JOIN edges b ON a.device_id = b.device_id AND a.metric = b.metric
+    UNION ALL
+    SELECT device_id, metric, increase FROM raw
+) parts
+GROUP BY device_id, metric
 """
 
 

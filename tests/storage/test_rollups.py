@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -11,9 +11,11 @@ import pytest
 
 from services.core.batching import Batch
 from services.core.readings import Reading
+from services.storage import signal_queries
 from services.storage.rollups import fold, rebuild
 from services.storage.writer import BatchWriter
 from tests.harness.storage import (
+    fold_now,
     load,
     reading,
     rows,
@@ -302,3 +304,49 @@ def test_concurrent_writers_keep_rollups_exact(db: str) -> None:
     asyncio.run(rebuild_all())
     assert rows(db, query_1m) == maintained[0]
     assert rows(db, query_park) == maintained[1]
+
+
+@pytest.mark.parametrize(
+    ("unfolded", "end", "want"),
+    [
+        # Unfolded readings after the folded ones (the usual case: the fold is a second
+        # behind): minutes before 10:03 come from the roll-ups, the rest raw. From the
+        # baseline 6 at 10:00:40: +4 +2 +2, +2 (16 at 10:03:10), +3 (restart to 3).
+        (
+            [
+                reading("m1", "energy_kwh", t(10, 3, 10), 16),
+                reading("m1", "energy_kwh", t(10, 4, 5), 3),
+            ],
+            t(10, 4, 5),
+            13.0,
+        ),
+        # A late reading between stored minutes (10:01:50, after 10:02 was folded): the
+        # stitch of 10:02 is stale too, so everything from 10:01 on is read raw:
+        # +4 (10 at 10:01:30), +10 (20), +12 (restart to 12); 14 at 10:02:50 is outside.
+        ([reading("m1", "energy_kwh", t(10, 1, 50), 20)], t(10, 2, 30), 26.0),
+        # Unfolded before the window's first minute: the whole window is read raw.
+        ([reading("m1", "energy_kwh", t(9, 59, 0), 1)], t(10, 2, 30), 6.0),
+    ],
+)
+def test_live_counter_increases_read_unfolded_minutes_raw(
+    db: str, unfolded: list[Reading], end: datetime, want: float
+) -> None:
+    """Folded minutes come from the roll-ups, from the first unfolded minute on raw rows."""
+    folded = [
+        reading("m1", "energy_kwh", t(10, 0, 30), 4),
+        reading("m1", "energy_kwh", t(10, 0, 40), 6),  # the window's baseline
+        reading("m1", "energy_kwh", t(10, 1, 30), 10),
+        reading("m1", "energy_kwh", t(10, 2, 10), 12),
+        reading("m1", "energy_kwh", t(10, 2, 50), 14),
+    ]
+    write_batches(db, [folded])
+    write_batches(db, [unfolded], fold_every=99, fold_at_end=False)
+    assert rows(db, "SELECT count(*) > 0 AS dirty FROM rollup_dirty") == [{"dirty": True}]
+
+    async def increases() -> dict[tuple[str, str], float]:
+        async with await psycopg.AsyncConnection.connect(db) as conn:
+            return await signal_queries.counter_increases(conn, ["p1"], t(10, 0, 40), end)
+
+    assert asyncio.run(increases())[("m1", "energy_kwh")] == pytest.approx(want)
+    fold_now(db)  # and the same once folded
+    assert asyncio.run(increases())[("m1", "energy_kwh")] == pytest.approx(want)
