@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from services.config import MqttSettings
@@ -108,3 +110,15 @@ def test_messages_of_every_size_arrive_whole(
     publish_concurrently(mqtt_settings, messages, publishers=2)
     wait_until(lambda: count_rows(clean_db, fleet.prefix) >= len(expected), 60)
     assert stored_rows(clean_db, fleet.prefix) == expected
+
+
+def test_every_message_goes_to_on_message_and_per_topic_callbacks_are_refused() -> None:
+    """No topic trie walk per message: ingest never registers per-topic callbacks."""
+    client = _ReadAheadClient(CallbackAPIVersion.VERSION2)
+    got: list[Any] = []
+    client.on_message = lambda _c, _u, message: got.append(message.topic)
+    message = mqtt.MQTTMessage(mid=1, topic=b"parksense/v1/p1/f1/m1/telemetry")
+    client._handle_on_message(message)
+    assert got == ["parksense/v1/p1/f1/m1/telemetry"]
+    with pytest.raises(NotImplementedError):
+        client.message_callback_add("parksense/#", lambda *_: None)

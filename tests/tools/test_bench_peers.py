@@ -17,6 +17,7 @@ from tests.harness.environment import TEST_CLUSTER_SETTINGS, free_port, make_tem
 from tests.harness.waiting import wait_until
 from tools.bench_peers import (
     BENCH_POSTGRES_SETTINGS,
+    FRESH_START_SQL,
     BenchPeersError,
     Sampler,
     _final_counts,
@@ -60,6 +61,26 @@ def test_progress_counts_rows_inserted_into_every_chunk_as_messages(clean_db: st
         wait_until(lambda: sampler.samples and sampler.samples[-1].messages == 13, 10.0)
     finally:
         sampler.close()
+
+
+def test_a_fresh_start_leaves_nothing_an_earlier_invocation_derived(clean_db: str) -> None:
+    """Raw rows, roll-ups, latest values and the dirty-key log all go (not only raw rows)."""
+    _insert_messages(clean_db, "bench-d1", 5)
+    with psycopg.connect(clean_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO device_latest (device_id, metric, ts, value, received_at)"
+            " SELECT device_id, metric, max(ts), 1.0, max(ts) FROM readings GROUP BY 1, 2"
+        )
+        conn.execute(
+            "INSERT INTO rollup_dirty (device_id, metric, minute)"
+            " SELECT DISTINCT device_id, metric, date_trunc('minute', ts) FROM readings"
+        )
+        conn.execute(FRESH_START_SQL)
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM device_latest)"
+            " + (SELECT count(*) FROM rollup_dirty)"
+        ).fetchone()
+    assert left == (0,)
 
 
 def test_final_counts_are_distinct_messages_and_every_row(clean_db: str) -> None:
