@@ -122,3 +122,18 @@ def test_every_message_goes_to_on_message_and_per_topic_callbacks_are_refused() 
     assert got == ["parksense/v1/p1/f1/m1/telemetry"]
     with pytest.raises(NotImplementedError):
         client.message_callback_add("parksense/#", lambda *_: None)
+
+
+def test_a_batch_of_acks_is_one_write_of_paho_s_own_pubacks() -> None:
+    """ack_all queues the PUBACKs paho would send one by one, as one packet write."""
+    client = _ReadAheadClient(CallbackAPIVersion.VERSION2, manual_ack=True)
+    client.ack_all([1, 2, 513])
+    [batch] = list(client._out_packet)
+    client._out_packet.clear()
+    for mid in (1, 2, 513):
+        client.ack(mid, 1)
+    one_by_one = b"".join(bytes(p["packet"]) for p in client._out_packet)
+    assert bytes(batch["packet"]) == one_by_one == bytes.fromhex("400200014002000240020201")
+    client._out_packet.clear()
+    client.ack_all([])
+    assert not client._out_packet
