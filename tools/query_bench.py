@@ -125,6 +125,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=60, help="timed requests per query")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests per query")
     parser.add_argument("--reuse", action="store_true", help="measure the data already there")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a generation that was interrupted (from its first day without roll-ups)",
+    )
     parser.add_argument("--check", action="store_true", help=f"exit 1 if a p95 >= {GOAL_P95_MS} ms")
     return parser.parse_args(argv)
 
@@ -153,18 +158,49 @@ def _data_end(conninfo: str) -> datetime | None:
     return newest + timedelta(minutes=1)
 
 
-async def _generate(conninfo: str, fleet: Fleet, days: int) -> tuple[datetime, datetime]:
+def _resume_point(conninfo: str, days: int) -> tuple[datetime, datetime, datetime] | None:
+    """Where an interrupted generation stands: (its start, its end, the first day to make).
+
+    Each day's roll-ups commit after its readings, so the first day without park minutes
+    is the first one not finished (its readings, if any, are made again).
+    """
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT (SELECT min(ts) FROM readings), (SELECT max(minute) FROM park_1m)"
+        ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    start: datetime = row[0]
+    done_to: datetime | None = row[1]
+    day = (
+        start
+        if done_to is None
+        else start + (done_to - start) // timedelta(days=1) * timedelta(days=1) + timedelta(days=1)
+    )
+    return start, start + timedelta(days=days), day
+
+
+async def _generate(
+    conninfo: str, fleet: Fleet, days: int, *, resume: bool = False
+) -> tuple[datetime, datetime]:
     park_id = fleet.parks[0].id
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
-    load_fleet(conninfo, fleet)
+    found = _resume_point(conninfo, days) if resume else None
+    if found is None:
+        load_fleet(conninfo, fleet)
     epoch_minute = int(COUNTER_EPOCH.timestamp() // 60)
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(
-            "TRUNCATE readings, readings_1m, park_1m, park_metric_1m, device_latest, device_status,"
-            " device_status_events, device_availability, availability_dirty"
-        )
-        day = start
+        if found is None:
+            await conn.execute(
+                "TRUNCATE readings, readings_1m, park_1m, park_metric_1m, device_latest,"
+                " device_status, device_status_events, device_availability, availability_dirty"
+            )
+            day = start
+        else:
+            start, end, day = found
+            logger.info("Resuming at %s (data from %s)", day.isoformat(), start.isoformat())
+            await conn.execute("DELETE FROM readings WHERE ts >= %s", (day,))
         while day < end:
             upto = min(day + timedelta(days=1), end)
             began = time.perf_counter()
@@ -297,7 +333,7 @@ async def _run(args: argparse.Namespace) -> int:
     fleet = _bench_fleet(args.devices)
     found = _data_end(conninfo) if args.reuse else None
     if found is None:
-        start, end = await _generate(conninfo, fleet, args.days)
+        start, end = await _generate(conninfo, fleet, args.days, resume=args.resume)
     else:
         start, end = found - timedelta(days=args.days), found
     park = fleet.parks[0]
