@@ -78,25 +78,33 @@ WITH inserted AS (
 INSERT INTO fresh_readings SELECT * FROM inserted
 """
 
-# After a conflict, what follows from the rows the batch inserted (fresh_readings).
-_FRESH_LATEST = """
-INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)
-SELECT DISTINCT ON (device_id, metric) device_id, metric, ts, value, value_text, received_at
-FROM fresh_readings
-ORDER BY device_id, metric, ts DESC
+# A device's latest value and last-seen time move forward in measured time only.
+_LATEST_INTO = (
+    "INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)"
+)
+_LATEST_FORWARD = """
 ON CONFLICT (device_id, metric) DO UPDATE
 SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
     received_at = excluded.received_at
 WHERE excluded.ts > l.ts
 """
-
-_FRESH_LAST_SEEN = """
-INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)
-SELECT device_id, max(ts), now() FROM fresh_readings GROUP BY device_id ORDER BY device_id
+_LAST_SEEN_INTO = "INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)"
+_LAST_SEEN_FORWARD = """
 ON CONFLICT (device_id) DO UPDATE
 SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
 WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
 """
+
+# After a conflict, what follows from the rows the batch inserted (fresh_readings).
+_FRESH_LATEST = f"""{_LATEST_INTO}
+SELECT DISTINCT ON (device_id, metric) device_id, metric, ts, value, value_text, received_at
+FROM fresh_readings
+ORDER BY device_id, metric, ts DESC
+{_LATEST_FORWARD}"""
+
+_FRESH_LAST_SEEN = f"""{_LAST_SEEN_INTO}
+SELECT device_id, max(ts), now() FROM fresh_readings GROUP BY device_id ORDER BY device_id
+{_LAST_SEEN_FORWARD}"""
 
 # Appended, never upserted: a park's current minute would otherwise be a row every worker
 # locks until its commit. Readers sum the rows.
@@ -114,24 +122,15 @@ GROUP BY 1, 2
 
 # The same, for a batch of new readings, from its summary (rows in key order). Arrays go as
 # %b (binary): in text format psycopg quotes every element with a regular expression.
-_SUMMARY_LATEST = """
-INSERT INTO device_latest AS l (device_id, metric, ts, value, value_text, received_at)
+_SUMMARY_LATEST = f"""{_LATEST_INTO}
 SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::float8[], %b::text[],
                      %b::timestamptz[])
-ON CONFLICT (device_id, metric) DO UPDATE
-SET ts = excluded.ts, value = excluded.value, value_text = excluded.value_text,
-    received_at = excluded.received_at
-WHERE excluded.ts > l.ts
-"""
+{_LATEST_FORWARD}"""
 
-_SUMMARY_LAST_SEEN = """
-INSERT INTO device_status AS s (device_id, last_seen_ts, updated_at)
+_SUMMARY_LAST_SEEN = f"""{_LAST_SEEN_INTO}
 SELECT device_id, last_seen_ts, now()
 FROM unnest(%b::text[], %b::timestamptz[]) AS u(device_id, last_seen_ts)
-ON CONFLICT (device_id) DO UPDATE
-SET last_seen_ts = excluded.last_seen_ts, updated_at = now()
-WHERE s.last_seen_ts IS NULL OR excluded.last_seen_ts > s.last_seen_ts
-"""
+{_LAST_SEEN_FORWARD}"""
 
 _SUMMARY_DELIVERY = """
 INSERT INTO delivery_1m (park_id, minute, accepted, stored)
