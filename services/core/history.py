@@ -9,7 +9,7 @@ definitions are in ``docs/signals.md``; ``derive_signals`` turns the sums into r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -259,25 +259,25 @@ def bucket_signals(
     """
     minutes = slot.minutes
     with_lines = registry.factories_with_lines * minutes
+    scheduled: float = with_lines
+    capacity = registry.line_capacity_units_per_hour * minutes / 60.0
+    off_shift, lines_off_shift = 0.0, 0
+    if plan is not None:
+        scheduled, capacity = plan.factory_minutes_scheduled, plan.capacity_units
+        off_shift, lines_off_shift = plan.factory_minutes_off_shift, plan.lines_off_shift
     totals = SignalTotals(
         devices_registered=registry.devices * minutes,
         devices_online=sums.devices_reporting,
-        factories_with_lines=with_lines,
+        factories_with_lines=scheduled,
         factories_operating=sums.factories_operating,
-        line_capacity_units=registry.line_capacity_units_per_hour * minutes / 60.0,
+        line_capacity_units=capacity,
         output_units=sums.output_units,
         power_kw=sums.power_kw / minutes if minutes else 0.0,
         energy_kwh=sums.energy_kwh,
         devices_in_alarm=sums.devices_in_alarm,
+        factories_off_shift=off_shift,
+        lines_off_shift=lines_off_shift,
     )
-    if plan is not None:
-        totals = replace(
-            totals,
-            factories_with_lines=plan.factory_minutes_scheduled,
-            line_capacity_units=plan.capacity_units,
-            factories_off_shift=plan.factory_minutes_off_shift,
-            lines_off_shift=plan.lines_off_shift,
-        )
     everything = Coverage(registry.devices * minutes, sums.devices_reporting)
     energy = Coverage(registry.energy_devices * minutes, sums.energy_reporting)
     output = Coverage(registry.lines * minutes, sums.lines_reporting_output)
@@ -300,3 +300,48 @@ def bucket_signals(
         factory_minutes_with_lines=with_lines,
         factory_minutes_scheduled=totals.factories_with_lines,
     )
+
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftHours:
+    """The whole hours of a request with shifts laid over them, for each of several calendars.
+
+    ``full[i]``: the spans of whole hours wholly inside the scheduled time of calendar ``i``.
+    ``split``: the hours a shift of some calendar begins or ends inside (read minute by
+    minute).
+    """
+
+    full: tuple[tuple[tuple[datetime, datetime], ...], ...]
+    split: frozenset[datetime]
+
+
+def shift_hours(
+    scheduled: Sequence[Sequence[tuple[datetime, datetime]]], first: datetime, end: datetime
+) -> ShiftHours:
+    """Lay each calendar's scheduled intervals over the hours of ``[first, end)``.
+
+    ``scheduled[i]`` is sorted and merged (as ``scheduled_intervals`` returns it); ``first``
+    and ``end`` are whole hours. An hour no interval of a calendar meets is wholly outside it.
+    """
+    full: list[tuple[tuple[datetime, datetime], ...]] = []
+    split: set[datetime] = set()
+    for intervals in scheduled:
+        spans: list[tuple[datetime, datetime]] = []
+        for begins, ends in intervals:
+            lo, hi = max(begins, first), min(ends, end)
+            if lo >= hi:
+                continue
+            whole_from = bucket_start(lo, Bucket.HOUR)
+            if whole_from != lo:
+                split.add(whole_from)
+                whole_from += HOUR
+            whole_to = bucket_start(hi, Bucket.HOUR)
+            if whole_to != hi:
+                split.add(whole_to)
+            if whole_from < whole_to:
+                spans.append((whole_from, whole_to))
+        full.append(tuple(spans))
+    return ShiftHours(full=tuple(full), split=frozenset(split))

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from services.core.aggregates import Agg
-from services.core.calendar import scheduled_intervals
+from services.core.calendar import WorkCalendar, scheduled_intervals
 from services.core.history import (
     BUCKET_ORIGIN,
+    HOUR,
     Bucket,
+    BucketPlan,
     BucketSignals,
     FactoryLines,
     MinuteTotals,
@@ -23,6 +25,7 @@ from services.core.history import (
     bucket_slots,
     bucket_start,
     registry_counts,
+    shift_hours,
 )
 from services.core.registry import ParkInfo
 from services.core.signals import LINE_TYPE
@@ -62,11 +65,12 @@ GROUP BY 1
 ORDER BY 1
 """
 
-# Planned time: each bucket's operating factory-minutes inside the factories' shifts.
-# ``%(factory)s`` / ``%(lo)s`` / ``%(hi)s`` list the scheduled intervals of every factory
-# with lines (from the calendar, services/core/calendar.py); a minute folded before
-# park_1m kept its operating factories counts as the roll-up's number.
-_OPERATING_SCHEDULED_SQL = """
+# Planned time: the operating factory-minutes inside the factories' shifts, per bucket, of
+# the park minutes in the ranges ``%(mlo)s`` / ``%(mhi)s``. ``%(factory)s`` / ``%(lo)s`` /
+# ``%(hi)s`` list the scheduled intervals of every factory with lines (from the calendar,
+# services/core/calendar.py); a minute folded before park_1m kept its operating factories
+# counts as the roll-up's number.
+_OPERATING_MINUTES_SQL = """
 WITH plan AS (
     SELECT factory_id, range_agg(tstzrange(lo, hi)) AS scheduled
     FROM unnest(%(factory)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
@@ -78,12 +82,45 @@ SELECT time_bucket(%(width)s, m.minute, %(origin)s) AS bucket,
                 ELSE (SELECT count(*) FROM unnest(m.operating_factories) AS f(factory_id)
                       JOIN plan USING (factory_id)
                       WHERE m.minute <@ plan.scheduled) END)::bigint AS operating
-FROM park_1m m
-WHERE m.park_id = %(park)s AND m.minute >= %(start)s AND m.minute < %(end)s
+FROM unnest(%(mlo)s::timestamptz[], %(mhi)s::timestamptz[]) AS r(lo, hi)
+JOIN park_1m m ON m.park_id = %(park)s AND m.minute >= r.lo AND m.minute < r.hi
 GROUP BY 1
 """
 
-HOUR = timedelta(hours=1)
+# Planned time over whole hours: per bucket, the operating minutes park_1h keeps for each
+# factory in the hours wholly inside its calendar's shifts, leaving out the hours in
+# ``%(split)s``. ``%(calendar)s`` / ``%(span_lo)s`` / ``%(span_hi)s``: each calendar's spans
+# of whole hours in shift; ``%(factory)s`` / ``%(follows)s``: the calendar each factory with
+# lines follows. Rows with ``unknown`` set name an hour without the breakdown (migration
+# 0052), to be read from its minutes.
+_OPERATING_HOURS_SQL = """
+WITH spans AS (
+    SELECT calendar, range_agg(tstzrange(lo, hi)) AS hours
+    FROM unnest(%(calendar)s::integer[], %(span_lo)s::timestamptz[],
+                %(span_hi)s::timestamptz[]) AS s(calendar, lo, hi)
+    GROUP BY calendar
+), follows AS (
+    SELECT * FROM unnest(%(factory)s::text[], %(follows)s::integer[]) AS f(factory_id, calendar)
+), hours AS MATERIALIZED (
+    SELECT hour, factory_operating_minutes AS by_factory
+    FROM park_1h
+    WHERE park_id = %(park)s AND hour >= %(h1)s AND hour < %(h2)s
+      AND hour <> ALL (%(split)s::timestamptz[])
+), in_shift AS MATERIALIZED (
+    SELECT h.hour, h.by_factory, s.calendar
+    FROM hours h
+    JOIN spans s ON h.hour <@ s.hours
+    WHERE h.by_factory IS NOT NULL
+)
+SELECT time_bucket(%(width)s, i.hour, %(origin)s) AS bucket,
+       coalesce(sum((i.by_factory ->> f.factory_id)::integer), 0)::bigint AS operating,
+       NULL::timestamptz AS unknown
+FROM in_shift i
+JOIN follows f USING (calendar)
+GROUP BY 1
+UNION ALL
+SELECT NULL, NULL, hour FROM hours WHERE by_factory IS NULL
+"""
 
 
 def _factory_lines(park: ParkInfo) -> dict[str, FactoryLines]:
@@ -134,29 +171,29 @@ async def park_history(
             h1 = h2 = end
         params |= {"h1": h1, "h2": h2}
         sql = _HISTORY_HOURS_SQL
-    sums: dict[datetime, MinuteTotals] = {}
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(sql.encode(), params)
-        for row in await cur.fetchall():
-            values: list[Any] = [row[name] for name in _SUM_COLUMNS]
-            sums[row["bucket"]] = MinuteTotals(*values)
+        rows = {row["bucket"]: row for row in await cur.fetchall()}
     registry = registry_counts(park)
-    if not park.planned:
-        return [bucket_signals(slot, sums.get(slot.ts, MinuteTotals()), registry) for slot in slots]
-    factories = _factory_lines(park)
-    plans = bucket_plans(slots, factories)
-    operating = await _operating_scheduled(conn, params, factories, start=start, end=end)
+    plans: list[BucketPlan | None] = [None] * len(slots)
+    if park.planned:
+        factories = _factory_lines(park)
+        plans = list(bucket_plans(slots, factories))
+        # Operating factory-minutes count only inside shifts (the other sums stay the roll-up's).
+        operating = await _operating_scheduled(conn, params, factories, start=start, end=end)
+        for ts, row in rows.items():
+            row["factories_operating"] = operating.get(ts, 0)
     return [
-        bucket_signals(
-            slot,
-            replace(
-                sums.get(slot.ts, MinuteTotals()), factories_operating=operating.get(slot.ts, 0)
-            ),
-            registry,
-            plan,
-        )
+        bucket_signals(slot, _minute_totals(rows.get(slot.ts)), registry, plan)
         for slot, plan in zip(slots, plans, strict=True)
     ]
+
+
+def _minute_totals(row: dict[str, Any] | None) -> MinuteTotals:
+    """A bucket's sums from its row (none: a bucket without data)."""
+    if row is None:
+        return MinuteTotals()
+    return MinuteTotals(*(row[name] for name in _SUM_COLUMNS))
 
 
 async def _operating_scheduled(
@@ -167,12 +204,44 @@ async def _operating_scheduled(
     start: datetime,
     end: datetime,
 ) -> dict[datetime, int]:
-    """Each bucket's operating factory-minutes that fall inside the factory's shifts."""
-    ids: list[str] = []
-    los: list[datetime] = []
-    his: list[datetime] = []
-    for factory_id, lines in factories.items():
-        for lo, hi in scheduled_intervals(lines.calendar, start, end):
+    """Each bucket's operating factory-minutes that fall inside the factory's shifts.
+
+    Whole hours ``[h1, h2)`` (in ``params`` for buckets of an hour or more) wholly inside or
+    outside every shift count from park_1h's minutes per factory; the minutes around them,
+    and the hours a shift begins or ends inside, are tested minute by minute.
+    """
+    # Factories that share a calendar (most follow their park's) are expanded once.
+    calendars: dict[WorkCalendar | None, int] = {}
+    follows = [calendars.setdefault(lines.calendar, len(calendars)) for lines in factories.values()]
+    scheduled = [scheduled_intervals(calendar, start, end) for calendar in calendars]
+    totals: dict[datetime, int] = {}
+    ranges = [(start, end)]
+    if "h1" in params and params["h1"] < params["h2"]:
+        h1, h2 = params["h1"], params["h2"]
+        shifts = shift_hours(scheduled, h1, h2)
+        spans = [(i, lo, hi) for i, found in enumerate(shifts.full) for lo, hi in found]
+        query = params | {
+            "calendar": [i for i, _, _ in spans],
+            "span_lo": [lo for _, lo, _ in spans],
+            "span_hi": [hi for _, _, hi in spans],
+            "factory": list(factories),
+            "follows": follows,
+            "split": sorted(shifts.split),
+        }
+        by_minute = set(shifts.split)
+        async with conn.cursor() as cur:
+            await cur.execute(_OPERATING_HOURS_SQL.encode(), query)
+            for at, count, unknown in await cur.fetchall():
+                if unknown is not None:
+                    by_minute.add(unknown)
+                else:
+                    totals[at] = int(count)
+        ranges = _merged([(start, h1), *((h, h + HOUR) for h in sorted(by_minute)), (h2, end)])
+    if not ranges:
+        return totals
+    ids, los, his = [], [], []
+    for factory_id, calendar in zip(factories, follows, strict=True):
+        for lo, hi in scheduled[calendar]:
             ids.append(factory_id)
             los.append(lo)
             his.append(hi)
@@ -180,15 +249,30 @@ async def _operating_scheduled(
         "width": params["width"],
         "origin": params["origin"],
         "park": params["park"],
-        "start": start,
-        "end": end,
         "factory": ids,
         "lo": los,
         "hi": his,
+        "mlo": [lo for lo, _ in ranges],
+        "mhi": [hi for _, hi in ranges],
     }
     async with conn.cursor() as cur:
-        await cur.execute(_OPERATING_SCHEDULED_SQL.encode(), query)
-        return {bucket: int(count) for bucket, count in await cur.fetchall()}
+        await cur.execute(_OPERATING_MINUTES_SQL.encode(), query)
+        for at, count in await cur.fetchall():
+            totals[at] = totals.get(at, 0) + int(count)
+    return totals
+
+
+def _merged(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The non-empty ``ranges`` (in order), adjacent ones joined."""
+    out: list[tuple[datetime, datetime]] = []
+    for lo, hi in ranges:
+        if lo >= hi:
+            continue
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
 
 
 # Fixed SQL per aggregate over park_metric_1m rows, never built from user text.

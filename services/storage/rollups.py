@@ -367,22 +367,41 @@ _PARK_SUMS = (
     " energy_reporting, energy_kwh, alarm_devices_reporting, devices_in_alarm"
 )
 
-# park_1h: the sums of park_1m over each hour ``{park_hours}`` yields (park_id, hour).
+# park_1h: the sums of park_1m over each hour ``{park_hours}`` yields (park_id, hour), and
+# each factory's operating minutes in it (NULL when a minute of the hour has no operating
+# factories recorded, migration 0052).
 _PARK_HOURS = f"""
 WITH ph AS (
     {{park_hours}}
+), sums AS (
+    SELECT m.park_id, ph.hour, count(*)::integer AS minutes,
+           {", ".join(f"sum({c.strip()}) AS {c.strip()}" for c in _PARK_SUMS.split(","))},
+           bool_and(m.operating_factories IS NOT NULL) AS complete
+    FROM ph
+    JOIN park_1m m ON m.park_id = ph.park_id
+        AND m.minute >= ph.hour AND m.minute < ph.hour + interval '1 hour'
+    GROUP BY m.park_id, ph.hour
 )
-INSERT INTO park_1h AS h (park_id, hour, minutes, {_PARK_SUMS})
-SELECT m.park_id, ph.hour, count(*)::integer,
-       {", ".join(f"sum({c.strip()})" for c in _PARK_SUMS.split(","))}
-FROM ph
-JOIN park_1m m ON m.park_id = ph.park_id
-    AND m.minute >= ph.hour AND m.minute < ph.hour + interval '1 hour'
-GROUP BY m.park_id, ph.hour
-ORDER BY m.park_id, ph.hour
+INSERT INTO park_1h AS h (park_id, hour, minutes, {_PARK_SUMS}, factory_operating_minutes)
+SELECT s.park_id, s.hour, s.minutes, {", ".join(f"s.{c.strip()}" for c in _PARK_SUMS.split(","))},
+       CASE WHEN s.complete THEN coalesce(b.by_factory, '{{{{}}}}') END
+FROM sums s
+CROSS JOIN LATERAL (
+    SELECT jsonb_object_agg(c.factory_id, c.minutes) AS by_factory
+    FROM (
+        SELECT f.factory_id, count(*)::integer AS minutes
+        FROM park_1m m
+        CROSS JOIN LATERAL unnest(m.operating_factories) AS f(factory_id)
+        WHERE m.park_id = s.park_id
+          AND m.minute >= s.hour AND m.minute < s.hour + interval '1 hour'
+        GROUP BY f.factory_id
+    ) c
+) b
+ORDER BY s.park_id, s.hour
 ON CONFLICT (park_id, hour) DO UPDATE SET
     minutes = excluded.minutes,
-    {", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _PARK_SUMS.split(","))}
+    {", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _PARK_SUMS.split(","))},
+    factory_operating_minutes = excluded.factory_operating_minutes
 """
 
 _PARK_HOURS_TOUCHED = _PARK_HOURS.format(

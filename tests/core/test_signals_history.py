@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.core.history import (
     Bucket,
@@ -14,6 +16,7 @@ from services.core.history import (
     bucket_signals,
     bucket_slots,
     bucket_start,
+    shift_hours,
 )
 from services.core.signals import Signal
 
@@ -106,3 +109,62 @@ def test_minute_totals_add_up() -> None:
     assert a + b == MinuteTotals(
         devices_reporting=5, output_units=3.5, devices_in_alarm=1, power_kw=4.0
     )
+
+
+def _at(hour: int, minute: int = 0) -> datetime:
+    return DAY + timedelta(hours=hour, minutes=minute)
+
+
+def test_shift_hours_worked_by_hand() -> None:
+    """Whole hours in shift become spans; hours a shift begins or ends inside are split.
+
+    Calendar 0 works 08:00-12:00 and 13:30-15:00; calendar 1 works 10:15-10:45 (inside one
+    hour) and from 22:00 past the end of the request at 20:00; calendar 2 nothing.
+    """
+    scheduled = [
+        [(_at(8), _at(12)), (_at(13, 30), _at(15))],
+        [(_at(10, 15), _at(10, 45)), (_at(22), _at(30))],
+        [],
+    ]
+    shifts = shift_hours(scheduled, _at(6), _at(20))
+    assert shifts.full == (((_at(8), _at(12)), (_at(14), _at(15))), (), ())
+    assert shifts.split == frozenset({_at(13), _at(10)})
+
+
+def test_shift_hours_clip_to_the_request() -> None:
+    """A shift that began before the first hour or ends after the last is cut at them."""
+    shifts = shift_hours([[(_at(-3, 30), _at(2, 30)), (_at(3), _at(9, 10))]], _at(0), _at(5))
+    assert shifts.full == (((_at(0), _at(2)), (_at(3), _at(5))),)
+    assert shifts.split == frozenset({_at(2)})
+
+
+@st.composite
+def _intervals(draw: st.DrawFn) -> list[tuple[datetime, datetime]]:
+    """Sorted, merged intervals on whole minutes of one day, as a calendar yields them."""
+    cuts = sorted(set(draw(st.lists(st.integers(0, 24 * 60), max_size=10))))
+    pairs = list(zip(cuts[::2], cuts[1::2], strict=False))
+    return [(DAY + timedelta(minutes=a), DAY + timedelta(minutes=b)) for a, b in pairs]
+
+
+@given(
+    scheduled=st.lists(_intervals(), max_size=3),
+    first=st.integers(0, 23),
+    hours=st.integers(1, 24),
+)
+def test_shift_hours_agree_with_the_minutes(
+    scheduled: list[list[tuple[datetime, datetime]]], first: int, hours: int
+) -> None:
+    """An hour is whole in shift iff all its minutes are; split iff only some are, anywhere."""
+    lo, hi = _at(first), _at(min(first + hours, 24))
+    shifts = shift_hours(scheduled, lo, hi)
+    assert all(lo <= h < hi for h in shifts.split)
+    hour = lo
+    while hour < hi:
+        split = False
+        for intervals, spans in zip(scheduled, shifts.full, strict=True):
+            minutes = [hour + timedelta(minutes=m) for m in range(60)]
+            inside = sum(any(a <= m < b for a, b in intervals) for m in minutes)
+            assert (inside == 60) == any(a <= hour < b for a, b in spans), hour
+            split = split or 0 < inside < 60
+        assert (hour in shifts.split) == split, hour
+        hour += timedelta(hours=1)
