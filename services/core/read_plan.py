@@ -2,13 +2,15 @@
 
 ```
 [start ─ raw head ─┬─────────── roll-up minutes (readings_1m) ───────────┬─ raw tail ─ end)
-                   r0          └ raw inside: minutes not folded yet ┘    r1
+                   r0 ├─ whole quarters (readings_15m) ─┤└ raw inside ┘   r1
 ```
 A bucket of whole minutes, aligned to a whole-minute origin, is a union of whole minutes,
 so its aggregate combines exactly from the minutes' roll-ups and the raw rows of the
 partial edge minutes. A minute the roll-up has not folded yet (``unfolded``) is read from
 raw rows too; one it may not answer at all (an aggregate it holds no column for) makes the
-whole request raw.
+whole request raw. Likewise a bucket of whole quarter hours on the quarter-hour grid is a
+union of quarters: the quarters wholly inside the roll-up minutes (none of their minutes
+unfolded) come from the per-quarter roll-up, the other roll-up minutes from readings_1m.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 MINUTE = timedelta(minutes=1)
+QUARTER = timedelta(minutes=15)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -34,7 +37,8 @@ class ReadPlan:
     """Roll-up minutes ``[r0, r1)`` except ``raw_inside``; raw rows for the rest of the request.
 
     ``r0 == r1`` when no minute comes from the roll-up; then both equal ``end`` and the raw
-    head is the whole request.
+    head is the whole request. ``quarters``: the parts of the roll-up minutes read as whole
+    quarter hours (from readings_15m); ``minute_spans`` the rest (from readings_1m).
     """
 
     start: datetime
@@ -42,6 +46,8 @@ class ReadPlan:
     r0: datetime
     r1: datetime
     raw_inside: tuple[Span, ...]
+    quarters: tuple[Span, ...] = ()
+    minute_spans: tuple[Span, ...] = ()
 
     @property
     def uses_rollup(self) -> bool:
@@ -68,7 +74,21 @@ def ceil_minute(ts: datetime) -> datetime:
 
 def whole_minute_buckets(width: timedelta, origin: datetime) -> bool:
     """Whether buckets of ``width`` from ``origin`` are unions of whole minutes."""
-    return width > timedelta(0) and not width % MINUTE and not (origin - _EPOCH) % MINUTE
+    return _whole(width, origin, MINUTE)
+
+
+def _whole(width: timedelta, origin: datetime, unit: timedelta) -> bool:
+    """Whether buckets of ``width`` from ``origin`` are unions of ``unit``s of the UTC grid."""
+    return width > timedelta(0) and not width % unit and not (origin - _EPOCH) % unit
+
+
+def _split_quarters(lo: datetime, hi: datetime) -> tuple[Span | None, list[Span]]:
+    """The whole quarter hours of ``[lo, hi)`` (None if none), and the minutes around them."""
+    q0 = lo + (_EPOCH - lo) % QUARTER  # the first quarter boundary at or after lo
+    q1 = hi - (hi - _EPOCH) % QUARTER
+    if q0 >= q1:
+        return None, [Span(lo, hi)]
+    return Span(q0, q1), [s for s in (Span(lo, q0), Span(q1, hi)) if s.lo < s.hi]
 
 
 def plan_read(
@@ -115,4 +135,15 @@ def plan_read(
         r0 = merged.pop(0).hi
     if r0 >= r1:
         return ReadPlan(start, end, end, end, ())
-    return ReadPlan(start, end, r0, r1, tuple(merged))
+    # The roll-up minutes between the raw spans inside, each split into whole quarters
+    # (when buckets are unions of them) and the minutes around them.
+    quarters: list[Span] = []
+    minutes: list[Span] = []
+    by_quarter = _whole(width, origin, QUARTER)
+    edges = [r0, *(x for span in merged for x in (span.lo, span.hi)), r1]
+    for lo, hi in zip(edges[::2], edges[1::2], strict=True):
+        whole, around = _split_quarters(lo, hi) if by_quarter else (None, [Span(lo, hi)])
+        if whole is not None:
+            quarters.append(whole)
+        minutes.extend(around)
+    return ReadPlan(start, end, r0, r1, tuple(merged), tuple(quarters), tuple(minutes))

@@ -27,9 +27,9 @@ from psycopg import sql
 
 logger = logging.getLogger(__name__)
 
-# Hypertables whose chunks are worth keeping in device order: the per-minute roll-up the
-# device readings read, and the raw rows behind partial minutes and raw points.
-REORDERED_TABLES = ("readings_1m", "readings")
+# Hypertables whose chunks are worth keeping in device order: the roll-ups the device
+# readings read, and the raw rows behind partial minutes and raw points.
+REORDERED_TABLES = ("readings_15m", "readings_1m", "readings")
 
 # Chunks of ``table`` that end at or before ``closed_before`` and whose primary key was
 # never clustered (CLUSTER marks the index it used: pg_index.indisclustered).

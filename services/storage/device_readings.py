@@ -65,16 +65,30 @@ _RAW_PART = """
     WHERE device_id = %(device)s AND metric = %(metric)s
 """
 
-# Three raw branches (head, unfolded minutes inside, tail) rather than one OR, so each is
-# a plain index range scan with chunk exclusion.
+_PARTS_COLUMNS = (
+    "n, sum, min, max, first_ts, first_value, first_text, last_ts, last_value, last_text"
+)
+
+# Whole quarters from readings_15m (one range scan, the few unfolded holes filtered out),
+# the other roll-up minutes from readings_1m (a range scan per span: the partial quarters
+# at either end and around unfolded spans), and three raw branches (head, unfolded minutes
+# inside, tail) rather than one OR, so each is a plain index range scan with chunk
+# exclusion.
 _BUCKETS_SQL = f"""
 WITH parts AS (
-    SELECT minute AS ts, n, sum, min, max, first_ts, first_value, first_text, last_ts,
-           last_value, last_text
-    FROM readings_1m
+    SELECT quarter AS ts, {_PARTS_COLUMNS}
+    FROM readings_15m
     WHERE device_id = %(device)s AND metric = %(metric)s
-      AND minute >= %(r0)s AND minute < %(r1)s
-      AND NOT (minute <@ %(inside)s::tstzmultirange)
+      AND quarter >= %(q0)s AND quarter < %(q1)s
+      AND quarter <@ %(quarters)s::tstzmultirange
+    UNION ALL
+    SELECT r.minute AS ts, {", ".join(f"r.{c.strip()}" for c in _PARTS_COLUMNS.split(","))}
+    FROM unnest(%(m_lo)s::timestamptz[], %(m_hi)s::timestamptz[]) AS s(lo, hi)
+    CROSS JOIN LATERAL (
+        SELECT * FROM readings_1m m
+        WHERE m.device_id = %(device)s AND m.metric = %(metric)s
+          AND m.minute >= s.lo AND m.minute < s.hi
+    ) r
     UNION ALL
     {_RAW_PART} AND ts >= %(start)s AND ts < %(r0)s
     UNION ALL
@@ -202,6 +216,10 @@ class BucketRequest:
     state_metric: bool
 
 
+def _multirange(spans: tuple[Span, ...]) -> Multirange[datetime]:
+    return Multirange([Range(s.lo, s.hi, "[)") for s in spans])
+
+
 async def _bucket_query(conn: AsyncConnection, ask: BucketRequest) -> tuple[bytes, dict[str, Any]]:
     """The statement and parameters of one device metric's buckets (see ``bucketed_readings``).
 
@@ -222,7 +240,7 @@ async def _bucket_query(conn: AsyncConnection, ask: BucketRequest) -> tuple[byte
         end=ask.end,
         bucket=ask.bucket,
     )
-    inside = plan.raw_inside
+    inside, quarters = plan.raw_inside, plan.quarters
     params = {
         "bucket": ask.bucket,
         "origin": _ORIGIN.replace(tzinfo=ask.start.tzinfo),
@@ -232,9 +250,14 @@ async def _bucket_query(conn: AsyncConnection, ask: BucketRequest) -> tuple[byte
         "end": ask.end,
         "r0": plan.r0,
         "r1": plan.r1,
+        "q0": quarters[0].lo if quarters else plan.r0,
+        "q1": quarters[-1].hi if quarters else plan.r0,
+        "quarters": _multirange(quarters),
+        "m_lo": [s.lo for s in plan.minute_spans],
+        "m_hi": [s.hi for s in plan.minute_spans],
         "i0": inside[0].lo if inside else plan.r0,
         "i1": inside[-1].hi if inside else plan.r0,
-        "inside": Multirange([Range(s.lo, s.hi, "[)") for s in inside]),
+        "inside": _multirange(inside),
     }
     sql = _BUCKETS_SQL.format(expr=expr)  # expr comes from the fixed tables above
     return sql.encode(), params

@@ -63,6 +63,7 @@ async def apply_retention(
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
         raw_chunks = await _drop_chunks(conn, "readings", raw_cutoff)
         rollup_chunks = await _drop_chunks(conn, "readings_1m", rollup_cutoff)
+        rollup_chunks += await _drop_chunks(conn, "readings_15m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_metric_1m", rollup_cutoff)
         rollup_chunks += await _drop_chunks(conn, "park_1h", rollup_cutoff)
@@ -70,6 +71,7 @@ async def apply_retention(
         deleted = 0
         for table, column in (
             ("readings_1m", "minute"),
+            ("readings_15m", "quarter"),
             ("park_1m", "minute"),
             ("park_metric_1m", "minute"),
             ("park_1h", "hour"),

@@ -13,7 +13,7 @@ rollup_dirty ─DELETE…RETURNING─▶ fold_pieces
 fold_pieces + the stored minute, in time order:
     no overlap ─▶ merged (counts add, min/max widen, first/last, counter steps at the seams)
     overlap    ─▶ fold_keys ─▶ aggregated again from every raw reading of the minute
-merged and re-aggregated minutes ─▶ replace readings_1m
+merged and re-aggregated minutes ─▶ replace readings_1m ─▶ re-sum their readings_15m quarters
 readings_1m counters ─▶ re-stitch inc_from_prev of folded minutes and the next stored one
 folded minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
 folded hours ─▶ recompute park_1h from park_1m
@@ -179,6 +179,42 @@ ON CONFLICT (device_id, metric, minute) DO UPDATE SET
     first_text = excluded.first_text, last_text = excluded.last_text,
     inc_within = excluded.inc_within, state_counts = excluded.state_counts
 """
+
+# readings_15m: each quarter hour ``{quarters}`` yields (device_id, metric, quarter) summed
+# again from its minutes in readings_1m (at most 15 rows, read by a range lookup per key).
+_QUARTER_SUMS = """
+INSERT INTO readings_15m AS q (
+    device_id, metric, quarter, n, sum, min, max, first_ts, last_ts, first_value,
+    last_value, first_text, last_text
+)
+SELECT k.device_id, k.metric, k.quarter, a.n, a.sum, a.min, a.max, a.first_ts, a.last_ts,
+       a.first_value, a.last_value, a.first_text, a.last_text
+FROM ({quarters}) k
+CROSS JOIN LATERAL (
+    SELECT sum(r.n)::integer AS n, sum(r.sum) AS sum, min(r.min) AS min, max(r.max) AS max,
+           min(r.first_ts) AS first_ts, max(r.last_ts) AS last_ts,
+           first(r.first_value, r.first_ts) AS first_value,
+           last(r.last_value, r.last_ts) AS last_value,
+           first(r.first_text, r.first_ts) AS first_text,
+           last(r.last_text, r.last_ts) AS last_text
+    FROM readings_1m r
+    WHERE r.device_id = k.device_id AND r.metric = k.metric
+      AND r.minute >= k.quarter AND r.minute < k.quarter + interval '15 minutes'
+) a
+WHERE a.n IS NOT NULL
+ORDER BY k.device_id, k.metric, k.quarter
+ON CONFLICT (device_id, metric, quarter) DO UPDATE SET
+    n = excluded.n, sum = excluded.sum, min = excluded.min, max = excluded.max,
+    first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+    first_value = excluded.first_value, last_value = excluded.last_value,
+    first_text = excluded.first_text, last_text = excluded.last_text
+"""
+
+# The quarters of the minutes a fold replaced.
+_QUARTERS_FRESH = _QUARTER_SUMS.format(
+    quarters="SELECT DISTINCT device_id, metric,"
+    " time_bucket(interval '15 minutes', minute) AS quarter FROM fresh_1m"
+)
 
 # inc_from_prev of a counter minute is the step from the previous stored minute's last
 # value to its first value. A batch changes it for the minutes it touched and for the next
@@ -606,6 +642,7 @@ async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
             await cur.execute(_AGGREGATE_DIRTY, _VOCABULARY)
             recomputed = max(cur.rowcount, 0)
             await cur.execute(_REPLACE)
+            await cur.execute(_QUARTERS_FRESH)
             await cur.execute(_TOUCH_FRESH)
             await cur.execute(_STITCH_FRESH)
             await cur.execute(_PARK_MINUTES_TOUCHED, _VOCABULARY)
@@ -687,6 +724,32 @@ _REBUILD_PARK_MINUTES = _PARK_MINUTES.format(
 )
 
 
+# The quarters meeting the range, emptied and summed again (those at the range's ends also
+# hold minutes outside it, already stored).
+_QUARTERS_MEETING = (
+    "{column} >= time_bucket(interval '15 minutes', %(start)s::timestamptz)"
+    " AND {column} < time_bucket(interval '15 minutes',"
+    " %(end)s::timestamptz - interval '1 microsecond') + interval '15 minutes'"
+)
+_REBUILD_QUARTERS_DELETE = (
+    f"DELETE FROM readings_15m WHERE {_QUARTERS_MEETING.format(column='quarter')}"
+)
+_REBUILD_QUARTERS = f"""
+INSERT INTO readings_15m (
+    device_id, metric, quarter, n, sum, min, max, first_ts, last_ts, first_value,
+    last_value, first_text, last_text
+)
+SELECT device_id, metric, time_bucket(interval '15 minutes', minute), sum(n)::integer,
+       sum(sum), min(min), max(max), min(first_ts), max(last_ts),
+       first(first_value, first_ts), last(last_value, last_ts),
+       first(first_text, first_ts), last(last_text, last_ts)
+FROM readings_1m
+WHERE {_QUARTERS_MEETING.format(column="minute")}
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+
 async def rebuild(
     conn: psycopg.AsyncConnection,
     start: datetime,
@@ -726,6 +789,8 @@ async def rebuild(
                 )
             await cur.execute(_REBUILD_DEVICE_MINUTES, {**params, **_VOCABULARY})
             await cur.execute(_REBUILD_EDGES, {**params, **_VOCABULARY})
+            await cur.execute(_REBUILD_QUARTERS_DELETE, params)
+            await cur.execute(_REBUILD_QUARTERS, params)
             await cur.execute(
                 "DELETE FROM touched_minutes WHERE minute >= %(start)s AND minute < %(end)s",
                 params,
