@@ -141,7 +141,11 @@ def rows(conninfo: str, query: str, params: Sequence[Any] = ()) -> list[dict[str
 
 
 # The primary key of each hypertable kept in device order (services/storage/chunk_order.py).
-CHUNK_KEYS = {"readings": "device_id, metric, ts", "readings_1m": "device_id, metric, minute"}
+CHUNK_KEYS = {
+    "readings": "device_id, metric, ts",
+    "readings_1m": "device_id, metric, minute",
+    "readings_15m": "device_id, metric, quarter",
+}
 
 
 def chunks(conninfo: str, table: str) -> list[str]:

@@ -247,7 +247,12 @@ def test_rebuild_reproduces_what_ingest_maintained(db: str) -> None:
     query_1m = "SELECT * FROM readings_1m ORDER BY device_id, metric, minute"
     query_park = "SELECT * FROM park_1m ORDER BY park_id, minute"
     query_metric = "SELECT * FROM park_metric_1m ORDER BY park_id, metric, minute"
+    query_15m = "SELECT * FROM readings_15m ORDER BY device_id, metric, quarter"
+    query_1h = "SELECT * FROM park_1h ORDER BY park_id, hour"
     before = rows(db, query_1m), rows(db, query_park), rows(db, query_metric)
+    quarters, hours = rows(db, query_15m), rows(db, query_1h)
+    assert rows(db, QUARTERS_OF_MINUTES) == quarters  # the fold kept each quarter's sums
+    assert {q["quarter"] for q in quarters} == {t(10, 0)}
 
     async def run() -> None:
         async with await psycopg.AsyncConnection.connect(db) as conn:
@@ -257,6 +262,23 @@ def test_rebuild_reproduces_what_ingest_maintained(db: str) -> None:
     assert rows(db, query_1m) == before[0]
     assert rows(db, query_park) == before[1]
     assert rows(db, query_metric) == before[2]
+    assert rows(db, query_15m) == quarters
+    assert rows(db, query_1h) == hours
+
+
+# Each quarter hour's sums over its minutes in readings_1m, as readings_15m holds them.
+QUARTERS_OF_MINUTES = """
+SELECT device_id, metric, time_bucket(interval '15 minutes', minute) AS quarter,
+       sum(n)::integer AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+       min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+       (array_agg(first_value ORDER BY first_ts))[1] AS first_value,
+       (array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value,
+       (array_agg(first_text ORDER BY first_ts))[1] AS first_text,
+       (array_agg(last_text ORDER BY last_ts DESC))[1] AS last_text
+FROM readings_1m
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
 
 
 def test_concurrent_writers_keep_rollups_exact(db: str) -> None:
