@@ -148,7 +148,7 @@ async def raw_readings(
     async with conn.cursor() as cur:
         await cur.execute(_RAW_SQL, (device_id, metric, start, end, limit))
         return [
-            Point(ts=ts, value=_point_value(text, value))
+            Point.model_construct(ts=ts, value=_point_value(text, value))
             for ts, text, value in await cur.fetchall()
         ]
 
@@ -275,7 +275,9 @@ async def bucketed_readings(conn: AsyncConnection, ask: BucketRequest) -> list[P
     sql, params = await _bucket_query(conn, ask)
     async with conn.cursor() as cur:
         await cur.execute(sql, params)
-        return [Point(ts=ts, value=value) for ts, value in await cur.fetchall()]
+        # Rows of a fixed query, typed by the database: built without validation (a fifth of
+        # the cost of 2,880 points over 30 days at 15 min went to validating them).
+        return [Point.model_construct(ts=ts, value=value) for ts, value in await cur.fetchall()]
 
 
 async def bucketed_reading_pages(
