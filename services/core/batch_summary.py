@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from services.core.counters import step
+from services.core.history import floor_minute
 from services.core.readings import Reading
 
 _MINUTE = timedelta(minutes=1)
@@ -76,13 +77,6 @@ class BatchSummary(NamedTuple):
     latest: list[Reading]  # the newest reading of each (device, metric)
     devices: list[DeviceSpan]
     delivered: list[Delivered]
-
-
-def floor_minute(ts: datetime) -> datetime:
-    """The UTC minute holding ``ts`` (``time_bucket('1 minute', ts)``)."""
-    if ts.tzinfo is not UTC:
-        ts = ts.astimezone(UTC)
-    return ts.replace(second=0, microsecond=0)
 
 
 def summarize(ordered: Sequence[Reading]) -> BatchSummary:

@@ -167,8 +167,12 @@ class BucketSignals:
 
 
 def floor_minute(ts: datetime) -> datetime:
-    """Return ``ts`` truncated to its minute (UTC)."""
-    return ts.astimezone(UTC).replace(second=0, microsecond=0)
+    """Return ``ts`` truncated to its minute (UTC), as ``time_bucket('1 minute', ts)`` does."""
+    # Ingest calls this per reading (core/batch_summary); readings are already UTC, and the
+    # identity check skips astimezone's call for them.
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    return ts.replace(second=0, microsecond=0)
 
 
 def bucket_start(ts: datetime, bucket: Bucket) -> datetime:

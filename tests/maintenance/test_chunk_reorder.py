@@ -10,11 +10,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from services.config import MaintenanceSettings, ReorderSettings, RetentionSettings
-from services.maintenance.jobs import reorder_once, run_maintenance
+from services.config import MaintenanceSettings, ReorderSettings
+from services.maintenance.jobs import reorder_once
 from services.storage.chunk_order import REORDERED_TABLES
+from tests.harness.maintenance import run_maintenance_until
 from tests.harness.storage import chunks, load, physical_keys, reading, rows, write_batches
-from tests.harness.waiting import wait_until
 
 # Each chunk with whether CLUSTER marked its primary key (pg_index.indisclustered).
 _CLUSTERED_SQL = """
@@ -79,30 +79,13 @@ def test_maintenance_loop_reorders_the_closed_chunks_of_both_tables(clean_db: st
     def reordered() -> bool:
         return all(clustered(clean_db, table)[chunk] for table, chunk in old.items())
 
-    async def run() -> None:
-        async with AsyncConnectionPool(
-            clean_db, min_size=1, max_size=2, kwargs={"autocommit": True}
-        ) as pool:
-            stop = asyncio.Event()
-            task = asyncio.create_task(
-                run_maintenance(
-                    pool,
-                    RetentionSettings(),
-                    online_timeout_s=90,
-                    stop=stop,
-                    reorder=MaintenanceSettings().reorder,
-                )
-            )
-            try:
-                # In a thread: the loop must keep running the maintenance task meanwhile.
-                await asyncio.to_thread(
-                    wait_until, reordered, 30, message="maintenance never reordered a chunk"
-                )
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, timeout=30)
-
-    asyncio.run(run())
+    run_maintenance_until(
+        clean_db,
+        reordered,
+        30,
+        message="maintenance never reordered a chunk",
+        reorder=MaintenanceSettings().reorder,
+    )
     for table, chunk in old.items():
         keys = physical_keys(clean_db, chunk, table)
         assert keys == sorted(keys)

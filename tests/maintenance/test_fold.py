@@ -8,12 +8,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from services.config import RetentionSettings
 from services.core.readings import Reading
 from services.maintenance import jobs
 from services.storage.rollups import FoldResult, fold, rebuild, vacuum_log
+from tests.harness.maintenance import run_maintenance_until
 from tests.harness.storage import fold_now, load, reading, rows, t, write_batches
 from tests.harness.waiting import wait_until
 
@@ -172,21 +171,10 @@ def test_the_fold_loop_vacuums_the_log_it_empties(db: str, monkeypatch: pytest.M
     write_batches(db, [batch(0, 3), batch(3, 3)], fold_every=99, fold_at_end=False)
     before = rows(db, _VACUUMS)[0]["n"]
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        pool = AsyncConnectionPool(db, min_size=1, max_size=2, kwargs={"autocommit": True})
-        async with pool:
-            task = asyncio.create_task(
-                jobs.run_maintenance(
-                    pool, RetentionSettings(), online_timeout_s=90, stop=stop, fold_interval_s=0.05
-                )
-            )
-            vacuumed = lambda: rows(db, _VACUUMS)[0]["n"] > before  # noqa: E731
-            await asyncio.to_thread(wait_until, vacuumed, 60, message="no VACUUM of the log")
-            stop.set()
-            await task
+    def vacuumed() -> bool:
+        return bool(rows(db, _VACUUMS)[0]["n"] > before)
 
-    asyncio.run(run())
+    run_maintenance_until(db, vacuumed, 60, message="no VACUUM of the log", fold_interval_s=0.05)
     assert rows(db, "SELECT count(*) AS n FROM rollup_dirty") == [{"n": 0}]
 
 

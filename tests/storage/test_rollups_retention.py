@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from services.config import IngestSettings, RetentionSettings
-from services.maintenance.jobs import run_maintenance
 from services.storage.retention import apply_retention
+from tests.harness.maintenance import run_maintenance_until
 from tests.harness.storage import load, reading, rows, status, write
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -124,36 +123,19 @@ def test_maintenance_loop_runs_both_jobs_until_stopped(clean_db: str) -> None:
     write(clean_db, [reading("m1", "power_kw", recent, 1)])
     write(clean_db, [reading("m1", "power_kw", datetime.now(UTC) - timedelta(days=45), 1)])
 
-    async def run() -> None:
-        async with AsyncConnectionPool(
-            clean_db, min_size=1, max_size=2, kwargs={"autocommit": True}
-        ) as pool:
-            stop = asyncio.Event()
-            task = asyncio.create_task(
-                run_maintenance(pool, RetentionSettings(), online_timeout_s=90, stop=stop)
-            )
-            deadline = asyncio.get_running_loop().time() + 30
-            while asyncio.get_running_loop().time() < deadline:
-                # In a thread: a blocking query on the loop could wait for a lock held by
-                # the maintenance task's open transaction, which needs the loop to commit.
-                # Counting scans every chunk while retention drops one: PostgreSQL may pick
-                # the count as a deadlock's victim (40P01), then it is only asked again.
-                try:
-                    found = await asyncio.to_thread(
-                        rows, clean_db, "SELECT count(*) AS n FROM readings"
-                    )
-                except psycopg.errors.DeadlockDetected:
-                    continue
-                settled = await asyncio.to_thread(
-                    rows, clean_db, "SELECT settled_to FROM availability_progress"
-                )
-                if found[0]["n"] == 1 and settled and settled[0]["settled_to"] is not None:
-                    break
-                await asyncio.sleep(0.05)
-            stop.set()
-            await asyncio.wait_for(task, timeout=10)
+    def retained_and_settled() -> bool:
+        # Counting scans every chunk while retention drops one: PostgreSQL may pick the
+        # count as a deadlock's victim (40P01), then it is only asked again.
+        try:
+            found = rows(clean_db, "SELECT count(*) AS n FROM readings")
+        except psycopg.errors.DeadlockDetected:
+            return False
+        settled = rows(clean_db, "SELECT settled_to FROM availability_progress")
+        return found[0]["n"] == 1 and bool(settled) and settled[0]["settled_to"] is not None
 
-    asyncio.run(run())
+    run_maintenance_until(
+        clean_db, retained_and_settled, 30, message="maintenance never retained and settled"
+    )
     assert rows(clean_db, "SELECT count(*) AS n FROM readings")[0]["n"] == 1
     transitions = rows(clean_db, "SELECT ts, online, reason FROM device_availability ORDER BY ts")
     assert [(t["online"], t["reason"]) for t in transitions][-2:] == [
