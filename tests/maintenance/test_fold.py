@@ -18,6 +18,7 @@ from tests.harness.waiting import wait_until
 
 ROLLUP_QUERIES = {
     "readings_1m": "SELECT * FROM readings_1m ORDER BY device_id, metric, minute",
+    "readings_15m": "SELECT * FROM readings_15m ORDER BY device_id, metric, quarter",
     "park_1m": "SELECT * FROM park_1m ORDER BY park_id, minute",
     "park_metric_1m": "SELECT * FROM park_metric_1m ORDER BY park_id, metric, minute",
     "park_1h": "SELECT * FROM park_1h ORDER BY park_id, hour",
