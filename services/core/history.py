@@ -8,7 +8,8 @@ definitions are in ``docs/signals.md``; ``derive_signals`` turns the sums into r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -349,3 +350,38 @@ def shift_hours(
                 spans.append((whole_from, whole_to))
         full.append(tuple(spans))
     return ShiftHours(full=tuple(full), split=frozenset(split))
+
+
+def operating_in_shift_minutes(
+    minutes: Iterable[tuple[datetime, Sequence[str] | None, int]],
+    scheduled: Sequence[Sequence[tuple[datetime, datetime]]],
+    follows: Mapping[str, int],
+    bucket: Bucket,
+) -> dict[datetime, int]:
+    """Per bucket, the operating factory-minutes that fall inside the factories' shifts.
+
+    ``minutes``: (minute, the factories that operated in it, the roll-up's count); a minute
+    folded before the list was kept (None) counts as the roll-up's number. ``scheduled[i]``:
+    calendar ``i``'s intervals (sorted, merged); ``follows``: the calendar of each factory
+    with lines (a factory not in it does not count).
+    """
+    starts = [[lo for lo, _ in intervals] for intervals in scheduled]
+    allowed: dict[tuple[int, ...], frozenset[str]] = {}
+    totals: dict[datetime, int] = {}
+    for minute, operating, count in minutes:
+        at = bucket_start(minute, bucket)
+        if operating is None:
+            totals[at] = totals.get(at, 0) + count
+            continue
+        in_shift = tuple(
+            i
+            for i, intervals in enumerate(scheduled)
+            if (k := bisect_right(starts[i], minute) - 1) >= 0 and minute < intervals[k][1]
+        )
+        factories = allowed.get(in_shift)
+        if factories is None:
+            chosen = set(in_shift)
+            factories = frozenset(f for f, i in follows.items() if i in chosen)
+            allowed[in_shift] = factories
+        totals[at] = totals.get(at, 0) + len(factories.intersection(operating))
+    return totals

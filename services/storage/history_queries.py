@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from services.core.history import (
     bucket_signals,
     bucket_slots,
     bucket_start,
+    operating_in_shift_minutes,
     registry_counts,
     shift_hours,
 )
@@ -65,39 +66,26 @@ GROUP BY 1
 ORDER BY 1
 """
 
-# Planned time: the operating factory-minutes inside the factories' shifts, per bucket, of
-# the park minutes in the ranges ``%(mlo)s`` / ``%(mhi)s``. ``%(factory)s`` / ``%(lo)s`` /
-# ``%(hi)s`` list the scheduled intervals of every factory with lines (from the calendar,
-# services/core/calendar.py); a minute folded before park_1m kept its operating factories
-# counts as the roll-up's number.
+# Planned time minute by minute: the park minutes in the ranges ``%(mlo)s`` / ``%(mhi)s``
+# with the factories that operated in each (core.history.operating_in_shift_minutes keeps
+# those inside their shifts).
 _OPERATING_MINUTES_SQL = """
-WITH plan AS (
-    SELECT factory_id, range_agg(tstzrange(lo, hi)) AS scheduled
-    FROM unnest(%(factory)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
-        AS p(factory_id, lo, hi)
-    GROUP BY factory_id
-)
-SELECT time_bucket(%(width)s, m.minute, %(origin)s) AS bucket,
-       sum(CASE WHEN m.operating_factories IS NULL THEN m.factories_operating
-                ELSE (SELECT count(*) FROM unnest(m.operating_factories) AS f(factory_id)
-                      JOIN plan USING (factory_id)
-                      WHERE m.minute <@ plan.scheduled) END)::bigint AS operating
+SELECT m.minute, m.operating_factories, m.factories_operating
 FROM unnest(%(mlo)s::timestamptz[], %(mhi)s::timestamptz[]) AS r(lo, hi)
 JOIN park_1m m ON m.park_id = %(park)s AND m.minute >= r.lo AND m.minute < r.hi
-GROUP BY 1
 """
 
 # Planned time over whole hours: per bucket, the operating minutes park_1h keeps for each
 # factory in the hours wholly inside its calendar's shifts, leaving out the hours in
-# ``%(split)s``. ``%(calendar)s`` / ``%(span_lo)s`` / ``%(span_hi)s``: each calendar's spans
+# ``%(split)s``. ``%(calendar)s`` / ``%(lo)s`` / ``%(hi)s``: each calendar's spans
 # of whole hours in shift; ``%(factory)s`` / ``%(follows)s``: the calendar each factory with
 # lines follows. Rows with ``unknown`` set name an hour without the breakdown (migration
 # 0052), to be read from its minutes.
 _OPERATING_HOURS_SQL = """
 WITH spans AS (
     SELECT calendar, range_agg(tstzrange(lo, hi)) AS hours
-    FROM unnest(%(calendar)s::integer[], %(span_lo)s::timestamptz[],
-                %(span_hi)s::timestamptz[]) AS s(calendar, lo, hi)
+    FROM unnest(%(calendar)s::integer[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+        AS s(calendar, lo, hi)
     GROUP BY calendar
 ), follows AS (
     SELECT * FROM unnest(%(factory)s::text[], %(follows)s::integer[]) AS f(factory_id, calendar)
@@ -180,7 +168,9 @@ async def park_history(
         factories = _factory_lines(park)
         plans = list(bucket_plans(slots, factories))
         # Operating factory-minutes count only inside shifts (the other sums stay the roll-up's).
-        operating = await _operating_scheduled(conn, params, factories, start=start, end=end)
+        operating = await _operating_scheduled(
+            conn, params, factories, bucket, start=start, end=end
+        )
         for ts, row in rows.items():
             row["factories_operating"] = operating.get(ts, 0)
     return [
@@ -200,6 +190,7 @@ async def _operating_scheduled(
     conn: AsyncConnection,
     params: dict[str, Any],
     factories: dict[str, FactoryLines],
+    bucket: Bucket,
     *,
     start: datetime,
     end: datetime,
@@ -219,15 +210,8 @@ async def _operating_scheduled(
     if "h1" in params and params["h1"] < params["h2"]:
         h1, h2 = params["h1"], params["h2"]
         shifts = shift_hours(scheduled, h1, h2)
-        spans = [(i, lo, hi) for i, found in enumerate(shifts.full) for lo, hi in found]
-        query = params | {
-            "calendar": [i for i, _, _ in spans],
-            "span_lo": [lo for _, lo, _ in spans],
-            "span_hi": [hi for _, _, hi in spans],
-            "factory": list(factories),
-            "follows": follows,
-            "split": sorted(shifts.split),
-        }
+        query = params | _calendar_spans(shifts.full, factories, follows)
+        query["split"] = sorted(shifts.split)
         by_minute = set(shifts.split)
         async with conn.cursor() as cur:
             await cur.execute(_OPERATING_HOURS_SQL.encode(), query)
@@ -239,27 +223,34 @@ async def _operating_scheduled(
         ranges = _merged([(start, h1), *((h, h + HOUR) for h in sorted(by_minute)), (h2, end)])
     if not ranges:
         return totals
-    ids, los, his = [], [], []
-    for factory_id, calendar in zip(factories, follows, strict=True):
-        for lo, hi in scheduled[calendar]:
-            ids.append(factory_id)
-            los.append(lo)
-            his.append(hi)
     query = {
-        "width": params["width"],
-        "origin": params["origin"],
         "park": params["park"],
-        "factory": ids,
-        "lo": los,
-        "hi": his,
         "mlo": [lo for lo, _ in ranges],
         "mhi": [hi for _, hi in ranges],
     }
     async with conn.cursor() as cur:
         await cur.execute(_OPERATING_MINUTES_SQL.encode(), query)
-        for at, count in await cur.fetchall():
-            totals[at] = totals.get(at, 0) + int(count)
+        minutes = await cur.fetchall()
+    by_factory = dict(zip(factories, follows, strict=True))
+    for at, count in operating_in_shift_minutes(minutes, scheduled, by_factory, bucket).items():
+        totals[at] = totals.get(at, 0) + count
     return totals
+
+
+def _calendar_spans(
+    per_calendar: Sequence[Sequence[tuple[datetime, datetime]]],
+    factories: dict[str, FactoryLines],
+    follows: list[int],
+) -> dict[str, list[Any]]:
+    """The parameters naming each calendar's spans and the calendar each factory follows."""
+    spans = [(i, lo, hi) for i, found in enumerate(per_calendar) for lo, hi in found]
+    return {
+        "calendar": [i for i, _, _ in spans],
+        "lo": [lo for _, lo, _ in spans],
+        "hi": [hi for _, _, hi in spans],
+        "factory": list(factories),
+        "follows": follows,
+    }
 
 
 def _merged(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:

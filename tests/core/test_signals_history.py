@@ -16,6 +16,7 @@ from services.core.history import (
     bucket_signals,
     bucket_slots,
     bucket_start,
+    operating_in_shift_minutes,
     shift_hours,
 )
 from services.core.signals import Signal
@@ -168,3 +169,22 @@ def test_shift_hours_agree_with_the_minutes(
             split = split or 0 < inside < 60
         assert (hour in shifts.split) == split, hour
         hour += timedelta(hours=1)
+
+
+def test_operating_minutes_count_only_inside_their_factorys_shifts() -> None:
+    """Each operating factory counts in a minute its own calendar schedules, by the bucket.
+
+    f1 follows calendar 0 (10:00-10:30), f2 calendar 1 (10:15-11:00); "gone" is no longer a
+    factory with lines. A minute folded before the list was kept counts the roll-up's 5.
+    """
+    scheduled = [[(_at(10), _at(10, 30))], [(_at(10, 15), _at(11))]]
+    follows = {"f1": 0, "f2": 1}
+    minutes: list[tuple[datetime, list[str] | None, int]] = [
+        (_at(10, 5), ["f1", "f2", "gone"], 3),  # f2 not yet in shift
+        (_at(10, 20), ["f1", "f2"], 2),
+        (_at(10, 40), ["f1", "f2"], 2),  # f1's shift is over
+        (_at(10, 50), None, 5),
+        (_at(11, 0), ["f1", "f2"], 2),  # nobody's shift
+    ]
+    totals = operating_in_shift_minutes(minutes, scheduled, follows, Bucket("15m"))
+    assert totals == {_at(10): 1, _at(10, 15): 2, _at(10, 30): 1, _at(10, 45): 5, _at(11): 0}
