@@ -48,6 +48,7 @@ from services.stack.stack import (
     ingest_client_id,
     platform_mqtt_settings,
 )
+from services.storage.rollups import ROLLUP_LOCK_KEY
 from tools.bench import machine_facts
 from tools.mqtt_packets import (
     DISCONNECT,
@@ -139,10 +140,14 @@ PAST_MARGIN_MS = 3_600_000
 # overlapped every new piece, so the fold re-aggregated them from raw rows: parksense
 # measured cheaper and costlier than it is. The bench database is the bench's own.
 FRESH_START_SQL = """
-TRUNCATE readings, readings_1m, park_1m, park_metric_1m, park_1h, park_signals_1m,
-    device_latest, device_status, device_status_events, device_availability,
-    availability_dirty, rollup_dirty, delivery_1m, dead_letters, dead_letter_messages
+TRUNCATE readings, readings_1m, readings_15m, park_1m, park_metric_1m, park_1h,
+    park_signals_1m, device_latest, device_status, device_status_events,
+    device_availability, availability_dirty, rollup_dirty, delivery_1m, dead_letters,
+    dead_letter_messages
 """
+# The stack's maintenance process runs meanwhile: the fold is kept out by its lock, and a
+# deadlock with another reader (TRUNCATE locks the tables one by one) is tried again.
+FRESH_START_ATTEMPTS = 5
 # The paced run (publish → commit): half the design's median landed rate, this long.
 PACED_FRACTION = 0.5
 PACED_S = 30.0
@@ -849,6 +854,25 @@ def paced_run(bench: Bench, design: str, rate_per_s: float, base_ms: int) -> Lat
     )
 
 
+def fresh_start(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Empty the bench database's data tables (``FRESH_START_SQL``) beside a running stack.
+
+    Raises:
+        BenchPeersError: every attempt ended in a deadlock.
+    """
+    for attempt in range(1, FRESH_START_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (ROLLUP_LOCK_KEY,))
+                conn.execute(FRESH_START_SQL)
+        except psycopg.errors.DeadlockDetected:
+            logger.info("Emptying the bench database deadlocked (attempt %d); again", attempt)
+            time.sleep(0.2 * attempt)
+        else:
+            return
+    raise BenchPeersError("could not empty the bench database: it deadlocked every time")
+
+
 def _database_url(db: DatabaseSettings) -> str:
     """Return ``db`` as the peer's ``postgres://`` URL, its password quoted."""
     secret = "" if db.password is None else ":" + quote(db.password.get_secret_value(), safe="")
@@ -874,7 +898,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         prepare_instrumentation(conn)
         create_table(conn)
-        conn.execute(FRESH_START_SQL)
+        fresh_start(conn)
     simulator = platform_mqtt_settings(state_dir, PlatformRole.SIMULATOR, MqttSettings())
     ingest = platform_mqtt_settings(state_dir, PlatformRole.INGEST, MqttSettings())
     if simulator.password is None or ingest.password is None or simulator.username is None:

@@ -17,11 +17,11 @@ from tests.harness.environment import TEST_CLUSTER_SETTINGS, free_port, make_tem
 from tests.harness.waiting import wait_until
 from tools.bench_peers import (
     BENCH_POSTGRES_SETTINGS,
-    FRESH_START_SQL,
     BenchPeersError,
     Sampler,
     _final_counts,
     bench_connect,
+    fresh_start,
     prepare_instrumentation,
     reset_statements,
 )
@@ -75,10 +75,15 @@ def test_a_fresh_start_leaves_nothing_an_earlier_invocation_derived(clean_db: st
             "INSERT INTO rollup_dirty (device_id, metric, minute)"
             " SELECT DISTINCT device_id, metric, date_trunc('minute', ts) FROM readings"
         )
-        conn.execute(FRESH_START_SQL)
+        conn.execute(
+            "INSERT INTO readings_15m (device_id, metric, quarter, n, first_ts, last_ts)"
+            " SELECT device_id, metric, date_trunc('hour', ts), 1, min(ts), max(ts)"
+            " FROM readings GROUP BY 1, 2, 3"
+        )
+        fresh_start(conn)
         left = conn.execute(
             "SELECT (SELECT count(*) FROM readings) + (SELECT count(*) FROM device_latest)"
-            " + (SELECT count(*) FROM rollup_dirty)"
+            " + (SELECT count(*) FROM rollup_dirty) + (SELECT count(*) FROM readings_15m)"
         ).fetchone()
     assert left == (0,)
 
