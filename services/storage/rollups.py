@@ -13,7 +13,8 @@ rollup_dirty ─DELETE…RETURNING─▶ fold_pieces
 fold_pieces + the stored minute, in time order:
     no overlap ─▶ merged (counts add, min/max widen, first/last, counter steps at the seams)
     overlap    ─▶ fold_keys ─▶ aggregated again from every raw reading of the minute
-merged and re-aggregated minutes ─▶ replace readings_1m ─▶ re-sum their readings_15m quarters
+merged and re-aggregated minutes ─▶ replace readings_1m; their readings_15m quarters merged
+    with the pieces, or (a minute aggregated again) summed again from readings_1m
 readings_1m counters ─▶ re-stitch inc_from_prev of folded minutes and the next stored one
 folded minutes ─▶ recompute park_1m and park_metric_1m of their parks (registry joined)
 folded hours ─▶ recompute park_1h from park_1m
@@ -210,11 +211,56 @@ ON CONFLICT (device_id, metric, quarter) DO UPDATE SET
     first_text = excluded.first_text, last_text = excluded.last_text
 """
 
-# The quarters of the minutes a fold replaced.
-_QUARTERS_FRESH = _QUARTER_SUMS.format(
+# The quarters of the minutes a fold aggregated again from raw rows (fold_keys).
+_QUARTERS_RESUMMED = _QUARTER_SUMS.format(
     quarters="SELECT DISTINCT device_id, metric,"
-    " time_bucket(interval '15 minutes', minute) AS quarter FROM fresh_1m"
+    " time_bucket(interval '15 minutes', minute) AS quarter FROM fold_keys"
 )
+
+# The quarters of the minutes merged from their pieces (and of no minute in fold_keys):
+# a merged minute holds its stored readings and its pieces' (minutes only grow), and the
+# pieces hold none the quarter holds already, so the quarter merges with the pieces as a
+# minute does: counts and sums add, min/max widen, first/last from the earlier/later. No
+# stored minute is read again (re-summing every touched quarter from readings_1m cost
+# about 5 us a stored reading, the fold's second-largest statement).
+_QUARTERS_MERGED = f"""
+WITH resummed AS (
+    SELECT DISTINCT device_id, metric, time_bucket(interval '15 minutes', minute) AS quarter
+    FROM fold_keys
+)
+INSERT INTO readings_15m AS q (
+    device_id, metric, quarter, n, sum, min, max, first_ts, last_ts, first_value,
+    last_value, first_text, last_text
+)
+SELECT p.device_id, p.metric, p.quarter, sum(p.n)::integer, sum(p.sum), min(p.min),
+       max(p.max), min(p.first_ts), max(p.last_ts), first(p.first_value, p.first_ts),
+       last(p.last_value, p.last_ts), first(p.first_text, p.first_ts),
+       last(p.last_text, p.last_ts)
+FROM (
+    SELECT {_PIECE_COLUMNS}, time_bucket(interval '15 minutes', minute) AS quarter
+    FROM fold_pieces
+    WHERE n IS NOT NULL
+) p
+LEFT JOIN resummed r USING (device_id, metric, quarter)
+WHERE r.quarter IS NULL
+GROUP BY p.device_id, p.metric, p.quarter
+ORDER BY p.device_id, p.metric, p.quarter
+ON CONFLICT (device_id, metric, quarter) DO UPDATE SET
+    n = q.n + excluded.n,
+    sum = q.sum + excluded.sum,
+    min = least(q.min, excluded.min),
+    max = greatest(q.max, excluded.max),
+    first_ts = least(q.first_ts, excluded.first_ts),
+    last_ts = greatest(q.last_ts, excluded.last_ts),
+    first_value = CASE WHEN excluded.first_ts < q.first_ts
+                       THEN excluded.first_value ELSE q.first_value END,
+    first_text = CASE WHEN excluded.first_ts < q.first_ts
+                      THEN excluded.first_text ELSE q.first_text END,
+    last_value = CASE WHEN excluded.last_ts > q.last_ts
+                      THEN excluded.last_value ELSE q.last_value END,
+    last_text = CASE WHEN excluded.last_ts > q.last_ts
+                     THEN excluded.last_text ELSE q.last_text END
+"""
 
 # inc_from_prev of a counter minute is the step from the previous stored minute's last
 # value to its first value. A batch changes it for the minutes it touched and for the next
@@ -642,7 +688,8 @@ async def fold(conn: psycopg.AsyncConnection) -> FoldResult:
             await cur.execute(_AGGREGATE_DIRTY, _VOCABULARY)
             recomputed = max(cur.rowcount, 0)
             await cur.execute(_REPLACE)
-            await cur.execute(_QUARTERS_FRESH)
+            await cur.execute(_QUARTERS_MERGED)
+            await cur.execute(_QUARTERS_RESUMMED)
             await cur.execute(_TOUCH_FRESH)
             await cur.execute(_STITCH_FRESH)
             await cur.execute(_PARK_MINUTES_TOUCHED, _VOCABULARY)

@@ -169,3 +169,18 @@ def physical_keys(conninfo: str, chunk: str, table: str) -> list[tuple[Any, ...]
     )
     with psycopg.connect(conninfo) as conn:
         return [tuple(r) for r in conn.execute(query)]
+
+
+# Each quarter hour's sums over its minutes in readings_1m, as readings_15m holds them.
+QUARTERS_OF_MINUTES = """
+SELECT device_id, metric, time_bucket(interval '15 minutes', minute) AS quarter,
+       sum(n)::integer AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
+       min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+       (array_agg(first_value ORDER BY first_ts))[1] AS first_value,
+       (array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value,
+       (array_agg(first_text ORDER BY first_ts))[1] AS first_text,
+       (array_agg(last_text ORDER BY last_ts DESC))[1] AS last_text
+FROM readings_1m
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""

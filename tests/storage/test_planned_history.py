@@ -54,7 +54,10 @@ parks:
 """
 FACTORY = {"l1": "f1", "l2": "f2", "l3": "f2"}
 STATES = ("running", "idle", "fault")
-DATA_TABLES = "readings, readings_1m, park_1m, park_1h, park_metric_1m, rollup_dirty, device_latest"
+DATA_TABLES = (
+    "readings, readings_1m, readings_15m, park_1m, park_1h, park_metric_1m, rollup_dirty,"
+    " device_latest"
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +111,7 @@ def test_history_operating_minutes_equal_the_definition(
 ) -> None:
     """Every bucket's operating factory-minutes equal the raw definition, breakdown or not."""
     with psycopg.connect(planned_db, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE readings, readings_1m, park_1m, park_1h, park_metric_1m, rollup_dirty"
-        )
+        conn.execute(f"TRUNCATE {DATA_TABLES}")
     readings = data.draw(state_readings(), label="readings")
     cut = data.draw(st.integers(0, len(readings)), label="cut")
     write_batches(planned_db, [readings[:cut], readings[cut:]])

@@ -15,6 +15,7 @@ from services.storage import signal_queries
 from services.storage.rollups import fold, rebuild
 from services.storage.writer import BatchWriter
 from tests.harness.storage import (
+    QUARTERS_OF_MINUTES,
     fold_now,
     load,
     reading,
@@ -264,21 +265,6 @@ def test_rebuild_reproduces_what_ingest_maintained(db: str) -> None:
     assert rows(db, query_metric) == before[2]
     assert rows(db, query_15m) == quarters
     assert rows(db, query_1h) == hours
-
-
-# Each quarter hour's sums over its minutes in readings_1m, as readings_15m holds them.
-QUARTERS_OF_MINUTES = """
-SELECT device_id, metric, time_bucket(interval '15 minutes', minute) AS quarter,
-       sum(n)::integer AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,
-       min(first_ts) AS first_ts, max(last_ts) AS last_ts,
-       (array_agg(first_value ORDER BY first_ts))[1] AS first_value,
-       (array_agg(last_value ORDER BY last_ts DESC))[1] AS last_value,
-       (array_agg(first_text ORDER BY first_ts))[1] AS first_text,
-       (array_agg(last_text ORDER BY last_ts DESC))[1] AS last_text
-FROM readings_1m
-GROUP BY 1, 2, 3
-ORDER BY 1, 2, 3
-"""
 
 
 def test_concurrent_writers_keep_rollups_exact(db: str) -> None:

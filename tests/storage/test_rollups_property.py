@@ -37,7 +37,7 @@ from services.storage import history_queries, signal_queries
 from services.storage.fleet_store import load_fleet
 from services.storage.registry import read_registry
 from services.storage.rollups import FoldResult
-from tests.harness.storage import fold_now, write_batches
+from tests.harness.storage import QUARTERS_OF_MINUTES, fold_now, rows, write_batches
 
 D0 = datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
 # Readings fall in the first 10 minutes (crowded minutes, much late data) or the first
@@ -151,7 +151,8 @@ def truncate(conninfo: str) -> None:
     """Empty the data tables, keeping the registry."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE readings, readings_1m, park_1m, park_1h, park_metric_1m, rollup_dirty,"
+            "TRUNCATE readings, readings_1m, readings_15m, park_1m, park_1h, park_metric_1m,"
+            " rollup_dirty,"
             " device_latest,"
             " device_status, device_status_events, device_availability, availability_dirty"
         )
@@ -348,6 +349,9 @@ def fleet_db(db_conninfo: str) -> str:
     return db_conninfo
 
 
+Q15 = "SELECT * FROM readings_15m ORDER BY 1, 2, 3"
+
+
 def check_stored_rows(conninfo: str, readings: Sequence[Raw]) -> None:
     """readings_1m and park_metric_1m hold, row by row, what the raw readings define."""
     with psycopg.connect(conninfo) as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -359,6 +363,17 @@ def check_stored_rows(conninfo: str, readings: Sequence[Raw]) -> None:
     assert stored.keys() == expected.keys()
     for key, want in expected.items():
         assert {name: stored[key][name] for name in want} == want, key
+    # readings_15m: each quarter the sums of its minutes (merged fold by fold, or summed).
+    quarters = {(q["device_id"], q["metric"], q["quarter"]): q for q in rows(conninfo, Q15)}
+    want_quarters = {
+        (q["device_id"], q["metric"], q["quarter"]): q for q in rows(conninfo, QUARTERS_OF_MINUTES)
+    }
+    assert quarters.keys() == want_quarters.keys()
+    for key, want_quarter in want_quarters.items():
+        got_quarter = dict(quarters[key])
+        got_sum, want_sum = got_quarter.pop("sum"), dict(want_quarter).pop("sum")
+        assert got_quarter == {k: v for k, v in want_quarter.items() if k != "sum"}, key
+        assert got_sum == (None if want_sum is None else pytest.approx(want_sum)), key
     expected_park = expected_park_metric_rows(readings)
     assert park_rows.keys() == expected_park.keys()
     for park_key, park_want in expected_park.items():
