@@ -1,9 +1,11 @@
 """The MQTT edge (the only paho import in ingest): persistent MQTT 5 session, manual acks.
 
 Callbacks run on our network thread; they only turn a paho message into an immutable
-``RawMessage``. What one read of the socket brought is handed to the asyncio loop as one
-list with one ``call_soon_threadsafe``: a wake-up of the loop per message cost more than
-judging the message.
+``RawMessage``. Most PUBLISH packets never become paho messages: whole QoS 0/1 ones in the
+bytes read ahead are parsed here, straight into ``RawMessage``s (``_ReadAheadClient``),
+and only the rest take paho's way. What one read of the socket brought is handed to the
+asyncio loop as one list with one ``call_soon_threadsafe``: a wake-up of the loop per
+message cost more than judging the message.
 
 Backpressure: MQTT 5 Receive Maximum should bound the unacknowledged messages the broker
 sends, but Mosquitto 2.0 honours it only until the first acknowledgements arrive, then
@@ -77,6 +79,24 @@ _FILTERS_PER_PACKET = 100
 # Retain handling 1 [MQTT-3.3.1-10]: retained messages (devices' status) are sent for a new
 # subscription only, not again each time an existing one is renewed on a reconnect.
 _RETAIN_IF_NEW = 1
+# Fast path (``parse_publishes``): the fixed header's packet type of a PUBLISH (§2.1.2).
+_PUBLISH = 0x30
+# PUBLISH properties (§3.3.2.3) the fast path steps over, by identifier, with the shape of
+# their values (§2.2.2.2): Payload Format Indicator, Message Expiry Interval, Content
+# Type, Response Topic, Correlation Data, Subscription Identifier, User Property. Topic
+# Alias (0x23) is not here: the topic would have to come from an alias, so paho decides.
+_BYTE, _FOUR_BYTES, _STRING, _BINARY, _VARIABLE, _STRING_PAIR = range(6)
+_SKIPPED_PROPERTIES = {
+    0x01: _BYTE,
+    0x02: _FOUR_BYTES,
+    0x03: _STRING,
+    0x08: _STRING,
+    0x09: _BINARY,
+    0x0B: _VARIABLE,
+    0x26: _STRING_PAIR,
+}
+# Properties that may appear more than once in one packet (§3.3.2.3.8, §3.3.2.3.7).
+_REPEATABLE_PROPERTIES = frozenset({0x0B, 0x26})
 
 
 class RawMessage(NamedTuple):
@@ -90,8 +110,128 @@ class RawMessage(NamedTuple):
     epoch: int  # connection number: acks are only valid on the connection that received it
 
 
+# A PUBLISH the fast path parsed: topic, payload, QoS, packet id (0 at QoS 0).
+Publish = tuple[str, bytes, int, int]
+
+
+def parse_publishes(buffer: bytes, start: int, limit: int) -> tuple[list[Publish], int]:
+    """Parse up to ``limit`` whole QoS 0/1 MQTT 5 PUBLISH packets from ``buffer[start:]``.
+
+    It stops at the first packet it does not take whole, and leaves it (and everything
+    after it) to paho: another packet type, QoS 2, a packet that does not end in
+    ``buffer``, a remaining length or topic that paho would refuse or decode differently
+    (more than 4 length bytes, invalid UTF-8, an empty topic), a Topic Alias or any
+    property it does not know (``_SKIPPED_PROPERTIES``) or that paho would refuse. What
+    it takes, paho would take with the same topic, payload, QoS and packet id. Properties
+    are skipped: ingest uses none.
+
+    Returns:
+        The packets taken, in order, and the offset just after the last one.
+    """
+    taken: list[Publish] = []
+    size = len(buffer)
+    at = start
+    while len(taken) < limit and at < size:
+        header = buffer[at]
+        qos = (header >> 1) & 3
+        if header & 0xF0 != _PUBLISH or qos > 1:
+            break
+        # Remaining length (§2.1.4): -1 when not all here, or a fifth byte (paho refuses).
+        length, body = _variable_integer(buffer, at + 1, size)
+        end = body + length
+        # Topic length, topic, packet id (QoS 1) and at least the properties length.
+        if length < 3 + 2 * qos or end > size:
+            break
+        topic_end = body + 2 + ((buffer[body] << 8) | buffer[body + 1])
+        properties = topic_end + 2 * qos
+        if topic_end == body + 2 or properties >= end:
+            break
+        mid = (buffer[topic_end] << 8) | buffer[topic_end + 1] if qos else 0
+        try:
+            topic = buffer[body + 2 : topic_end].decode()
+        except UnicodeDecodeError:
+            break
+        if buffer[properties] == 0:  # no properties, as nearly always
+            payload_at = properties + 1
+        else:
+            payload_at = _skip_properties(buffer, properties, end)
+            if payload_at < 0:
+                break
+        taken.append((topic, buffer[payload_at:end], qos, mid))
+        at = end
+    return taken, at
+
+
+def _skip_properties(buffer: bytes, at: int, end: int) -> int:
+    """Return where the payload starts after the properties at ``at``; -1: leave to paho."""
+    length, at = _variable_integer(buffer, at, end)
+    if length < 0 or at + length > end:
+        return -1
+    stop = at + length
+    seen: set[int] = set()
+    while at < stop:
+        identifier = buffer[at]
+        kind = _SKIPPED_PROPERTIES.get(identifier)
+        if kind is None or identifier in seen:
+            return -1
+        if identifier not in _REPEATABLE_PROPERTIES:
+            seen.add(identifier)
+        at = _skip_value(buffer, kind, at + 1, stop)
+        if at < 0:
+            return -1
+    return stop
+
+
+def _skip_value(buffer: bytes, kind: int, at: int, stop: int) -> int:
+    """Step over a property value of ``kind`` (§2.2.2.2) paho accepts; -1 if it is not one."""
+    if kind == _BYTE:
+        # Payload Format Indicator: 0 or 1, else paho refuses the packet.
+        at = at + 1 if at < stop and buffer[at] <= 1 else -1
+    elif kind == _FOUR_BYTES:
+        at += 4
+    elif kind == _VARIABLE:
+        value, at = _variable_integer(buffer, at, stop)
+        at = at if value > 0 else -1  # Subscription Identifier: 1 to 268,435,455
+    elif kind == _BINARY:
+        at = at + 2 + ((buffer[at] << 8) | buffer[at + 1]) if at + 2 <= stop else -1
+    else:
+        at = _skip_string(buffer, at, stop)
+        if kind == _STRING_PAIR and at >= 0:
+            at = _skip_string(buffer, at, stop)
+    return at if at <= stop else -1
+
+
+def _skip_string(buffer: bytes, at: int, stop: int) -> int:
+    """Step over a UTF-8 string (§1.5.4) paho accepts; -1 if it is not one."""
+    if at + 2 > stop:
+        return -1
+    end = at + 2 + ((buffer[at] << 8) | buffer[at + 1])
+    if end > stop:
+        return -1
+    try:
+        text = buffer[at + 2 : end].decode()  # strict: surrogates are refused too
+    except UnicodeDecodeError:
+        return -1
+    # paho refuses NUL [MQTT-1.5.4-2] and U+FEFF [MQTT-1.5.4-3] in a property string.
+    return -1 if "\x00" in text or "\ufeff" in text else end
+
+
+def _variable_integer(buffer: bytes, at: int, stop: int) -> tuple[int, int]:
+    """Read a Variable Byte Integer (§1.5.5) of at most 4 bytes: (value, next); -1 if none."""
+    value = 0
+    for shift in (0, 7, 14, 21):
+        if at >= stop:
+            return -1, at
+        byte = buffer[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+    return -1, at
+
+
 class _ReadAheadClient(mqtt.Client):
-    """paho's client, reading the socket in large chunks, every message to ``on_message``.
+    """paho's client, reading the socket in large chunks, parsing most PUBLISHes itself.
 
     paho 2.x reads a packet with one ``recv`` for its first byte, one for each byte of its
     length and one for the rest: four system calls a telemetry message. This reads up to
@@ -99,8 +239,20 @@ class _ReadAheadClient(mqtt.Client):
     belong to one socket: a new connection starts with none. And paho matches every
     message's topic against the filters of per-topic callbacks (a trie walk, 2-3 % of
     ingest's CPU), which ingest never registers: each message goes to ``on_message``.
-    Both rely on paho 2.x's private ``_sock_recv`` and ``_handle_on_message`` (pyproject
-    pins ``paho-mqtt<3``; ``tests/ingest/test_read_ahead.py`` holds the contract).
+
+    Even so, paho's way through one PUBLISH (``_packet_read``, ``_packet_handle``,
+    ``decode_publish`` with its MQTT 5 ``Properties``, an ``MQTTMessage``) took about
+    65 µs of CPU, the consumer's whole receive path with it about ten times what it takes
+    now (6 µs). So ``read_publishes`` takes the whole QoS 0/1 PUBLISH packets waiting
+    in the read-ahead bytes straight from them (``parse_publishes``), when paho is between
+    packets; everything else (other packets, QoS 2, a packet not yet read whole, anything
+    unusual) goes through paho's ``loop_read`` unchanged, in order.
+
+    Relies on paho 2.x's private ``_sock``, ``_sock_recv``, ``_handle_on_message``,
+    ``_packet_queue``, ``_in_packet`` (paho's partial packet: ``command`` 0 between
+    packets), ``_in_callback_mutex``, and ``_msgtime_mutex`` with
+    ``_last_bytes_received`` (paho's keepalive) and ``time_func`` (pyproject pins
+    ``paho-mqtt<3``; ``tests/ingest/test_read_ahead.py`` holds the contract).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 - paho's own
@@ -108,6 +260,9 @@ class _ReadAheadClient(mqtt.Client):
         self._ahead = b""
         self._ahead_at = 0
         self._ahead_sock: object = None
+        # What a read of ``_fill`` met instead of bytes (the end of the stream, an error),
+        # with its socket: paho's next read of that socket meets it in turn.
+        self._ahead_end: tuple[object, bytes | OSError] | None = None
 
     @property
     def read_ahead(self) -> bool:
@@ -126,6 +281,33 @@ class _ReadAheadClient(mqtt.Client):
             packet = b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
             self._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
+    def read_publishes(self, limit: int, deliver: Callable[[list[Publish]], None]) -> int:
+        """Hand up to ``limit`` PUBLISHes read ahead to ``deliver`` at once; return how many.
+
+        Only at a packet boundary of paho's (no partial packet of its own), and only
+        packets that are whole in the bytes read ahead; with none left, it reads the
+        socket (``_fill``) once first. They count as bytes received for
+        paho's keepalive, as its own reads do. ``deliver`` runs under paho's callback
+        lock, as ``on_message`` does. With ``manual_ack`` nothing else is owed for a
+        QoS 0 or 1 message: its PUBACK goes out with ``ack_all``.
+        """
+        packet = self._in_packet
+        if (
+            limit <= 0
+            or self._protocol != mqtt.MQTTv5  # the parser reads MQTT 5 packets only
+            or packet["command"] != 0  # paho has read a packet's first byte
+            or packet["remaining_count"]  # or its length (after a first byte of 0)
+            or not (self.read_ahead or self._fill())
+        ):
+            return 0
+        taken, self._ahead_at = parse_publishes(self._ahead, self._ahead_at, limit)
+        if taken:
+            with self._msgtime_mutex:
+                self._last_bytes_received = mqtt.time_func()
+            with self._in_callback_mutex:
+                deliver(taken)
+        return len(taken)
+
     def message_callback_add(self, sub: str, callback: Any) -> None:  # noqa: ANN401
         """Refused: this client hands every message to ``on_message``."""
         raise NotImplementedError("ingest's client has no per-topic callbacks")
@@ -136,8 +318,38 @@ class _ReadAheadClient(mqtt.Client):
             with self._in_callback_mutex:  # as paho: a publish meanwhile does not write
                 on_message(self, self._userdata, message)
 
+    def _fill(self) -> bool:
+        """Read the socket into the spent read-ahead buffer; return whether bytes came.
+
+        Else paho reads first, and takes the first packet of every read its slow way
+        (each packet, when they come one at a time). A read that would block leaves
+        nothing behind; one that meets the end of the stream or an error leaves it for
+        paho's next read, which handles it as if it were its own.
+        """
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            chunk = super()._sock_recv(_READ_AHEAD_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._ahead_end = (sock, exc)
+            return False
+        if not chunk:
+            self._ahead_end = (sock, chunk)
+            return False
+        self._ahead, self._ahead_at, self._ahead_sock = chunk, 0, sock
+        return True
+
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self.read_ahead:
+            if self._ahead_end is not None:
+                (sock, end), self._ahead_end = self._ahead_end, None
+                if sock is self._sock:
+                    if isinstance(end, OSError):
+                        raise end
+                    return end
             chunk = super()._sock_recv(max(bufsize, _READ_AHEAD_BYTES))
             if len(chunk) <= bufsize:
                 return chunk  # b"" (the broker closed the connection) included
@@ -404,13 +616,27 @@ class MqttConsumer:
                 self._loop.call_soon_threadsafe(self._deliver, received)
 
     def _read_packets(self) -> None:
-        """Read packets while there is room; each holds at most one PUBLISH."""
-        for _ in range(_READS_PER_ROUND):
-            if not self._room() or self._client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+        """Read packets while there is room: PUBLISHes read ahead at once, else one by one.
+
+        Each packet holds at most one PUBLISH, so taking no more packets than there are
+        free slots keeps the buffer within ``max_buffered_messages``.
+        """
+        client = self._client
+        packets = 0
+        while packets < _READS_PER_ROUND:
+            room = self._capacity - self._held - len(self._received)
+            if room <= 0:
                 return
-            if self._client.read_ahead:
+            taken = client.read_publishes(min(room, _READS_PER_ROUND - packets), self._on_publishes)
+            if taken:
+                packets += taken
+            elif client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                return
+            else:
+                packets += 1
+            if client.read_ahead:
                 continue
-            sock = self._client.socket()
+            sock = client.socket()
             if sock is None or not select.select([sock], [], [], 0)[0]:
                 return
 
@@ -565,6 +791,19 @@ class MqttConsumer:
                 received_at=time.time(),
                 epoch=self._epoch,
             )
+        )
+
+    def _on_publishes(self, messages: list[Publish]) -> None:
+        """``_on_message`` for the PUBLISHes parsed at once (one read: one receive time)."""
+        if self._paused:
+            return  # Unacknowledged: the broker sends them again on the next connection.
+        received_at = time.time()
+        epoch = self._epoch
+        self._received.extend(
+            [
+                RawMessage(topic, payload, qos, mid, received_at, epoch)
+                for topic, payload, qos, mid in messages
+            ]
         )
 
 
