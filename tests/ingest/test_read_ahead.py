@@ -27,13 +27,12 @@ from paho.mqtt.properties import Properties
 
 from services.config import IngestSettings, MqttSettings
 from services.core.access import PlatformRole
+from services.core.mqtt_publish import Publish, parse_publishes
 from services.ingest.mqtt import (
     _READ_AHEAD_BYTES,
     MqttConsumer,
-    Publish,
     RawMessage,
     _ReadAheadClient,
-    parse_publishes,
 )
 from services.stack.mosquitto import MosquittoBroker
 from tests.harness.environment import platform_mqtt
