@@ -148,7 +148,7 @@ async def raw_readings(
     async with conn.cursor() as cur:
         await cur.execute(_RAW_SQL, (device_id, metric, start, end, limit))
         return [
-            Point.model_construct(ts=ts, value=_point_value(text, value))
+            Point(ts=ts, value=_point_value(text, value))
             for ts, text, value in await cur.fetchall()
         ]
 
@@ -263,8 +263,11 @@ async def _bucket_query(conn: AsyncConnection, ask: BucketRequest) -> tuple[byte
     return sql.encode(), params
 
 
-async def bucketed_readings(conn: AsyncConnection, ask: BucketRequest) -> list[Point]:
+async def bucketed_readings(conn: AsyncConnection, ask: BucketRequest) -> list[PointRow]:
     """One point per bucket in [start, end), each bucket's ts its start; empty buckets are null.
+
+    Plain rows, not ``Point`` models: 30 days at 15 min are 2,881 points, and building a
+    model for each cost about as much as the query.
 
     Whole minutes come from readings_1m where it is exact, the rest from raw readings; the
     answer is the aggregate over the raw readings either way.
@@ -275,9 +278,7 @@ async def bucketed_readings(conn: AsyncConnection, ask: BucketRequest) -> list[P
     sql, params = await _bucket_query(conn, ask)
     async with conn.cursor() as cur:
         await cur.execute(sql, params)
-        # Rows of a fixed query, typed by the database: built without validation (a fifth of
-        # the cost of 2,880 points over 30 days at 15 min went to validating them).
-        return [Point.model_construct(ts=ts, value=value) for ts, value in await cur.fetchall()]
+        return [(ts, value) for ts, value in await cur.fetchall()]
 
 
 async def bucketed_reading_pages(

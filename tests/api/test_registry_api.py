@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import psycopg
 from fastapi.testclient import TestClient
 
+from schemas.api import Readings
 from services.core.batching import Batch
 from services.core.readings import Reading
 from services.storage.fleet_store import read_fleet
@@ -159,10 +160,19 @@ def test_readings_raw_and_bucketed(api: TestClient, clean_db: str) -> None:
         (T0 + timedelta(minutes=1), None),
         (T0 + timedelta(minutes=2), 40.0),
     ]
+    # Buckets are served as plain data: exactly what the Readings model would write.
+    assert bucketed == Readings.model_validate(bucketed).model_dump(mode="json")
     maxed = api.get(
         "/v1/devices/f01-meter-1/readings", params={**params, "bucket": "1m", "agg": "max"}
     ).json()
     assert [p["value"] for p in maxed["points"]] == [20.0, None, 40.0]
+    shanghai = timezone(timedelta(hours=8))
+    local = api.get(
+        "/v1/devices/f01-meter-1/readings",
+        params={**params, "start": T0.astimezone(shanghai).isoformat(), "bucket": "1m"},
+    ).json()
+    assert local == Readings.model_validate(local).model_dump(mode="json")
+    assert datetime.fromisoformat(local["start"]) == T0
 
 
 def test_state_readings_bucket_with_last(api: TestClient, clean_db: str) -> None:

@@ -137,8 +137,7 @@ async def served(
     ask = device_readings.BucketRequest(
         device, metric, start, end, bucket, Agg(agg), state_metric=metric == "state"
     )
-    points = await device_readings.bucketed_readings(conn, ask)
-    return [(p.ts, p.value) for p in points]
+    return await device_readings.bucketed_readings(conn, ask)
 
 
 @pytest.fixture
