@@ -181,6 +181,14 @@ ON CONFLICT (device_id, metric, minute) DO UPDATE SET
     inc_within = excluded.inc_within, state_counts = excluded.state_counts
 """
 
+# A quarter's columns from the rows it combines (minutes, or pieces), as readings_15m holds them.
+_QUARTER_AGGREGATES = (
+    "sum(n)::integer AS n, sum(sum) AS sum, min(min) AS min, max(max) AS max,"
+    " min(first_ts) AS first_ts, max(last_ts) AS last_ts,"
+    " first(first_value, first_ts) AS first_value, last(last_value, last_ts) AS last_value,"
+    " first(first_text, first_ts) AS first_text, last(last_text, last_ts) AS last_text"
+)
+
 # readings_15m: each quarter hour ``{quarters}`` yields (device_id, metric, quarter) summed
 # again from its minutes in readings_1m (at most 15 rows, read by a range lookup per key).
 _QUARTER_SUMS = """
@@ -192,12 +200,7 @@ SELECT k.device_id, k.metric, k.quarter, a.n, a.sum, a.min, a.max, a.first_ts, a
        a.first_value, a.last_value, a.first_text, a.last_text
 FROM ({quarters}) k
 CROSS JOIN LATERAL (
-    SELECT sum(r.n)::integer AS n, sum(r.sum) AS sum, min(r.min) AS min, max(r.max) AS max,
-           min(r.first_ts) AS first_ts, max(r.last_ts) AS last_ts,
-           first(r.first_value, r.first_ts) AS first_value,
-           last(r.last_value, r.last_ts) AS last_value,
-           first(r.first_text, r.first_ts) AS first_text,
-           last(r.last_text, r.last_ts) AS last_text
+    SELECT {aggregates}
     FROM readings_1m r
     WHERE r.device_id = k.device_id AND r.metric = k.metric
       AND r.minute >= k.quarter AND r.minute < k.quarter + interval '15 minutes'
@@ -214,7 +217,8 @@ ON CONFLICT (device_id, metric, quarter) DO UPDATE SET
 # The quarters of the minutes a fold aggregated again from raw rows (fold_keys).
 _QUARTERS_RESUMMED = _QUARTER_SUMS.format(
     quarters="SELECT DISTINCT device_id, metric,"
-    " time_bucket(interval '15 minutes', minute) AS quarter FROM fold_keys"
+    " time_bucket(interval '15 minutes', minute) AS quarter FROM fold_keys",
+    aggregates=_QUARTER_AGGREGATES,
 )
 
 # The quarters of the minutes merged from their pieces (and of no minute in fold_keys):
@@ -232,10 +236,7 @@ INSERT INTO readings_15m AS q (
     device_id, metric, quarter, n, sum, min, max, first_ts, last_ts, first_value,
     last_value, first_text, last_text
 )
-SELECT p.device_id, p.metric, p.quarter, sum(p.n)::integer, sum(p.sum), min(p.min),
-       max(p.max), min(p.first_ts), max(p.last_ts), first(p.first_value, p.first_ts),
-       last(p.last_value, p.last_ts), first(p.first_text, p.first_ts),
-       last(p.last_text, p.last_ts)
+SELECT p.device_id, p.metric, p.quarter, {_QUARTER_AGGREGATES}
 FROM (
     SELECT {_PIECE_COLUMNS}, time_bucket(interval '15 minutes', minute) AS quarter
     FROM fold_pieces
@@ -786,10 +787,7 @@ INSERT INTO readings_15m (
     device_id, metric, quarter, n, sum, min, max, first_ts, last_ts, first_value,
     last_value, first_text, last_text
 )
-SELECT device_id, metric, time_bucket(interval '15 minutes', minute), sum(n)::integer,
-       sum(sum), min(min), max(max), min(first_ts), max(last_ts),
-       first(first_value, first_ts), last(last_value, last_ts),
-       first(first_text, first_ts), last(last_text, last_ts)
+SELECT device_id, metric, time_bucket(interval '15 minutes', minute), {_QUARTER_AGGREGATES}
 FROM readings_1m
 WHERE {_QUARTERS_MEETING.format(column="minute")}
 GROUP BY 1, 2, 3
