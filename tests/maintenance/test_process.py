@@ -24,9 +24,11 @@ def test_maintenance_process_folds_settles_and_applies_retention(
 ) -> None:
     """The process folds committed keys, settles availability, drops old chunks, stops on TERM."""
     load(clean_db)
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC)
+    # Three readings inside one minute half an hour ago, whatever second the test starts at.
+    minute_ago = (now - timedelta(minutes=30)).replace(second=0, microsecond=0)
     recent = [
-        reading("m1", "power_kw", now - timedelta(minutes=30, seconds=s), s) for s in range(3)
+        reading("m1", "power_kw", minute_ago + timedelta(seconds=10 + s), s) for s in range(3)
     ]
     old = [reading("m1", "power_kw", now - timedelta(days=45), 1)]
     write_batches(clean_db, [recent, old], fold_every=3, fold_at_end=False)
