@@ -142,7 +142,8 @@ async def device_events(
     """Gather, per device, the reading spans and status messages that decide ``[start, end)``.
 
     ``by_time`` reads every device's raw readings of the interval through the time index
-    (for all devices over recent minutes); otherwise each device's rows are read by key.
+    (BRIN, migration 0054: for all devices over recent minutes); otherwise each device's
+    rows are read by key.
     """
     lo = start - online_timeout
     whole_minutes = online_timeout >= MINUTE
@@ -163,6 +164,10 @@ async def device_events(
         # The planner prices the per-event lookups over every chunk far above
         # jit_above_cost; compiling them costs most of a second for a few milliseconds of work.
         await cur.execute("SET LOCAL jit = off")
+        if by_time:
+            # A chunk without statistics yet (a new day) would be read whole; the BRIN
+            # index reads only the block ranges of the interval and the newest ones.
+            await cur.execute("SET LOCAL enable_seqscan = off")
         await cur.execute(_SPANS_SQL.format(source=source).encode(), params)
         for device_id, first_ts, last_ts in await cur.fetchall():
             events[device_id].spans.append(ReadingSpan(first_ts, last_ts))

@@ -125,12 +125,22 @@ WITH park_keys AS (
     ) e
     WHERE ts > %(start)s AND ts <= %(end)s AND previous IS NOT NULL
     GROUP BY device_id, metric
-), raw_keys AS (
+), raw_after AS (
     -- Raw readings after ``after`` count, the last one at or before it is the baseline.
     SELECT device_id, metric,
            CASE WHEN first_dirty > %(first)s THEN first_dirty - interval '1 microsecond'
                 ELSE %(start)s END AS after
     FROM dirty
+), raw_keys AS (
+    -- Only counters with a raw reading to count look up a baseline (a dirty key of late
+    -- data before the window has none; the lookup is the costly half).
+    SELECT u.device_id, u.metric, u.after
+    FROM raw_after u
+    WHERE EXISTS (
+        SELECT 1 FROM readings w
+        WHERE w.device_id = u.device_id AND w.metric = u.metric
+          AND w.ts > u.after AND w.ts <= %(end)s
+    )
 ), raw AS (
     SELECT device_id, metric, coalesce(sum(counter_step(previous, value)), 0) AS increase
     FROM (
