@@ -540,13 +540,16 @@ SELECT count(*), min(committed_at) FROM taken
 # from its raw readings.
 _MERGE_PIECES = f"""
 WITH keys AS (
+    -- Grouped before the registry is joined: a lookup per key, not per piece.
     SELECT p.device_id, p.metric, p.minute,
-           coalesce(k.kind = %(counter_kind)s, false) AS is_counter,
-           bool_or(p.n IS NULL) AS unpieced
-    FROM fold_pieces p
+           coalesce(k.kind = %(counter_kind)s, false) AS is_counter, p.unpieced
+    FROM (
+        SELECT device_id, metric, minute, bool_or(n IS NULL) AS unpieced
+        FROM fold_pieces
+        GROUP BY device_id, metric, minute
+    ) p
     LEFT JOIN devices d ON d.device_id = p.device_id
     LEFT JOIN device_type_metrics k ON k.type_id = d.type_id AND k.metric = p.metric
-    GROUP BY p.device_id, p.metric, p.minute, k.kind
 ), pieces AS (
     SELECT {_PIECE_COLUMNS} FROM fold_pieces WHERE n IS NOT NULL
     UNION ALL
@@ -581,6 +584,7 @@ WITH keys AS (
         SELECT p.device_id, p.metric, p.minute, e.key AS state, sum(e.value::bigint) AS c
         FROM pieces p
         CROSS JOIN LATERAL jsonb_each_text(p.state_counts) e
+        WHERE p.state_counts IS NOT NULL  -- the pieces of state metrics only
         GROUP BY p.device_id, p.metric, p.minute, e.key
     ) per_state
     GROUP BY device_id, metric, minute
