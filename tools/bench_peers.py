@@ -892,6 +892,18 @@ def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
         postgres_settings=BENCH_POSTGRES_SETTINGS,
     )
     started = stack.up()
+    try:
+        bench = _bench_on(args, stack, state_dir)
+    except BaseException:
+        # Died before the runs (e.g. at the fresh start): stop what this invocation started.
+        if not args.keep_stack:
+            _stop_stack(stack, started)
+        raise
+    return bench, started
+
+
+def _bench_on(args: argparse.Namespace, stack: Stack, state_dir: Path) -> Bench:
+    """Load the bench fleet and prepare the database, the publisher and the peer on ``stack``."""
     conninfo = stack.db.conninfo(application_name="parksense-bench-peers")
     fleet = bench_fleet()
     load_fleet_in_force(conninfo, fleet, stack.broker_sync())
@@ -928,7 +940,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
         ApiSettings(port=args.api_port),
         postgres_settings=BENCH_POSTGRES_SETTINGS,
     )
-    bench = Bench(
+    return Bench(
         args=args,
         stack=stack,
         stacks={1: stack, 2: two},
@@ -938,20 +950,24 @@ def _prepare(args: argparse.Namespace) -> tuple[Bench, list[str]]:
         ingest_password=ingest_password,
         peer_argv=argv,
     )
-    return bench, started
 
 
 def _stop_started(bench: Bench, started: list[str]) -> None:
     """Stop the peer and whatever of the stack this invocation started, by pid."""
     with contextlib.suppress(Exception):
         bench.stop_peer()
+    _stop_stack(bench.stack, started)
+
+
+def _stop_stack(stack: Stack, started: list[str]) -> None:
+    """Stop whatever of the stack this invocation started (``stack.up()``'s list), by pid."""
     if "postgres" in started and "mosquitto" in started:
-        bench.stack.down()
+        stack.down()
         return
-    for process in (bench.stack.api_process(), bench.stack.ingest_worker(1)):
+    for process in (stack.api_process(), stack.ingest_worker(1)):
         if process.name in started:
             process.stop()
-    bench.stack.ingest_worker(2).stop()  # only the bench starts a second worker here
+    stack.ingest_worker(2).stop()  # only the bench starts a second worker here
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1002,12 +1018,12 @@ def run(args: argparse.Namespace) -> str:
     _check(args)
     peer_version = ensure_installed(args.peer_venv)
     bench, started = _prepare(args)
-    # Workers left running by an earlier `--keep-stack` invocation may have been started
-    # for another design (a shared subscription): start every design from none.
-    bench.stop_ingest()
     results: list[RunResult] = []
     loads = [load_average()]
     try:
+        # Workers left running by an earlier `--keep-stack` invocation may have been started
+        # for another design (a shared subscription): start every design from none.
+        bench.stop_ingest()
         span_ms = LoadWindow(0, args.messages, DEVICES).end_ms
         windows = args.runs * len(DESIGNS)
         base_ms = (time.time_ns() // 1_000_000 // 1000) * 1000 - PAST_MARGIN_MS - windows * span_ms

@@ -92,7 +92,7 @@ COMMIT_LAG = Histogram(
     "parksense_ingest_commit_lag_seconds",
     "Commit time minus measured time, for readings measured in the last hour",
     buckets=(
-        0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
-        1, 1.5, 2, 3, 5, 10, 30, 60, 300, 3600,
+        0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75,
+        0.9, 1, 1.5, 2, 3, 5, 10, 30, 60, 300, 3600,
     ),
 )  # fmt: skip
