@@ -37,6 +37,7 @@ from services.core.deadletters import DeadLetter, dead_letter
 from services.core.readings import Reading, StatusUpdate
 from services.core.sparkplug import SparkplugOutcome
 from services.storage import rollups, sparkplug_store
+from services.storage.copying import copy_rows
 from services.storage.errors import UnencodableRowError
 from services.storage.sparkplug_store import SparkplugJudge
 
@@ -321,8 +322,7 @@ async def _copy_readings(
     """COPY readings, in the given order, with ``statement`` (``_COPY_READINGS``/``_STAGING``)."""
     async with cur.copy(statement) as copy:
         copy.set_types(_READING_TYPES)
-        for r in ordered:
-            await copy.write_row(_READING_ROW(r))
+        await copy_rows(copy, map(_READING_ROW, ordered))
 
 
 def _columns(rows: Sequence[object], *fields: str) -> tuple[list[object], ...]:
