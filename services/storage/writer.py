@@ -264,7 +264,7 @@ class BatchWriter:
             if readings:
                 # No global lock: each statement locks its rows in key order, and the
                 # roll-ups are only logged as pieces (folded by maintenance).
-                inserted = await _insert_readings(conn, cur, sorted(readings, key=_KEY))
+                inserted = await _insert_readings(conn, cur, readings)
             if statuses:
                 ordered = sorted(statuses, key=lambda s: (s.device_id, s.ts))
                 await cur.executemany(
@@ -283,16 +283,24 @@ class BatchWriter:
 
 
 async def _insert_readings(
-    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], ordered: list[Reading]
+    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], readings: list[Reading]
 ) -> int:
     """Store the batch's new readings and what follows from them; return how many."""
+    try:
+        # Readings compare as tuples, key first: while no key is in the batch twice, their
+        # own order is the key order, and cheaper than a key a reading. (Two readings of one
+        # key would be ordered by value, or not at all, where None meets a number.)
+        ordered = sorted(readings)
+    except TypeError:
+        ordered = sorted(readings, key=_KEY)
     try:
         # A savepoint: a refused COPY rolls back alone.
         async with conn.transaction():
             await _copy_readings(cur, _COPY_READINGS, ordered)
     except errors.UniqueViolation:
-        # 23505: a reading of the batch is stored already (a redelivery) or is in it twice.
-        return await _insert_fresh(cur, ordered)
+        # 23505: a reading of the batch is stored already (a redelivery) or is in it twice;
+        # readings of one key are staged in the order they arrived, as the key sort keeps.
+        return await _insert_fresh(cur, sorted(readings, key=_KEY))
     summary = summarize(ordered)
     await cur.execute(_SUMMARY_LATEST, _columns(summary.latest, *_READING_FIELDS))
     await cur.execute(_SUMMARY_LAST_SEEN, _columns(summary.devices, "device_id", "last_ts"))
