@@ -107,10 +107,14 @@ def summarize(ordered: Sequence[Reading]) -> BatchSummary:
     in_first: dict[str, int] = {}
     later: dict[tuple[str, datetime], int] = {}
     span_device, span_first, span_last = ordered[0].device_id, _LATEST, _EARLIEST
+    minutes: dict[datetime, datetime] = {}  # the minute of a ts (a batch holds few ts)
     rest = iter(ordered)
     after: Reading | None = next(rest)
     while after is not None:
-        piece, last, received_first, after = _take_piece(after, rest, receipt_end, later)
+        minute = minutes.get(after.ts)
+        if minute is None:
+            minute = minutes[after.ts] = floor_minute(after.ts)
+        piece, last, received_first, after = _take_piece(after, minute, rest, receipt_end, later)
         pieces.append(piece)
         device, metric = piece.device_id, piece.metric
         if received_first:
@@ -130,11 +134,12 @@ def summarize(ordered: Sequence[Reading]) -> BatchSummary:
 
 def _take_piece(
     first: Reading,
+    minute: datetime,
     rest: Iterator[Reading],
     receipt_end: datetime,
     later: dict[tuple[str, datetime], int],
 ) -> tuple[Piece, Reading, int, Reading | None]:
-    """Take the piece starting at ``first`` from ``rest``.
+    """Take the piece starting at ``first`` (in ``minute``) from ``rest``.
 
     Returns:
         The piece, its last reading, how many of its readings were received before
@@ -142,7 +147,6 @@ def _take_piece(
         next piece (None at the end of the batch).
     """
     device, metric = first.device_id, first.metric
-    minute = floor_minute(first.ts)
     minute_end = minute + _MINUTE
     values: list[float] = []
     texts: dict[str, int] = {}
