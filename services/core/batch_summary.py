@@ -21,8 +21,11 @@ state_counts {text: readings} of the readings carrying text, None when none does
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import reduce
+from itertools import chain
+from operator import add, attrgetter
 from typing import NamedTuple
 
 from services.core.counters import step
@@ -31,6 +34,10 @@ from services.core.readings import Reading
 
 _MINUTE = timedelta(minutes=1)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_RECEIVED_AT = attrgetter("received_at")
+# Named tuples are built with tuple.__new__: their generated __new__ is a Python function.
+_new = tuple.__new__
 _UNSORTED = "summarize needs readings sorted by key, no key twice"
 
 
@@ -82,104 +89,105 @@ class BatchSummary(NamedTuple):
 def summarize(ordered: Sequence[Reading]) -> BatchSummary:
     """Summarise readings sorted by (device, metric, ts), no key twice (see the module).
 
+    One pass over the batch: each turn of the loop takes one piece, up to the first reading
+    of the next (``after``).
+
     Raises:
         ValueError: the readings are not sorted by key, or a key appears twice.
     """
     pieces: list[Piece] = []
     latest: list[Reading] = []
     devices: list[DeviceSpan] = []
-    received = _Receipts(ordered)
-    count = len(ordered)
-    i = 0
-    while i < count:
-        j, piece = _minute_run(ordered, i, received)
+    if not ordered:
+        return BatchSummary(pieces, latest, devices, [])
+    # Most batches arrive within one minute: readings received in the batch's first minute
+    # are counted per device, without flooring each receipt time.
+    first_minute = floor_minute(min(map(_RECEIVED_AT, ordered)))
+    receipt_end = first_minute + _MINUTE
+    in_first: dict[str, int] = {}
+    later: dict[tuple[str, datetime], int] = {}
+    span_device, span_first, span_last = ordered[0].device_id, _LATEST, _EARLIEST
+    minutes: dict[datetime, datetime] = {}  # the minute of a ts (a batch holds few ts)
+    rest = iter(ordered)
+    after: Reading | None = next(rest)
+    while after is not None:
+        minute = minutes.get(after.ts)
+        if minute is None:
+            minute = minutes[after.ts] = floor_minute(after.ts)
+        piece, last, received_first, after = _take_piece(after, minute, rest, receipt_end, later)
         pieces.append(piece)
-        device, metric, last = piece.device_id, piece.metric, ordered[j - 1]
-        after = ordered[j] if j < count else None
-        if after is None or after.device_id != device or after.metric != metric:
+        device, metric = piece.device_id, piece.metric
+        if received_first:
+            in_first[device] = in_first.get(device, 0) + received_first
+        if after is None or after.metric != metric or after.device_id != device:
             if after is not None and (after.device_id, after.metric) < (device, metric):
                 raise ValueError(_UNSORTED)
             latest.append(last)
-        if devices and devices[-1].device_id == device:
-            span = devices[-1]
-            devices[-1] = span._replace(
-                first_ts=min(span.first_ts, piece.first_ts), last_ts=max(span.last_ts, last.ts)
-            )
+        if device != span_device:
+            devices.append(_new(DeviceSpan, (span_device, span_first, span_last)))
+            span_device, span_first, span_last = device, piece.first_ts, last.ts
         else:
-            devices.append(DeviceSpan(device, piece.first_ts, last.ts))
-        i = j
-    return BatchSummary(pieces, latest, devices, received.delivered())
+            span_first, span_last = min(span_first, piece.first_ts), max(span_last, last.ts)
+    devices.append(_new(DeviceSpan, (span_device, span_first, span_last)))
+    return BatchSummary(pieces, latest, devices, _delivered(in_first, first_minute, later))
 
 
-class _Receipts:
-    """Readings per device and minute of receipt; most batches arrive within one minute."""
+def _take_piece(
+    first: Reading,
+    minute: datetime,
+    rest: Iterator[Reading],
+    receipt_end: datetime,
+    later: dict[tuple[str, datetime], int],
+) -> tuple[Piece, Reading, int, Reading | None]:
+    """Take the piece starting at ``first`` (in ``minute``) from ``rest``.
 
-    def __init__(self, ordered: Sequence[Reading]) -> None:
-        start = floor_minute(min(r.received_at for r in ordered)) if ordered else _EARLIEST
-        self.first_minute = start
-        self.first_minute_end = start + _MINUTE
-        self.in_first: dict[str, int] = {}
-        self.later: dict[tuple[str, datetime], int] = {}
-
-    def add_later(self, device: str, received_at: datetime) -> None:
-        key = (device, floor_minute(received_at))
-        self.later[key] = self.later.get(key, 0) + 1
-
-    def delivered(self) -> list[Delivered]:
-        counts = dict(self.later)
-        for device, n in self.in_first.items():
-            key = (device, self.first_minute)
-            counts[key] = counts.get(key, 0) + n
-        return [Delivered(d, m, n) for (d, m), n in sorted(counts.items())]
-
-
-def _minute_run(ordered: Sequence[Reading], i: int, received: _Receipts) -> tuple[int, Piece]:
-    """The piece of the minute starting at ``ordered[i]`` and the index after it."""
-    first = ordered[i]
-    device, metric, minute = first.device_id, first.metric, floor_minute(first.ts)
+    Returns:
+        The piece, its last reading, how many of its readings were received before
+        ``receipt_end`` (the others are counted in ``later``), and the first reading of the
+        next piece (None at the end of the batch).
+    """
+    device, metric = first.device_id, first.metric
     minute_end = minute + _MINUTE
-    receipt_end = received.first_minute_end
     values: list[float] = []
     texts: dict[str, int] = {}
+    n = received_first = 0
     steps = 0.0
-    in_first = 0
     previous_ts = _EARLIEST
     previous_value: float | None = None
-    j = i
-    end = len(ordered)
-    while j < end:
-        r = ordered[j]
-        if r.device_id != device or r.metric != metric or r.ts >= minute_end:
+    last = first
+    after: Reading | None = None
+    for r in chain((first,), rest):
+        r_device, r_metric, ts, value, text, received_at = r
+        if r_metric != metric or r_device != device or ts >= minute_end:
+            after = r
             break
-        if r.ts <= previous_ts:
+        if ts <= previous_ts:
             raise ValueError(_UNSORTED)
-        value = r.value
         if value is not None:
             if previous_value is not None:
                 steps += step(previous_value, value)
             values.append(value)
-        if r.text is not None:
-            texts[r.text] = texts.get(r.text, 0) + 1
-        if r.received_at < receipt_end:
-            in_first += 1
+        if text is not None:
+            texts[text] = texts.get(text, 0) + 1
+        if received_at < receipt_end:
+            received_first += 1
         else:
-            received.add_later(device, r.received_at)
-        previous_ts, previous_value = r.ts, value
-        j += 1
-    after = ordered[j] if j < end else None
-    if (
-        after is not None
-        and after.ts <= previous_ts
-        and (after.device_id, after.metric)
-        == (
-            device,
-            metric,
-        )
-    ):
-        raise ValueError(_UNSORTED)
-    if in_first:
-        received.in_first[device] = received.in_first.get(device, 0) + in_first
-    return j, _piece(first, ordered[j - 1], minute, j - i, values, steps, texts)
+            key = (device, floor_minute(received_at))
+            later[key] = later.get(key, 0) + 1
+        previous_ts, previous_value, last = ts, value, r
+        n += 1
+    return _piece(first, last, minute, n, values, steps, texts), last, received_first, after
+
+
+def _delivered(
+    in_first: dict[str, int], first_minute: datetime, later: dict[tuple[str, datetime], int]
+) -> list[Delivered]:
+    """Readings per device and minute of receipt, in key order."""
+    counts = dict(later)
+    for device, n in in_first.items():
+        key = (device, first_minute)
+        counts[key] = counts.get(key, 0) + n
+    return [_new(Delivered, (d, m, n)) for (d, m), n in sorted(counts.items())]
 
 
 def _piece(
@@ -191,23 +199,26 @@ def _piece(
     steps: float,
     texts: dict[str, int],
 ) -> Piece:
-    total: float | None = None
-    for v in values:  # in time order, one addition at a time, as SQL's sum()
-        total = v if total is None else total + v
-    return Piece(
-        first.device_id,
-        first.metric,
-        minute,
-        n,
-        total,
-        min(values) if values else None,
-        max(values) if values else None,
-        first.ts,
-        last.ts,
-        first.value,
-        last.value,
-        first.text,
-        last.text,
-        steps,
-        dict(sorted(texts.items())) if texts else None,
+    # In time order, one addition at a time, as SQL's sum() (not sum(): it starts from 0,
+    # and from Python 3.12 compensates rounding).
+    total = reduce(add, values) if values else None
+    return _new(
+        Piece,
+        (
+            first.device_id,
+            first.metric,
+            minute,
+            n,
+            total,
+            min(values) if values else None,
+            max(values) if values else None,
+            first.ts,
+            last.ts,
+            first.value,
+            last.value,
+            first.text,
+            last.text,
+            steps,
+            dict(sorted(texts.items())) if texts else None,
+        ),
     )

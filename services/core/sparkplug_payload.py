@@ -25,6 +25,7 @@ from services.core.readings import MessageOutcome, RejectReason, refused_message
 from services.core.text import shown
 
 NAMESPACE = "spBv1.0"
+_NAMESPACE_PREFIX = f"{NAMESPACE}/"  # ingest asks of every message
 # A payload is refused unparsed above this size: the JSON contract's limit.
 MAX_SPARKPLUG_BYTES = MAX_PAYLOAD_BYTES
 # Metrics one payload may carry, as many as a JSON message may carry samples.
@@ -125,7 +126,7 @@ class Frame:
 
 def is_sparkplug_topic(topic: str) -> bool:
     """Whether ``topic`` lies in the Sparkplug B namespace."""
-    return topic.startswith(f"{NAMESPACE}/")
+    return topic.startswith(_NAMESPACE_PREFIX)
 
 
 def is_host_topic(topic: str) -> bool:

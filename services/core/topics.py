@@ -39,13 +39,28 @@ class TopicAddress:
     channel: Channel
 
 
+# The addresses of valid topics seen, by topic: a fleet publishes on the same topics over
+# and over, and a look-up costs a twentieth of a match and a frozen dataclass. Emptied when it
+# holds this many (a valid topic is at most about 220 characters, so this bounds its memory
+# whatever topics arrive; invalid topics are never kept).
+_KNOWN_TOPICS_MAX = 65_536
+_known_topics: dict[str, TopicAddress] = {}
+
+
 def parse_topic(topic: str) -> TopicAddress | None:
     """Return the address a topic names, or None when it is not a parksense v1 topic."""
+    address = _known_topics.get(topic)
+    if address is not None:
+        return address
     match = _DEVICE_TOPIC.fullmatch(topic)
     if match is None:
         return None
     park_id, factory_id, device_id, channel = match.groups()
-    return TopicAddress(park_id, factory_id, device_id, _CHANNELS[channel])
+    address = TopicAddress(park_id, factory_id, device_id, _CHANNELS[channel])
+    if len(_known_topics) >= _KNOWN_TOPICS_MAX:
+        _known_topics.clear()
+    _known_topics[topic] = address
+    return address
 
 
 def signals_topic(park_id: str) -> str:

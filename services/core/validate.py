@@ -25,6 +25,10 @@ from services.core.topics import Channel, is_platform_topic, parse_topic
 _MIN_EPOCH_MS = -62_135_596_800_000
 _MAX_EPOCH_MS = 253_402_300_799_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+# Named tuples are built with tuple.__new__ on the common path: the generated __new__ is a
+# Python function, which costs more than the rest of accepting a value.
+_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ def parse_ts(raw: object) -> datetime:
     if isinstance(raw, int) and not isinstance(raw, bool):
         if not _MIN_EPOCH_MS <= raw <= _MAX_EPOCH_MS:
             raise _TimestampError(f"epoch milliseconds {shown(raw)} out of range")
-        return _EPOCH + timedelta(milliseconds=raw)
+        return _EPOCH + _MILLISECOND * raw  # exact: a timedelta times an int
     if isinstance(raw, str):
         try:
             ts = datetime.fromisoformat(raw)
@@ -110,7 +114,7 @@ def judge_message(
     rejections: list[Rejection] = []
     for sample in samples:
         _judge_sample(sample, topic, payload, device, received_at, limits, readings, rejections)
-    return MessageOutcome(tuple(readings), tuple(rejections))
+    return _new(MessageOutcome, (tuple(readings), tuple(rejections), None))
 
 
 def _judge_status(
@@ -186,47 +190,95 @@ def _judge_sample(
     readings: list[Reading],
     rejections: list[Rejection],
 ) -> None:
-    def refuse(
-        reason: RejectReason, detail: str, metric: str | None = None, ts: datetime | None = None
-    ) -> None:
+    if not isinstance(sample, dict):
         rejections.append(
-            Rejection(
-                reason=reason,
-                detail=detail,
-                topic=topic,
-                received_at=received_at,
-                payload=payload,
-                park_id=device.park_id,
-                device_id=device.device_id,
-                metric=metric,
-                ts=ts,
+            _refusal(
+                RejectReason.INVALID_PAYLOAD,
+                "a sample is a JSON object",
+                topic,
+                payload,
+                device,
+                received_at,
             )
         )
-
-    if not isinstance(sample, dict):
-        refuse(RejectReason.INVALID_PAYLOAD, "a sample is a JSON object")
         return
     metrics = sample.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
-        refuse(RejectReason.INVALID_PAYLOAD, "a sample has a non-empty 'metrics' object")
+        rejections.append(
+            _refusal(
+                RejectReason.INVALID_PAYLOAD,
+                "a sample has a non-empty 'metrics' object",
+                topic,
+                payload,
+                device,
+                received_at,
+            )
+        )
         return
     try:
         ts = parse_ts(sample.get("ts"))
     except ValueError as exc:
-        refuse(RejectReason.INVALID_TIMESTAMP, str(exc))
+        rejections.append(
+            _refusal(RejectReason.INVALID_TIMESTAMP, str(exc), topic, payload, device, received_at)
+        )
         return
     late = judge_ts(ts, received_at, limits)
     if late is not None:
-        refuse(late.reason, late.detail, ts=ts)
-        return
-    for metric, raw in metrics.items():
-        judged = judge_metric(device, metric, raw)
-        if isinstance(judged, MetricRefused):
-            refuse(judged.reason, judged.detail, judged.metric, ts)
-            continue
-        readings.append(
-            Reading(device.device_id, metric, ts, judged.value, judged.text, received_at)
+        rejections.append(
+            _refusal(late.reason, late.detail, topic, payload, device, received_at, ts=ts)
         )
+        return
+    device_id = device.device_id
+    rules = device.metrics
+    for metric, raw in metrics.items():
+        # judge_metric, unrolled: this loop runs once per reading.
+        rule = rules.get(metric)
+        if rule is None:
+            refused = _unknown_metric(device, metric)
+        else:
+            judged = judge_value(rule, raw)
+            if not isinstance(judged, Refused):
+                readings.append(
+                    _new(Reading, (device_id, metric, ts, judged.value, judged.text, received_at))
+                )
+                continue
+            refused = _metric_refused(metric, judged)
+        rejections.append(
+            _refusal(
+                refused.reason,
+                refused.detail,
+                topic,
+                payload,
+                device,
+                received_at,
+                refused.metric,
+                ts,
+            )
+        )
+
+
+def _refusal(
+    reason: RejectReason,
+    detail: str,
+    topic: str,
+    payload: bytes,
+    device: DeviceEntry,
+    received_at: datetime,
+    metric: str | None = None,
+    ts: datetime | None = None,
+) -> Rejection:
+    """A refused sample or reading of a telemetry message from a known device."""
+    return Rejection(
+        reason=reason,
+        detail=detail,
+        topic=topic,
+        received_at=received_at,
+        payload=payload,
+        park_id=device.park_id,
+        device_id=device.device_id,
+        metric=metric,
+        ts=ts,
+    )
 
 
 def judge_ts(ts: datetime, received_at: datetime, limits: Limits) -> Refused | None:
@@ -257,22 +309,32 @@ def judge_metric(device: DeviceEntry, metric: str, raw: object) -> Accepted | Me
     """Judge one named metric value of a device against its type."""
     rule = device.metrics.get(metric)
     if rule is None:
-        # Registry names are storable, so only an unknown name needs the check.
-        if not storable(metric):
-            return MetricRefused(
-                RejectReason.UNSTORABLE_TEXT,
-                f"metric name {shown(metric)} holds U+0000 or a lone surrogate",
-                sanitised(metric),
-            )
-        return MetricRefused(
-            RejectReason.UNKNOWN_METRIC,
-            f"type {device.type_id} has no metric {shown(metric)}",
-            metric,
-        )
+        return _unknown_metric(device, metric)
     judged = judge_value(rule, raw)
     if isinstance(judged, Refused):
-        return MetricRefused(judged.reason, f"{metric}: {judged.detail}", metric)
+        return _metric_refused(metric, judged)
     return judged
+
+
+def _unknown_metric(device: DeviceEntry, metric: str) -> MetricRefused:
+    """Refuse a metric the device's type does not have."""
+    # Registry names are storable, so only an unknown name needs the check.
+    if not storable(metric):
+        return MetricRefused(
+            RejectReason.UNSTORABLE_TEXT,
+            f"metric name {shown(metric)} holds U+0000 or a lone surrogate",
+            sanitised(metric),
+        )
+    return MetricRefused(
+        RejectReason.UNKNOWN_METRIC,
+        f"type {device.type_id} has no metric {shown(metric)}",
+        metric,
+    )
+
+
+def _metric_refused(metric: str, refused: Refused) -> MetricRefused:
+    """A refused value of a known metric, its detail naming the metric."""
+    return MetricRefused(refused.reason, f"{metric}: {refused.detail}", metric)
 
 
 class Accepted(NamedTuple):
@@ -294,9 +356,9 @@ def judge_value(rule: MetricRule, raw: object) -> Accepted | Refused:
     # The common cases first: a known state, a finite float within range.
     if rule.kind is MetricKind.STATE:
         if isinstance(raw, str) and raw in rule.states:
-            return Accepted(None, raw)  # registry states are storable text
+            return _new(Accepted, (None, raw))  # registry states are storable text
     elif isinstance(raw, float) and math.isfinite(raw) and rule.within(raw):
-        return Accepted(raw, None)
+        return _new(Accepted, (raw, None))
     return _judge_other_value(rule, raw)
 
 
@@ -325,4 +387,4 @@ def _judge_other_value(rule: MetricRule, raw: object) -> Accepted | Refused:
             RejectReason.OUT_OF_RANGE,
             f"{value:g} is outside the valid range [{rule.min_value}, {rule.max_value}]",
         )
-    return Accepted(value, None)
+    return _new(Accepted, (value, None))

@@ -662,9 +662,11 @@ class MqttConsumer:
             return  # Unacknowledged: the broker sends them again on the next connection.
         received_at = time.time()
         epoch = self._epoch
+        # tuple.__new__: a named tuple's own __new__ is a Python function, called a message.
+        new = tuple.__new__
         self._received.extend(
             [
-                RawMessage(topic, payload, qos, mid, received_at, epoch)
+                new(RawMessage, (topic, payload, qos, mid, received_at, epoch))
                 for topic, payload, qos, mid in messages
             ]
         )

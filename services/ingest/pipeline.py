@@ -118,6 +118,9 @@ class Pipeline:
         # were judged against: a flush re-judges them if the registry has moved since.
         self._pending_raw: list[tuple[int, RawMessage]] = []
         self._pending_version = 0
+        # The last receive time converted: the messages of one read share it.
+        self._received_s = -1.0
+        self._received_at = datetime.fromtimestamp(0, UTC)
         self._degraded = False
         self._started_at = datetime.now(UTC)
         self._consumer: MqttConsumer | None = None
@@ -256,7 +259,10 @@ class Pipeline:
 
     def _judge(self, raw: RawMessage) -> MessageOutcome | Frame:
         """Judge one message against the registry in use (a Sparkplug one when written)."""
-        received_at = datetime.fromtimestamp(raw.received_at, UTC)
+        if raw.received_at != self._received_s:
+            self._received_s = raw.received_at
+            self._received_at = datetime.fromtimestamp(raw.received_at, UTC)
+        received_at = self._received_at
         try:
             if is_sparkplug_topic(raw.topic):
                 return read_frame(raw.topic, raw.payload, received_at)

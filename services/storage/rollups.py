@@ -39,6 +39,8 @@ import psycopg
 
 from services.core.batch_summary import BatchSummary
 from services.core.signals import sql_parameters
+from services.storage.arrays import text_array, timestamptz_array
+from services.storage.copying import copy_rows
 
 logger = logging.getLogger(__name__)
 
@@ -624,11 +626,11 @@ async def record_summary(
     """
     async with cur.copy(_COPY_PIECES) as copy:
         copy.set_types(_PIECE_TYPES)
-        for piece in summary.pieces:
-            await copy.write_row(piece)
+        await copy_rows(copy, summary.pieces)
     devices = summary.devices
     await cur.execute(
-        _MARK_DEVICES, ([d.device_id for d in devices], [d.first_ts for d in devices])
+        _MARK_DEVICES,
+        (text_array(d.device_id for d in devices), timestamptz_array(d.first_ts for d in devices)),
     )
 
 

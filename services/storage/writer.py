@@ -23,7 +23,6 @@ takes a global lock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -36,7 +35,9 @@ from services.core.batching import Batch
 from services.core.deadletters import DeadLetter, dead_letter
 from services.core.readings import Reading, StatusUpdate
 from services.core.sparkplug import SparkplugOutcome
-from services.storage import rollups, sparkplug_store
+from services.storage import arrays, rollups, sparkplug_store
+from services.storage.arrays import float8_array, int8_array, text_array, timestamptz_array
+from services.storage.copying import copy_rows
 from services.storage.errors import UnencodableRowError
 from services.storage.sparkplug_store import SparkplugJudge
 
@@ -61,6 +62,10 @@ _READING_TYPES = ["text", "text", "timestamptz", "float8", "text", "timestamptz"
 # The Reading fields in the column order of the COPY statements and of _SUMMARY_LATEST.
 _READING_FIELDS = ("device_id", "metric", "ts", "value", "text", "received_at")
 _READING_ROW = attrgetter(*_READING_FIELDS)  # a reading's COPY row, built in C
+# The summary's columns, taken in C.
+_DEVICE_ID, _METRIC, _TS = attrgetter("device_id"), attrgetter("metric"), attrgetter("ts")
+_VALUE, _TEXT, _RECEIVED_AT = attrgetter("value"), attrgetter("text"), attrgetter("received_at")
+_LAST_TS, _MINUTE, _READINGS = attrgetter("last_ts"), attrgetter("minute"), attrgetter("readings")
 _COPY_READINGS = (
     "COPY readings (device_id, metric, ts, value, value_text, received_at)"
     " FROM STDIN (FORMAT BINARY)"
@@ -125,7 +130,7 @@ GROUP BY 1, 2
 """
 
 # The same, for a batch of new readings, from its summary (rows in key order). Arrays go as
-# %b (binary): in text format psycopg quotes every element with a regular expression.
+# %b (binary), encoded a column at once (services/storage/arrays.py).
 _SUMMARY_LATEST = f"""{_LATEST_INTO}
 SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::float8[], %b::text[],
                      %b::timestamptz[])
@@ -206,6 +211,7 @@ class BatchWriter:
         """Open the connection and prepare the session's temporary tables."""
         await self.close()
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=False)
+        arrays.register(conn)
         async with conn.transaction():
             await conn.execute(_SETUP_SQL)
         self._conn = conn
@@ -263,7 +269,7 @@ class BatchWriter:
             if readings:
                 # No global lock: each statement locks its rows in key order, and the
                 # roll-ups are only logged as pieces (folded by maintenance).
-                inserted = await _insert_readings(conn, cur, sorted(readings, key=_KEY))
+                inserted = await _insert_readings(conn, cur, readings)
             if statuses:
                 ordered = sorted(statuses, key=lambda s: (s.device_id, s.ts))
                 await cur.executemany(
@@ -282,22 +288,49 @@ class BatchWriter:
 
 
 async def _insert_readings(
-    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], ordered: list[Reading]
+    conn: psycopg.AsyncConnection, cur: psycopg.AsyncCursor[TupleRow], readings: list[Reading]
 ) -> int:
     """Store the batch's new readings and what follows from them; return how many."""
+    try:
+        # Readings compare as tuples, key first: while no key is in the batch twice, their
+        # own order is the key order, and cheaper than a key a reading. (Two readings of one
+        # key would be ordered by value, or not at all, where None meets a number.)
+        ordered = sorted(readings)
+    except TypeError:
+        ordered = sorted(readings, key=_KEY)
     try:
         # A savepoint: a refused COPY rolls back alone.
         async with conn.transaction():
             await _copy_readings(cur, _COPY_READINGS, ordered)
     except errors.UniqueViolation:
-        # 23505: a reading of the batch is stored already (a redelivery) or is in it twice.
-        return await _insert_fresh(cur, ordered)
+        # 23505: a reading of the batch is stored already (a redelivery) or is in it twice;
+        # readings of one key are staged in the order they arrived, as the key sort keeps.
+        return await _insert_fresh(cur, sorted(readings, key=_KEY))
     summary = summarize(ordered)
-    await cur.execute(_SUMMARY_LATEST, _columns(summary.latest, *_READING_FIELDS))
-    await cur.execute(_SUMMARY_LAST_SEEN, _columns(summary.devices, "device_id", "last_ts"))
+    latest, devices, delivered = summary.latest, summary.devices, summary.delivered
+    await cur.execute(
+        _SUMMARY_LATEST,
+        (
+            text_array(map(_DEVICE_ID, latest)),
+            text_array(map(_METRIC, latest)),
+            timestamptz_array(map(_TS, latest)),
+            float8_array(map(_VALUE, latest)),
+            text_array(map(_TEXT, latest)),
+            timestamptz_array(map(_RECEIVED_AT, latest)),
+        ),
+    )
+    await cur.execute(
+        _SUMMARY_LAST_SEEN,
+        (text_array(map(_DEVICE_ID, devices)), timestamptz_array(map(_LAST_TS, devices))),
+    )
     await rollups.record_summary(cur, summary)
     await cur.execute(
-        _SUMMARY_DELIVERY, _columns(summary.delivered, "device_id", "minute", "readings")
+        _SUMMARY_DELIVERY,
+        (
+            text_array(map(_DEVICE_ID, delivered)),
+            timestamptz_array(map(_MINUTE, delivered)),
+            int8_array(map(_READINGS, delivered)),
+        ),
     )
     return len(ordered)
 
@@ -321,14 +354,7 @@ async def _copy_readings(
     """COPY readings, in the given order, with ``statement`` (``_COPY_READINGS``/``_STAGING``)."""
     async with cur.copy(statement) as copy:
         copy.set_types(_READING_TYPES)
-        for r in ordered:
-            await copy.write_row(_READING_ROW(r))
-
-
-def _columns(rows: Sequence[object], *fields: str) -> tuple[list[object], ...]:
-    """One list per named field of ``rows``: the arrays an ``unnest`` parameter reads."""
-    # map with attrgetter runs in C: no slower than a comprehension a column.
-    return tuple(list(map(attrgetter(field), rows)) for field in fields)
+        await copy_rows(copy, map(_READING_ROW, ordered))
 
 
 async def _copy_dead_letters(cur: psycopg.AsyncCursor[TupleRow], letters: list[DeadLetter]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.core import topics
 from services.core.topics import (
     Channel,
     TopicAddress,
@@ -19,6 +20,20 @@ def test_telemetry_topic_is_parsed() -> None:
     assert parse_topic("parksense/v1/hebi-tech/f01/f01-meter-1/telemetry") == TopicAddress(
         "hebi-tech", "f01", "f01-meter-1", Channel.TELEMETRY
     )
+
+
+def test_a_topic_seen_before_gives_the_same_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed once, then looked up; the kept addresses stay bounded, and still right."""
+    monkeypatch.setattr(topics, "_KNOWN_TOPICS_MAX", 3)
+    monkeypatch.setattr(topics, "_known_topics", {})
+    for n in range(10):
+        topic = f"parksense/v1/p/f/d{n % 5}/status"
+        first = parse_topic(topic)
+        assert first == TopicAddress("p", "f", f"d{n % 5}", Channel.STATUS)
+        assert parse_topic(topic) is first
+        assert len(topics._known_topics) <= 3
+    assert parse_topic("parksense/v1/p/f/d0/events") is None
+    assert "parksense/v1/p/f/d0/events" not in topics._known_topics
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,15 @@ def test_a_batch_holding_one_reading_twice_stores_it_once(db: str) -> None:
     assert rows(db, "SELECT n, sum FROM readings_1m") == [{"n": 2, "sum": 120.0}]
 
 
+def test_a_batch_holding_one_key_twice_with_two_values_stores_it_once(db: str) -> None:
+    """One key, two values (readings that order by value): one row, counted once."""
+    first = reading("m1", "power_kw", t(10, 0, 30), 70)
+    result = write(db, [first, reading("m1", "power_kw", t(10, 0, 30), 50)])
+    assert (result.staged, result.inserted, result.duplicates) == (2, 1, 1)
+    assert rows(db, "SELECT count(*) AS n FROM readings") == [{"n": 1}]
+    assert rows(db, "SELECT n FROM readings_1m") == [{"n": 1}]
+
+
 def test_new_and_redelivered_batches_account_and_move_latest_alike(db: str) -> None:
     """Latest, last seen and delivery counts follow the inserted rows on both paths."""
     batch = [
