@@ -5,11 +5,13 @@ factories, one message of five readings per device per simulated second, message
 round-robin to the workers as a shared subscription does, 5,000-row batches): landed
 messages/s, CPU seconds per stored reading of the writers, PostgreSQL and (when the tree
 has one) the maintenance process, ``pg_stat_activity`` wait events of the writers, and
-the roll-up lag (commit → folded). Run it against any tree's ``services`` package::
+the roll-up lag (commit → folded). Run it with the virtualenv of the tree to measure::
 
-    PYTHONPATH=/path/to/tree python tools/writepath_bench.py --workers 1 --messages 60000
+    /path/to/tree/.venv/bin/python tools/writepath_bench.py --workers 1 --messages 60000
 
-It imports ``services`` from that tree, so the same script measures before and after.
+It imports ``services`` from that venv's tree, so the same script measures before and
+after. ``PYTHONPATH=/other/tree`` does not switch trees: the editable install's import
+hook takes precedence over it.
 """
 
 from __future__ import annotations
