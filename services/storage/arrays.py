@@ -7,7 +7,8 @@ once, in PostgreSQL's binary array format (``array_send``)::
     ndim=1 | has nulls | element oid | length | lower bound 1 | (length | bytes, or -1)...
 
 with the element encodings psycopg uses (UTF-8 text; timestamptz as microseconds since
-2000-01-01 UTC; IEEE 754 float8; int8), each repeated value encoded once. A column is
+2000-01-01 UTC; IEEE 754 float8; int8), each repeated text or time encoded once (not floats:
+-0.0 equals 0.0 but is sent as itself). A column is
 wrapped in the ``bytes`` subclass of its type, whose dumper (``register``) passes it on.
 """
 
@@ -78,9 +79,12 @@ def _int8(value: int) -> bytes:
 
 
 def _encode(
-    values: Iterable[T | None], element: str, encode: Callable[[T], bytes]
+    values: Iterable[T | None], element: str, encode: Callable[[T], bytes], *, reuse: bool
 ) -> tuple[bytes, ...]:
-    """Header and elements of a column; equal values are encoded once."""
+    """Header and elements of a column; with ``reuse``, equal values are encoded once.
+
+    Only for types whose equal values have equal bytes (text, timestamptz).
+    """
     oid = postgres.types[element].oid
     seen: dict[T, bytes] = {}
     parts: list[bytes] = [b""]
@@ -89,6 +93,9 @@ def _encode(
         if value is None:
             parts.append(_NULL)
             has_null = 1
+            continue
+        if not reuse:
+            parts.append(encode(value))
             continue
         part = seen.get(value)
         if part is None:
@@ -101,22 +108,23 @@ def _encode(
 
 def text_array(values: Iterable[str | None]) -> TextArray:
     """Encode a ``text[]`` column."""
-    return TextArray(b"".join(_encode(values, TextArray.element, _text)))
+    return TextArray(b"".join(_encode(values, TextArray.element, _text, reuse=True)))
 
 
 def timestamptz_array(values: Iterable[datetime | None]) -> TimestamptzArray:
     """Encode a ``timestamptz[]`` column of aware datetimes."""
-    return TimestamptzArray(b"".join(_encode(values, TimestamptzArray.element, _timestamptz)))
+    encoded = _encode(values, TimestamptzArray.element, _timestamptz, reuse=True)
+    return TimestamptzArray(b"".join(encoded))
 
 
 def float8_array(values: Iterable[float | None]) -> Float8Array:
     """Encode a ``float8[]`` column."""
-    return Float8Array(b"".join(_encode(values, Float8Array.element, _float8)))
+    return Float8Array(b"".join(_encode(values, Float8Array.element, _float8, reuse=False)))
 
 
 def int8_array(values: Iterable[int | None]) -> Int8Array:
     """Encode an ``int8[]`` column."""
-    return Int8Array(b"".join(_encode(values, Int8Array.element, _int8)))
+    return Int8Array(b"".join(_encode(values, Int8Array.element, _int8, reuse=False)))
 
 
 class _EncodedDumper(Dumper):

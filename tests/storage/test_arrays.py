@@ -22,7 +22,7 @@ TIMES = [
     datetime(2026, 11, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))),  # another offset
     T0,
 ]
-FLOATS = [12.5, None, -0.0, 1e308, -1e-308, 12.5, 0.1 + 0.2]
+FLOATS = [12.5, None, 0.0, -0.0, 1e308, -1e-308, 12.5, 0.1 + 0.2]  # -0.0 equals 0.0
 INTS = [0, 1, 5000, -3, 2**62, 1]
 
 
