@@ -166,17 +166,7 @@ def _status_rejection(
     received_at: datetime,
 ) -> MessageOutcome:
     return MessageOutcome(
-        rejections=(
-            Rejection(
-                reason=reason,
-                detail=detail,
-                topic=topic,
-                received_at=received_at,
-                payload=payload,
-                park_id=device.park_id,
-                device_id=device.device_id,
-            ),
-        )
+        rejections=(_refusal(reason, detail, topic, payload, device, received_at),)
     )
 
 
@@ -267,7 +257,7 @@ def _refusal(
     metric: str | None = None,
     ts: datetime | None = None,
 ) -> Rejection:
-    """A refused sample or reading of a telemetry message from a known device."""
+    """A refused message, sample or reading of a known device, with the ids it gives."""
     return Rejection(
         reason=reason,
         detail=detail,
