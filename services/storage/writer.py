@@ -59,9 +59,6 @@ _COPY_STAGING = (
     " FROM STDIN (FORMAT BINARY)"
 )
 _READING_TYPES = ["text", "text", "timestamptz", "float8", "text", "timestamptz"]
-# The Reading fields in the column order of the COPY statements and of _SUMMARY_LATEST.
-_READING_FIELDS = ("device_id", "metric", "ts", "value", "text", "received_at")
-_READING_ROW = attrgetter(*_READING_FIELDS)  # a reading's COPY row, built in C
 # The summary's columns, taken in C.
 _DEVICE_ID, _METRIC, _TS = attrgetter("device_id"), attrgetter("metric"), attrgetter("ts")
 _VALUE, _TEXT, _RECEIVED_AT = attrgetter("value"), attrgetter("text"), attrgetter("received_at")
@@ -354,7 +351,8 @@ async def _copy_readings(
     """COPY readings, in the given order, with ``statement`` (``_COPY_READINGS``/``_STAGING``)."""
     async with cur.copy(statement) as copy:
         copy.set_types(_READING_TYPES)
-        await copy_rows(copy, map(_READING_ROW, ordered))
+        # A Reading is its own row: its fields are the statements' columns, in order.
+        await copy_rows(copy, ordered)
 
 
 async def _copy_dead_letters(cur: psycopg.AsyncCursor[TupleRow], letters: list[DeadLetter]) -> None:
