@@ -153,13 +153,17 @@ class IngestSettings(BaseSettings):
     max_batch_rows: int = Field(default=10000, ge=1)
     # Age of the oldest pending message before a flush, whatever the batch size.
     flush_interval_s: float = Field(default=0.2, gt=0, le=60)
-    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us. Two
+    # Batches written at once, each over a database connection of its own: while one
+    # batch's rows are copied, another's can be, on another core (a write is mostly the
+    # database's work). Batches holding status updates or Sparkplug messages go alone.
+    writers: int = Field(default=2, ge=1, le=16)
+    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us. Three
     # full batches of the benchmark's messages (5 readings each): one is judged and
-    # filled while the other is written, and each is acknowledged after its commit.
-    receive_maximum: int = Field(default=4000, ge=1, le=65535)
+    # filled while two are written, and each is acknowledged after its commit.
+    receive_maximum: int = Field(default=6000, ge=1, le=65535)
     # Messages held in memory (received, not yet committed); beyond it the consumer stops
     # reading the socket and the broker keeps the rest. At most 64 KiB each.
-    max_buffered_messages: int = Field(default=5000, ge=1)
+    max_buffered_messages: int = Field(default=8000, ge=1)
     # MQTT keepalive: a broker (or network) gone silent is noticed after about this long,
     # and the broker drops a worker it has not heard from for 1.5 times this long.
     keepalive_s: int = Field(default=30, ge=2, le=600)

@@ -10,12 +10,17 @@ the message's batch has committed, and while no slot is free it stops reading th
 (see ``mqtt.py``), so the broker holds the rest. Nothing is acknowledged before its batch
 commits, so while the database is away memory stays flat.
 
-One batch is written at a time, and the loop keeps judging while it is in flight: the
-next batch fills while the previous one is written, and is written only once that write
-has committed and its acknowledgements have left. So acknowledgements still leave in
-arrival order, each only after its own batch's commit, and the fleet version is read
-before each write as before. A batch that fills up while a write is in flight waits for
-it (the loop then stops taking messages, and the buffer bound holds the rest).
+Up to ``writers`` batches are written at once, each over a connection of its own, and the
+loop keeps judging while they are in flight: the next batch fills while the others are
+written, and starts as soon as it is due and a connection is free. Acknowledgements still
+leave in arrival order, each only after its own batch's commit (``AckLedger`` holds a
+batch that committed first until the ones before it have), and the fleet version is read
+before each write as before. Concurrent writes are safe in the database for the same
+reasons two workers' are (rows and keys locked in key order; roll-ups only logged). A batch
+holding status updates or Sparkplug messages is written alone, after the writes in flight
+and before any other starts, so that their order across batches is the arrival order. A
+batch that fills up while every connection is busy waits for one (the loop then stops
+taking messages, and the buffer bound holds the rest).
 
 A fleet load is in force when it returns: before a batch is written the fleet version is
 read, and if a load committed after the batch's messages were judged they are judged
@@ -105,13 +110,16 @@ class Pipeline:
         self._batcher = Batcher(ingest.max_batch_rows, ingest.flush_interval_s)
         self._ledger = AckLedger()
         self._ledger_epoch = 0
-        self._writer = BatchWriter(self._conninfo)
+        # Connections free to take a batch; each write holds one until it ends.
+        self._idle_writers = [BatchWriter(self._conninfo) for _ in range(ingest.writers)]
+        self._all_writers = tuple(self._idle_writers)
         self._registry = Registry()
         # Messages handed over by the network thread, not yet judged; set when some arrive.
         self._inbox: deque[RawMessage] = deque()
         self._arrived = asyncio.Event()
-        # The batch being written, if any (at most one write in flight).
-        self._writing: asyncio.Task[None] | None = None
+        # The writes in flight (at most ``writers``), and the one written alone, if any.
+        self._writing: set[asyncio.Task[None]] = set()
+        self._alone: asyncio.Task[None] | None = None
         self._next_token = 0
         self._token_epochs: dict[int, int] = {}
         # The pending batch's messages as received, and the oldest registry version they
@@ -168,7 +176,8 @@ class Pipeline:
         attempt = 0
         while not stop.is_set():
             try:
-                await self._writer.connect()
+                for writer in self._all_writers:
+                    await writer.connect()
                 await self._refresh_registry(force=True)
             except psycopg.OperationalError as exc:
                 delay = self._backoff(attempt)
@@ -180,10 +189,12 @@ class Pipeline:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            writing = self._writing
-            if writing is not None and not writing.done():
-                # Judge what arrived during the write in slices, not one wake-up a message.
-                await asyncio.wait({writing}, timeout=_JUDGE_SLICE_S)
+            running = {task for task in self._writing if not task.done()}
+            if running:
+                # Judge what arrived during the writes in slices, not one wake-up a message.
+                await asyncio.wait(
+                    running, timeout=_JUDGE_SLICE_S, return_when=asyncio.FIRST_COMPLETED
+                )
             elif not self._inbox:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
@@ -211,15 +222,30 @@ class Pipeline:
         return _IDLE_WAKE_S if wait is None else min(wait, _IDLE_WAKE_S)
 
     async def _advance_writes(self) -> None:
-        """Finish a write that has ended; start the next when its batch is due.
+        """Finish the writes that have ended; start the next when its batch is due.
 
-        A due batch waits while a write is in flight; a full one makes the loop wait for
-        that write, so at most two batches are held and one is written at a time.
+        A due batch waits while every connection is busy (or a batch is written alone); a
+        full one makes the loop wait for a write to end, so at most ``writers + 1`` batches
+        are held.
         """
-        if self._writing is not None and (self._writing.done() or self._batcher.full):
-            await self._finish_write()
-        if self._writing is None and self._batcher.due(time.monotonic()):
+        await self._reap_writes()
+        while self._batcher.full and not self._can_start():
+            await asyncio.wait(self._writing, return_when=asyncio.FIRST_COMPLETED)
+            await self._reap_writes()
+        if self._can_start() and self._batcher.due(time.monotonic()):
             await self._start_write()
+
+    def _can_start(self) -> bool:
+        """Whether a connection is free and no batch is being written alone."""
+        return bool(self._idle_writers) and self._alone is None
+
+    async def _reap_writes(self) -> None:
+        """Forget the writes that have ended (re-raising what ended one)."""
+        for task in [task for task in self._writing if task.done()]:
+            self._writing.discard(task)
+            if task is self._alone:
+                self._alone = None
+            await task
 
     async def _start_write(self) -> None:
         """Take the pending batch, judge it in force, and start writing it."""
@@ -228,13 +254,19 @@ class Pipeline:
         if not batch.tokens:
             return
         batch = await self._judged_in_force(batch, pending)
-        self._writing = asyncio.create_task(self._write_and_ack(batch))
+        alone = bool(batch.statuses or batch.frames)
+        if alone:
+            await self._finish_writes()
+        task = asyncio.create_task(self._write_and_ack(batch, self._idle_writers.pop()))
+        self._writing.add(task)
+        if alone:
+            self._alone = task
 
-    async def _finish_write(self) -> None:
-        """Wait for the write in flight, if any (re-raising what ended it)."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            await writing
+    async def _finish_writes(self) -> None:
+        """Wait for every write in flight (re-raising what ended one)."""
+        while self._writing:
+            await asyncio.wait(self._writing)
+            await self._reap_writes()
 
     def _accept(self, raw: RawMessage) -> None:
         if raw.epoch != self._ledger_epoch:
@@ -283,13 +315,16 @@ class Pipeline:
 
     async def _flush(self) -> None:
         """Write everything received so far and wait for it (on shutdown)."""
-        await self._finish_write()
+        await self._finish_writes()
         await self._start_write()
-        await self._finish_write()
+        await self._finish_writes()
 
-    async def _write_and_ack(self, batch: Batch) -> None:
-        """Write one batch, then acknowledge what its commit settled, in arrival order."""
-        await self._write_splitting(batch)
+    async def _write_and_ack(self, batch: Batch, writer: BatchWriter) -> None:
+        """Write one batch over ``writer``, then acknowledge what is settled, in arrival order."""
+        try:
+            await self._write_splitting(batch, writer)
+        finally:
+            self._idle_writers.append(writer)
         self._ledger.settle(batch.tokens)
         released = self._ledger.release()
         consumer = self._consumer
@@ -300,52 +335,54 @@ class Pipeline:
             consumer.release(batch.messages)
             metrics.BUFFER_MESSAGES.set(consumer.held)
 
-    async def _write_splitting(self, batch: Batch) -> None:
+    async def _write_splitting(self, batch: Batch, writer: BatchWriter) -> None:
         """Write a batch; if the database refuses rows, find the bad ones and dead-letter them.
 
         Whatever happens to a refused row, the call returns (or raises on a fatal error), so
         the batch's messages are settled and acknowledged: no message can loop.
         """
         try:
-            await self._write_retrying(batch)
+            await self._write_retrying(batch, writer)
         except _RowsRejectedError as exc:
             error = exc.error
         else:
             return
         if batch.frames:
-            await self._split_frames(batch, error)
+            await self._split_frames(batch, error, writer)
         elif batch.dead_letters:
             # Each dead letter on its own, each with its own fallback; the rest as before.
-            await self._write_splitting(replace(batch, dead_letters=[]))
+            await self._write_splitting(replace(batch, dead_letters=[]), writer)
             for letter in batch.dead_letters:
-                await self._write_dead_letter(letter)
+                await self._write_dead_letter(letter, writer)
         elif len(batch.readings) > 1:
             half = len(batch.readings) // 2
-            await self._write_splitting(replace(batch, readings=batch.readings[:half]))
-            await self._write_splitting(Batch(readings=batch.readings[half:]))
+            await self._write_splitting(replace(batch, readings=batch.readings[:half]), writer)
+            await self._write_splitting(Batch(readings=batch.readings[half:]), writer)
         elif batch.readings:
-            await self._write_splitting(replace(batch, readings=[]))
-            await self._write_dead_letter(_storage_rejected(batch.readings[0], error))
+            await self._write_splitting(replace(batch, readings=[]), writer)
+            await self._write_dead_letter(_storage_rejected(batch.readings[0], error), writer)
         elif len(batch.statuses) > 1:
             half = len(batch.statuses) // 2
-            await self._write_splitting(replace(batch, statuses=batch.statuses[:half]))
-            await self._write_splitting(Batch(statuses=batch.statuses[half:]))
+            await self._write_splitting(replace(batch, statuses=batch.statuses[:half]), writer)
+            await self._write_splitting(Batch(statuses=batch.statuses[half:]), writer)
         elif batch.statuses:
-            await self._write_dead_letter(_storage_rejected(batch.statuses[0], error))
+            await self._write_dead_letter(_storage_rejected(batch.statuses[0], error), writer)
 
-    async def _split_frames(self, batch: Batch, error: psycopg.Error | UnencodableRowError) -> None:
+    async def _split_frames(
+        self, batch: Batch, error: psycopg.Error | UnencodableRowError, writer: BatchWriter
+    ) -> None:
         """Sparkplug messages turn into rows inside the write: try each on its own."""
-        await self._write_splitting(replace(batch, frames=[]))
+        await self._write_splitting(replace(batch, frames=[]), writer)
         if len(batch.frames) > 1:
             for frame in batch.frames:
-                await self._write_splitting(Batch(frames=[frame]))
+                await self._write_splitting(Batch(frames=[frame]), writer)
         else:
-            await self._write_dead_letter(_frame_rejected(batch.frames[0], error))
+            await self._write_dead_letter(_frame_rejected(batch.frames[0], error), writer)
 
-    async def _write_dead_letter(self, letter: DeadLetter) -> None:
+    async def _write_dead_letter(self, letter: DeadLetter, writer: BatchWriter) -> None:
         """Write one dead letter; if refused, its minimal form; if that too, count and log."""
         try:
-            await self._write_retrying(Batch(dead_letters=[letter]))
+            await self._write_retrying(Batch(dead_letters=[letter]), writer)
         except _RowsRejectedError as exc:
             first = exc.error
         else:
@@ -360,7 +397,7 @@ class Pipeline:
             f"the full dead letter was refused ({first.sqlstate}): {_first_line(first)}",
         )
         try:
-            await self._write_retrying(Batch(dead_letters=[minimal]))
+            await self._write_retrying(Batch(dead_letters=[minimal]), writer)
         except _RowsRejectedError as exc:
             metrics.DEAD_LETTERS_UNSTORABLE.inc()
             # The payload stays out of the log: it is what could not be stored.
@@ -375,15 +412,15 @@ class Pipeline:
         else:
             metrics.DEAD_LETTERS_MINIMAL.inc()
 
-    async def _write_retrying(self, batch: Batch) -> None:
+    async def _write_retrying(self, batch: Batch, writer: BatchWriter) -> None:
         attempt = 0
         while True:
             started = time.monotonic()
             try:
-                result = await self._writer.write(batch, self._judge_sparkplug)
+                result = await writer.write(batch, self._judge_sparkplug)
             except (psycopg.Error, UnencodableRowError) as exc:
                 outcome = classify(exc.sqlstate)
-                await self._writer.close()
+                await writer.close()
                 if outcome is StorageOutcome.REJECT:
                     raise _RowsRejectedError(exc) from exc
                 if outcome is StorageOutcome.FATAL:
@@ -619,7 +656,7 @@ class Pipeline:
         deadline = self._settings.shutdown_deadline_s
         try:
             async with asyncio.timeout(deadline):
-                await self._finish_write()
+                await self._finish_writes()
                 while self._inbox:
                     self._accept(self._inbox.popleft())
                 await self._flush()
@@ -629,7 +666,8 @@ class Pipeline:
                 deadline,
             )
         await asyncio.to_thread(consumer.stop)
-        await self._writer.close()
+        for writer in self._all_writers:
+            await writer.close()
         await self._drop_control()
         logger.info("Ingest %s stopped", self._settings.client_id)
 
