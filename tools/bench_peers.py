@@ -154,13 +154,20 @@ PACED_S = 30.0
 PACED_TICK_S = 0.005
 PACED_LEAD_MS = 3000
 # Roll-up lag (age of the oldest committed piece not folded yet) and the ingest backends'
-# wait events, each with whether another ingest backend is what it waits for.
+# wait events, each with whether what it waits for is another worker's backend, or another
+# connection of its own worker (its other writer; a worker's connections share one
+# application_name, ``ingest:<client id>``).
 ROLLUP_LAG_SQL = "SELECT extract(epoch FROM now() - min(committed_at)) FROM rollup_dirty"
 WAITS_SQL = """
 SELECT coalesce(a.wait_event_type, 'CPU') || ':' || coalesce(a.wait_event, '-'),
        EXISTS (
            SELECT 1 FROM pg_stat_activity o
            WHERE o.pid = ANY(pg_blocking_pids(a.pid)) AND o.application_name LIKE 'ingest:%%'
+             AND o.application_name <> a.application_name
+       ),
+       EXISTS (
+           SELECT 1 FROM pg_stat_activity o
+           WHERE o.pid = ANY(pg_blocking_pids(a.pid)) AND o.application_name = a.application_name
        )
 FROM pg_stat_activity a
 WHERE a.application_name LIKE 'ingest:%%' AND a.state = 'active'
@@ -394,6 +401,7 @@ class Sampler(threading.Thread):
         self.waits: Counter[str] = Counter()
         self.wait_samples = 0
         self.waits_on_other_worker = 0
+        self.waits_on_own_writer = 0
         self.stop_event = threading.Event()
 
     def inserted(self) -> int:
@@ -415,9 +423,10 @@ class Sampler(threading.Thread):
         row = self.conn.execute(ROLLUP_LAG_SQL).fetchone()
         self.rollup_lag_s.append(float(row[0]) if row and row[0] is not None else 0.0)
         self.wait_samples += 1
-        for event, on_other_worker in self.conn.execute(WAITS_SQL).fetchall():
+        for event, on_other_worker, on_own_writer in self.conn.execute(WAITS_SQL).fetchall():
             self.waits[str(event)] += 1
             self.waits_on_other_worker += bool(on_other_worker)
+            self.waits_on_own_writer += bool(on_own_writer)
 
     def close(self) -> None:
         """Stop sampling and close the connection."""
@@ -741,6 +750,7 @@ def _run(
         waits=sampler.waits,
         wait_samples=sampler.wait_samples,
         waits_on_other_worker=sampler.waits_on_other_worker,
+        waits_on_own_writer=sampler.waits_on_own_writer,
         rows_per_batch=rows_per_batch,
         statements=statements,
     )

@@ -84,6 +84,7 @@ class RunResult:
     waits: Counter[str] = field(default_factory=Counter)
     wait_samples: int = 0
     waits_on_other_worker: int = 0
+    waits_on_own_writer: int = 0  # on another connection of the same worker
     rows_per_batch: float | None = None  # mean over the run's committed batches
     # pg_stat_statements over the run (reset when it started), by total time, largest first.
     statements: list[StatementCost] = field(default_factory=list)
@@ -254,6 +255,7 @@ class DesignSummary:
     waits: Counter[str] = field(default_factory=Counter)
     wait_samples: int = 0
     waits_on_other_worker: int = 0
+    waits_on_own_writer: int = 0  # on another connection of the same worker
     rows_per_batch: float | None = None
 
 
@@ -292,6 +294,7 @@ def summarise(results: list[RunResult], design: str) -> DesignSummary:
         waits=sum((r.waits for r in runs), Counter()),
         wait_samples=sum(r.wait_samples for r in runs),
         waits_on_other_worker=sum(r.waits_on_other_worker for r in runs),
+        waits_on_own_writer=sum(r.waits_on_own_writer for r in runs),
         rows_per_batch=median([r.rows_per_batch for r in runs]),
     )
 
@@ -325,7 +328,8 @@ def _waits(summary: DesignSummary) -> str:
     top = ", ".join(f"{k} {v}" for k, v in summary.waits.most_common(4))
     return (
         f"{summary.wait_samples} samples; waiting on another worker "
-        f"{summary.waits_on_other_worker}; {top or 'none active'}"
+        f"{summary.waits_on_other_worker}, on the worker's other writer "
+        f"{summary.waits_on_own_writer}; {top or 'none active'}"
     )
 
 

@@ -2,8 +2,8 @@
 
 ```
 batch (sorted by key) ─COPY─▶ readings             (savepoint; every row new: fast path)
-        summarized in ingest (core.batch_summary) ─▶ device_latest, last seen,
-        roll-up pieces (rollups.record_summary), availability marks, delivery accounting
+        summarized in ingest (core.batch_summary) ─▶ roll-up pieces (rollups.record_summary),
+        availability marks, delivery accounting, then device_latest and last seen
    23505 unique violation ─▶ back to the savepoint, then
         the batch ─COPY─▶ staging_readings (temp)
         INSERT … SELECT FROM staging ON CONFLICT DO NOTHING RETURNING ─▶ fresh_readings
@@ -17,7 +17,9 @@ redelivered reading (or one reading twice) is refused whole by the primary key a
 again from the staging table with ``ON CONFLICT DO NOTHING``, skipping what is stored.
 Either way only the rows actually inserted move a device's latest value and its last-seen
 time and feed the roll-ups, so a redelivered reading never counts twice. No statement here
-takes a global lock.
+takes a global lock. The rows every batch of a device upserts (latest values, last seen)
+come last in both paths, so a concurrent writer's batch (another worker's, or this
+worker's other connection) waits for them at most from there to the commit.
 """
 
 from __future__ import annotations
@@ -305,6 +307,17 @@ async def _insert_readings(
         return await _insert_fresh(cur, sorted(readings, key=_KEY))
     summary = summarize(ordered)
     latest, devices, delivered = summary.latest, summary.devices, summary.delivered
+    await rollups.record_summary(cur, summary)
+    await cur.execute(
+        _SUMMARY_DELIVERY,
+        (
+            text_array(map(_DEVICE_ID, delivered)),
+            timestamptz_array(map(_MINUTE, delivered)),
+            int8_array(map(_READINGS, delivered)),
+        ),
+    )
+    # The rows every batch of these devices upserts come last: another writer's batch
+    # waits for them only from here to this commit.
     await cur.execute(
         _SUMMARY_LATEST,
         (
@@ -320,15 +333,6 @@ async def _insert_readings(
         _SUMMARY_LAST_SEEN,
         (text_array(map(_DEVICE_ID, devices)), timestamptz_array(map(_LAST_TS, devices))),
     )
-    await rollups.record_summary(cur, summary)
-    await cur.execute(
-        _SUMMARY_DELIVERY,
-        (
-            text_array(map(_DEVICE_ID, delivered)),
-            timestamptz_array(map(_MINUTE, delivered)),
-            int8_array(map(_READINGS, delivered)),
-        ),
-    )
     return len(ordered)
 
 
@@ -338,10 +342,11 @@ async def _insert_fresh(cur: psycopg.AsyncCursor[TupleRow], ordered: list[Readin
     await cur.execute(_INSERT_FRESH)
     inserted = max(cur.rowcount, 0)
     if inserted:
-        await cur.execute(_FRESH_LATEST)
-        await cur.execute(_FRESH_LAST_SEEN)
         await rollups.record_dirty(cur, "fresh_readings")
     await cur.execute(_FRESH_DELIVERY)
+    if inserted:  # in the order of the fast path (the same tables' rows locked last)
+        await cur.execute(_FRESH_LATEST)
+        await cur.execute(_FRESH_LAST_SEEN)
     return inserted
 
 

@@ -113,13 +113,17 @@ def test_summary_shows_lag_memory_batches_and_waits_on_another_worker():
         waits=Counter({"CPU:-": 7, "Lock:transactionid": 1}),
         wait_samples=5,
         waits_on_other_worker=1,
+        waits_on_own_writer=2,
         rows_per_batch=1234.4,
     )
     table = render_summary([summarise([two], "parksense-2w"), summarise([two], "peer")])
     assert "| 40 → 42 |" in table
     assert "| ingest rows per committed batch (median) | 1,234 |" in table
     assert "| 1.0 / 3.0 |" in table
-    assert "5 samples; waiting on another worker 1; CPU:- 7, Lock:transactionid 1" in table
+    assert (
+        "5 samples; waiting on another worker 1, on the worker's other writer 2;"
+        " CPU:- 7, Lock:transactionid 1"
+    ) in table
     assert "parksense-2w n/ax" in table  # no peer run: no ratio
 
 
