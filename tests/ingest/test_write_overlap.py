@@ -1,7 +1,14 @@
-"""Ingest judges the next batch while one is written, yet acknowledges each after its commit."""
+"""Ingest judges and writes the next batch while one is written, yet acknowledges in order.
+
+Each batch is acknowledged only after its own commit and every earlier batch's: with two
+writer connections (the default) a later batch may commit first and still waits; with one,
+the next batch is written only after the previous one has committed.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -65,10 +72,23 @@ def _ingest_waits_on_a_lock(conninfo: str, client_id: str) -> bool:
     return bool(row and row[0])
 
 
-def test_batch_received_during_a_write_is_acknowledged_only_after_its_own_commit(
-    clean_db: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
+def _online(conninfo: str, device_id: str) -> bool | None:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT online FROM device_status WHERE device_id = %s", (device_id,)
+        ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def test_with_one_writer_the_next_batch_is_written_after_the_previous_commit(
+    clean_db: str,
+    fleet: LoadFleet,
+    ingest_factory: Callable[..., IngestProcess],
+    mqtt_settings: MqttSettings,
 ) -> None:
     """A message judged while an earlier batch is written waits for its own batch's commit."""
+    worker = ingest_factory(extra_env={"PARKSENSE_INGEST_WRITERS": "1"})
+    worker.start()
     first_device, second_device = fleet.device_ids[:2]
     ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
     _create_chunk(clean_db, fleet.device_ids[-1], ts)
@@ -121,4 +141,90 @@ def test_batch_received_during_a_write_is_acknowledged_only_after_its_own_commit
     finally:
         first_hold.close()
         second_hold.close()
+        publisher.close()
+
+
+def test_a_batch_that_commits_first_is_acknowledged_only_after_the_earlier_batch(
+    clean_db: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
+) -> None:
+    """Two writes in flight: the later batch commits at once, its PUBACK waits for the first."""
+    first_device, second_device = fleet.device_ids[:2]
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    _create_chunk(clean_db, fleet.device_ids[-1], ts)
+    first_hold = _hold_key(clean_db, first_device, ts)
+    publisher = Publisher(mqtt_settings)
+    try:
+        publisher.publish_all([_message(fleet, first_device, ts)])
+        wait_until(
+            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
+            30,
+            message="the first batch's write did not reach the held key",
+        )
+        before = _counts(worker)
+        publisher.publish_all([_message(fleet, second_device, ts)])
+        # Written over the second connection while the first write still waits.
+        wait_until(
+            lambda: stored_rows(clean_db, fleet.prefix) == {(second_device, "temp_c", ts, 21.5)},
+            30,
+            message="the second batch was not written while the first was in flight",
+        )
+        assert _counts(worker).acked == before.acked  # committed, yet not acknowledged
+
+        first_hold.rollback()
+        wait_until(
+            lambda: _counts(worker).acked == before.received + 1,
+            30,
+            message="the two messages were not acknowledged after the first batch's commit",
+        )
+        assert stored_rows(clean_db, fleet.prefix) == {
+            (first_device, "temp_c", ts, 21.5),
+            (second_device, "temp_c", ts, 21.5),
+        }
+    finally:
+        first_hold.close()
+        publisher.close()
+
+
+def test_a_batch_with_a_status_update_is_written_alone_after_the_writes_in_flight(
+    clean_db: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
+) -> None:
+    """A status update is not written beside an earlier batch, so updates keep their order."""
+    first_device, second_device = fleet.device_ids[:2]
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    _create_chunk(clean_db, fleet.device_ids[-1], ts)
+    first_hold = _hold_key(clean_db, first_device, ts)
+    publisher = Publisher(mqtt_settings)
+    status = orjson.dumps({"online": False, "ts": ts.isoformat()})
+    try:
+        publisher.publish_all([_message(fleet, first_device, ts)])
+        wait_until(
+            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
+            30,
+            message="the first batch's write did not reach the held key",
+        )
+        before = _counts(worker)
+        publisher.publish_all([(fleet.topic(second_device, "status"), status)])
+        wait_until(
+            lambda: _counts(worker).received == before.received + 1,
+            30,
+            message="ingest did not take the status message while the first batch was written",
+        )
+        # Five flush intervals (200 ms): a second connection is free all along, yet the
+        # status waits (were it written beside the first batch, it would commit at once).
+        time.sleep(1.0)
+        assert _online(clean_db, second_device) is None
+
+        first_hold.rollback()
+        wait_until(
+            lambda: _online(clean_db, second_device) is False,
+            30,
+            message="the status update was not written after the first batch's commit",
+        )
+        wait_until(
+            lambda: _counts(worker).acked == before.received + 1,
+            30,
+            message="the status message was not acknowledged",
+        )
+    finally:
+        first_hold.close()
         publisher.close()
