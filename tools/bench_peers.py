@@ -158,6 +158,17 @@ PACED_LEAD_MS = 3000
 # connection of its own worker (its other writer; a worker's connections share one
 # application_name, ``ingest:<client id>``).
 ROLLUP_LAG_SQL = "SELECT extract(epoch FROM now() - min(committed_at)) FROM rollup_dirty"
+# Where the cluster's WAL ends, and the checkpoints it has begun (timed or requested;
+# PostgreSQL 17 moved the counters to pg_stat_checkpointer).
+WAL_SQL = (
+    "SELECT /* bench-peers */ pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
+    " checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+)
+CHECKPOINTER_VIEW_SINCE = 170000  # server_version_num
+WAL_SQL_17 = (
+    "SELECT /* bench-peers */ pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
+    " num_timed + num_requested FROM pg_stat_checkpointer"
+)
 WAITS_SQL = """
 SELECT coalesce(a.wait_event_type, 'CPU') || ':' || coalesce(a.wait_event, '-'),
        EXISTS (
@@ -666,6 +677,14 @@ def _cpu(bench: Bench, design: str, exclude: set[int]) -> dict[str, float]:
     }
 
 
+def _wal(conn: psycopg.Connection) -> tuple[float, int]:
+    """Bytes of WAL written since the cluster began, and checkpoints begun (``WAL_SQL``)."""
+    row = conn.execute(
+        WAL_SQL_17 if conn.info.server_version >= CHECKPOINTER_VIEW_SINCE else WAL_SQL
+    ).fetchone()
+    return (float(row[0]), int(row[1])) if row else (0.0, 0)
+
+
 def run_once(bench: Bench, design: str, number: int, window: LoadWindow, base_ms: int) -> RunResult:
     """Run one design once on ``window``'s messages, as fast as it goes; return the figures."""
     packets = message_packets(bench.topics, window, with_topic=design == PEER)
@@ -703,6 +722,7 @@ def _run(
         sampler = Sampler(bench.conninfo, design, t0)
         exclude = {sampler.backend_pid, checker.info.backend_pid}
         before = _cpu(bench, design, exclude)
+        wal_before = _wal(checker)
         rss_start = rss_mib(bench.consumer_pids(design))
         deadline = t0 + bench.args.run_timeout_s
         sampler.start()
@@ -717,6 +737,7 @@ def _run(
         )
         _wait_landed(checker, sampler, design, params, outcome.acked, deadline)
         after = _cpu(bench, design, exclude)
+        wal_after = _wal(checker)
         sampler.close()
         statements = read_statements(checker)
         pids = bench.consumer_pids(design)
@@ -752,6 +773,8 @@ def _run(
         waits_on_other_worker=sampler.waits_on_other_worker,
         waits_on_own_writer=sampler.waits_on_own_writer,
         rows_per_batch=rows_per_batch,
+        wal_bytes=wal_after[0] - wal_before[0],
+        checkpoints=wal_after[1] - wal_before[1],
         statements=statements,
     )
     if landed < outcome.acked:

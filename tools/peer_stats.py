@@ -86,6 +86,9 @@ class RunResult:
     waits_on_other_worker: int = 0
     waits_on_own_writer: int = 0  # on another connection of the same worker
     rows_per_batch: float | None = None  # mean over the run's committed batches
+    # WAL the cluster wrote during the run (bytes), and checkpoints begun in it.
+    wal_bytes: float | None = None
+    checkpoints: int | None = None
     # pg_stat_statements over the run (reset when it started), by total time, largest first.
     statements: list[StatementCost] = field(default_factory=list)
 
@@ -113,6 +116,13 @@ class RunResult:
         if not self.landed or not self.cpu_s:
             return None
         return sum(self.cpu_s.values()) / (self.landed * READINGS_PER_MESSAGE) * 1e6
+
+    @property
+    def wal_bytes_per_reading(self) -> float | None:
+        """WAL written during the run per stored reading (every session's, in bytes)."""
+        if not self.landed or self.wal_bytes is None:
+            return None
+        return self.wal_bytes / (self.landed * READINGS_PER_MESSAGE)
 
 
 def median_run(results: list[RunResult], design: str) -> RunResult | None:
@@ -257,6 +267,7 @@ class DesignSummary:
     waits_on_other_worker: int = 0
     waits_on_own_writer: int = 0  # on another connection of the same worker
     rows_per_batch: float | None = None
+    wal_bytes_per_reading: float | None = None
 
 
 def summarise(results: list[RunResult], design: str) -> DesignSummary:
@@ -296,6 +307,7 @@ def summarise(results: list[RunResult], design: str) -> DesignSummary:
         waits_on_other_worker=sum(r.waits_on_other_worker for r in runs),
         waits_on_own_writer=sum(r.waits_on_own_writer for r in runs),
         rows_per_batch=median([r.rows_per_batch for r in runs]),
+        wal_bytes_per_reading=median([r.wal_bytes_per_reading for r in runs]),
     )
 
 
@@ -308,14 +320,15 @@ def render_runs(results: list[RunResult]) -> str:
     lines = [
         (
             "| run | design | acked | landed | span s | landed msg/s | lost | doubled "
-            "| CPU µs/reading | peak RSS MiB | publisher busy |"
+            "| CPU µs/reading | WAL B/reading | checkpoints | peak RSS MiB | publisher busy |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r.run} | {r.design} | {r.acked:,} | {r.landed:,} | {_num(r.span_s, '.1f')} "
         f"| {_num(r.landed_msg_s, ',.0f')} | {r.lost:,} | {r.doubled:,} "
-        f"| {_num(r.cpu_us_per_reading, '.1f')} | {_num(r.peak_rss_mib, '.0f')} "
+        f"| {_num(r.cpu_us_per_reading, '.1f')} | {_num(r.wal_bytes_per_reading, ',.0f')} "
+        f"| {'n/a' if r.checkpoints is None else r.checkpoints} | {_num(r.peak_rss_mib, '.0f')} "
         f"| {_num(r.publisher_cpu_s / r.publish_s if r.publish_s else None, '.0%')} of a core |"
         for r in results
     ]
@@ -372,6 +385,10 @@ def render_summary(summaries: list[DesignSummary]) -> str:
             [_num(s.cpu_us_per_reading, ".1f") for s in summaries],
         ),
         ("… of which, µs", [cpu_detail(s) for s in summaries]),
+        (
+            "WAL bytes per stored reading (median)",
+            [_num(s.wal_bytes_per_reading, ",.0f") for s in summaries],
+        ),
         (
             "ingest rows per committed batch (median)",
             [_num(s.rows_per_batch, ",.0f") for s in summaries],

@@ -152,6 +152,18 @@ def test_run_table_lists_every_run_in_order():
     assert "| 1 | peer |" in lines[3]
 
 
+def test_wal_per_reading_and_checkpoints_reach_both_tables():
+    """WAL bytes are divided by the stored readings; a run's checkpoints are listed."""
+    run = _result("parksense", 1, 1000, 2.0, wal_bytes=1_500_000.0, checkpoints=1)
+    assert run.wal_bytes_per_reading == pytest.approx(300.0)  # 1,000 messages x 5
+    assert "| 300 | 1 |" in render_runs([run])
+    summary = summarise([run], "parksense")
+    assert "| WAL bytes per stored reading (median) | 300 |" in render_summary([summary])
+    unmeasured = _result("peer", 1, 1000, 2.0)
+    assert unmeasured.wal_bytes_per_reading is None
+    assert "| n/a | n/a |" in render_runs([unmeasured])
+
+
 def test_span_runs_from_the_first_publish_to_the_last_commit_on_the_wall_clock():
     """The span is the last landed row's commit time minus the first publish, both wall clock."""
     first_publish = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
