@@ -154,13 +154,15 @@ class IngestSettings(BaseSettings):
     # Age of the oldest pending message before a flush, whatever the batch size.
     flush_interval_s: float = Field(default=0.2, gt=0, le=60)
     # Batches written at once, each over a database connection of its own: while one
-    # batch's rows are copied, another's can be, on another core (a write is mostly the
+    # batch's rows are copied, others can be, on other cores (a write is mostly the
     # database's work). Batches holding status updates or Sparkplug messages go alone.
-    writers: int = Field(default=2, ge=1, le=16)
-    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us. Three
+    # Issue 10's load, one worker on 2 cores: 1 writer 2.5x the peer, 2 writers 3.1x,
+    # 3 writers 3.5x (docs/benchmarks.md, 2026-12-02).
+    writers: int = Field(default=3, ge=1, le=16)
+    # MQTT 5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us. Four
     # full batches of the benchmark's messages (5 readings each): one is judged and
-    # filled while two are written, and each is acknowledged after its commit.
-    receive_maximum: int = Field(default=6000, ge=1, le=65535)
+    # filled while three are written, and each is acknowledged after its commit.
+    receive_maximum: int = Field(default=8000, ge=1, le=65535)
     # Messages held in memory (received, not yet committed); beyond it the consumer stops
     # reading the socket and the broker keeps the rest. At most 64 KiB each.
     max_buffered_messages: int = Field(default=8000, ge=1)

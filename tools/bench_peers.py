@@ -169,6 +169,10 @@ WAL_SQL_17 = (
     "SELECT /* bench-peers */ pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
     " num_timed + num_requested FROM pg_stat_checkpointer"
 )
+# A wait for the relation extension lock: another backend adds a page to the same table
+# or index (PostgreSQL 15 extends an index a page at a time under it): a wait on a file,
+# not on the other worker's rows or transaction.
+EXTEND_WAIT = "Lock:extend"
 WAITS_SQL = """
 SELECT coalesce(a.wait_event_type, 'CPU') || ':' || coalesce(a.wait_event, '-'),
        EXISTS (
@@ -413,6 +417,7 @@ class Sampler(threading.Thread):
         self.wait_samples = 0
         self.waits_on_other_worker = 0
         self.waits_on_own_writer = 0
+        self.other_worker_extending = 0
         self.stop_event = threading.Event()
 
     def inserted(self) -> int:
@@ -437,6 +442,7 @@ class Sampler(threading.Thread):
         for event, on_other_worker, on_own_writer in self.conn.execute(WAITS_SQL).fetchall():
             self.waits[str(event)] += 1
             self.waits_on_other_worker += bool(on_other_worker)
+            self.other_worker_extending += bool(on_other_worker) and event == EXTEND_WAIT
             self.waits_on_own_writer += bool(on_own_writer)
 
     def close(self) -> None:
@@ -772,6 +778,7 @@ def _run(
         wait_samples=sampler.wait_samples,
         waits_on_other_worker=sampler.waits_on_other_worker,
         waits_on_own_writer=sampler.waits_on_own_writer,
+        other_worker_extending=sampler.other_worker_extending,
         rows_per_batch=rows_per_batch,
         wal_bytes=wal_after[0] - wal_before[0],
         checkpoints=wal_after[1] - wal_before[1],

@@ -85,6 +85,7 @@ class RunResult:
     wait_samples: int = 0
     waits_on_other_worker: int = 0
     waits_on_own_writer: int = 0  # on another connection of the same worker
+    other_worker_extending: int = 0  # of the waits on another worker: relation extension
     rows_per_batch: float | None = None  # mean over the run's committed batches
     # WAL the cluster wrote during the run (bytes), and checkpoints begun in it.
     wal_bytes: float | None = None
@@ -266,6 +267,7 @@ class DesignSummary:
     wait_samples: int = 0
     waits_on_other_worker: int = 0
     waits_on_own_writer: int = 0  # on another connection of the same worker
+    other_worker_extending: int = 0  # of the waits on another worker: relation extension
     rows_per_batch: float | None = None
     wal_bytes_per_reading: float | None = None
 
@@ -306,6 +308,7 @@ def summarise(results: list[RunResult], design: str) -> DesignSummary:
         wait_samples=sum(r.wait_samples for r in runs),
         waits_on_other_worker=sum(r.waits_on_other_worker for r in runs),
         waits_on_own_writer=sum(r.waits_on_own_writer for r in runs),
+        other_worker_extending=sum(r.other_worker_extending for r in runs),
         rows_per_batch=median([r.rows_per_batch for r in runs]),
         wal_bytes_per_reading=median([r.wal_bytes_per_reading for r in runs]),
     )
@@ -341,8 +344,10 @@ def _waits(summary: DesignSummary) -> str:
     top = ", ".join(f"{k} {v}" for k, v in summary.waits.most_common(4))
     return (
         f"{summary.wait_samples} samples; waiting on another worker "
-        f"{summary.waits_on_other_worker}, on the worker's other writer "
-        f"{summary.waits_on_own_writer}; {top or 'none active'}"
+        f"{summary.waits_on_other_worker} (for its rows or transaction "
+        f"{summary.waits_on_other_worker - summary.other_worker_extending}, extending the "
+        f"same table or index {summary.other_worker_extending}), on the worker's other "
+        f"writer {summary.waits_on_own_writer}; {top or 'none active'}"
     )
 
 

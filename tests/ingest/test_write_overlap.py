@@ -1,7 +1,7 @@
 """Ingest judges and writes the next batch while one is written, yet acknowledges in order.
 
-Each batch is acknowledged only after its own commit and every earlier batch's: with two
-writer connections (the default) a later batch may commit first and still waits; with one,
+Each batch is acknowledged only after its own commit and every earlier batch's: with several
+writer connections (three by default) a later batch may commit first and still waits; with one,
 the next batch is written only after the previous one has committed.
 """
 

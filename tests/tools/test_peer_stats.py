@@ -114,6 +114,7 @@ def test_summary_shows_lag_memory_batches_and_waits_on_another_worker():
         wait_samples=5,
         waits_on_other_worker=1,
         waits_on_own_writer=2,
+        other_worker_extending=1,
         rows_per_batch=1234.4,
     )
     table = render_summary([summarise([two], "parksense-2w"), summarise([two], "peer")])
@@ -121,7 +122,8 @@ def test_summary_shows_lag_memory_batches_and_waits_on_another_worker():
     assert "| ingest rows per committed batch (median) | 1,234 |" in table
     assert "| 1.0 / 3.0 |" in table
     assert (
-        "5 samples; waiting on another worker 1, on the worker's other writer 2;"
+        "5 samples; waiting on another worker 1 (for its rows or transaction 0, extending"
+        " the same table or index 1), on the worker's other writer 2;"
         " CPU:- 7, Lock:transactionid 1"
     ) in table
     assert "parksense-2w n/ax" in table  # no peer run: no ratio
