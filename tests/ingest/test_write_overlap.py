@@ -8,7 +8,8 @@ the next batch is written only after the previous one has committed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -80,6 +81,43 @@ def _online(conninfo: str, device_id: str) -> bool | None:
     return None if row is None else bool(row[0])
 
 
+@dataclass(frozen=True)
+class _HeldBatch:
+    """A first batch (a reading of the fleet's first device) whose write waits on its key."""
+
+    ts: datetime
+    hold: psycopg.Connection
+    publisher: Publisher
+    before: _Counts  # the worker's counters while that write waits
+
+
+@contextmanager
+def _first_batch_held(
+    conninfo: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
+) -> Iterator[_HeldBatch]:
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    _create_chunk(conninfo, fleet.device_ids[-1], ts)
+    hold = _hold_key(conninfo, fleet.device_ids[0], ts)
+    publisher = Publisher(mqtt_settings)
+    try:
+        publisher.publish_all([_message(fleet, fleet.device_ids[0], ts)])
+        wait_until(
+            lambda: _ingest_waits_on_a_lock(conninfo, worker.client_id),
+            30,
+            message="the first batch's write did not reach the held key",
+        )
+        before = _counts(worker)
+        assert before.acked < before.received  # the first message waits for its commit
+        yield _HeldBatch(ts, hold, publisher, before)
+    finally:
+        hold.close()
+        publisher.close()
+
+
+def _both_stored(fleet: LoadFleet, ts: datetime) -> set[tuple[str, str, datetime, float]]:
+    return {(device, "temp_c", ts, 21.5) for device in fleet.device_ids[:2]}
+
+
 def test_with_one_writer_the_next_batch_is_written_after_the_previous_commit(
     clean_db: str,
     fleet: LoadFleet,
@@ -90,131 +128,92 @@ def test_with_one_writer_the_next_batch_is_written_after_the_previous_commit(
     worker = ingest_factory(extra_env={"PARKSENSE_INGEST_WRITERS": "1"})
     worker.start()
     first_device, second_device = fleet.device_ids[:2]
-    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    _create_chunk(clean_db, fleet.device_ids[-1], ts)
-    first_hold = _hold_key(clean_db, first_device, ts)
-    second_hold = _hold_key(clean_db, second_device, ts)
-    publisher = Publisher(mqtt_settings)
-    try:
-        publisher.publish_all([_message(fleet, first_device, ts)])
-        wait_until(
-            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
-            30,
-            message="the first batch's write did not reach the held key",
-        )
-        before = _counts(worker)
-        assert before.acked < before.received  # the first message waits for its commit
-        publisher.publish_all([_message(fleet, second_device, ts)])
-        # Taken and judged while the first write is in flight: the loop kept consuming.
-        wait_until(
-            lambda: _counts(worker).received == before.received + 1,
-            30,
-            message="ingest did not take the second message while the first batch was written",
-        )
-        assert _counts(worker).acked == before.acked
+    with _first_batch_held(clean_db, fleet, worker, mqtt_settings) as held:
+        before = held.before
+        second_hold = _hold_key(clean_db, second_device, held.ts)
+        try:
+            held.publisher.publish_all([_message(fleet, second_device, held.ts)])
+            # Taken and judged while the first write is in flight: the loop kept consuming.
+            wait_until(
+                lambda: _counts(worker).received == before.received + 1,
+                30,
+                message="ingest did not take the second message while the first was written",
+            )
+            assert _counts(worker).acked == before.acked
 
-        first_hold.rollback()
-        wait_until(
-            lambda: _counts(worker).acked == before.received,
-            30,
-            message="the first batch was not acknowledged after its commit",
-        )
-        # The second batch is written only now, and waits on its own held key.
-        wait_until(
-            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
-            30,
-            message="the second batch's write did not reach its held key",
-        )
-        assert _counts(worker).acked == before.received
-        assert {row[0] for row in stored_rows(clean_db, fleet.prefix)} == {first_device}
+            held.hold.rollback()
+            wait_until(
+                lambda: _counts(worker).acked == before.received,
+                30,
+                message="the first batch was not acknowledged after its commit",
+            )
+            # The second batch is written only now, and waits on its own held key.
+            wait_until(
+                lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
+                30,
+                message="the second batch's write did not reach its held key",
+            )
+            assert _counts(worker).acked == before.received
+            assert {row[0] for row in stored_rows(clean_db, fleet.prefix)} == {first_device}
 
-        second_hold.rollback()
-        wait_until(
-            lambda: _counts(worker).acked == before.received + 1,
-            30,
-            message="the second message was not acknowledged after its commit",
-        )
-        assert stored_rows(clean_db, fleet.prefix) == {
-            (first_device, "temp_c", ts, 21.5),
-            (second_device, "temp_c", ts, 21.5),
-        }
-    finally:
-        first_hold.close()
-        second_hold.close()
-        publisher.close()
+            second_hold.rollback()
+            wait_until(
+                lambda: _counts(worker).acked == before.received + 1,
+                30,
+                message="the second message was not acknowledged after its commit",
+            )
+            assert stored_rows(clean_db, fleet.prefix) == _both_stored(fleet, held.ts)
+        finally:
+            second_hold.close()
 
 
 def test_a_batch_that_commits_first_is_acknowledged_only_after_the_earlier_batch(
     clean_db: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
 ) -> None:
     """Two writes in flight: the later batch commits at once, its PUBACK waits for the first."""
-    first_device, second_device = fleet.device_ids[:2]
-    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    _create_chunk(clean_db, fleet.device_ids[-1], ts)
-    first_hold = _hold_key(clean_db, first_device, ts)
-    publisher = Publisher(mqtt_settings)
-    try:
-        publisher.publish_all([_message(fleet, first_device, ts)])
+    second_device = fleet.device_ids[1]
+    with _first_batch_held(clean_db, fleet, worker, mqtt_settings) as held:
+        before = held.before
+        held.publisher.publish_all([_message(fleet, second_device, held.ts)])
+        # Written over another connection while the first write still waits.
         wait_until(
-            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
-            30,
-            message="the first batch's write did not reach the held key",
-        )
-        before = _counts(worker)
-        publisher.publish_all([_message(fleet, second_device, ts)])
-        # Written over the second connection while the first write still waits.
-        wait_until(
-            lambda: stored_rows(clean_db, fleet.prefix) == {(second_device, "temp_c", ts, 21.5)},
+            lambda: (
+                stored_rows(clean_db, fleet.prefix) == {(second_device, "temp_c", held.ts, 21.5)}
+            ),
             30,
             message="the second batch was not written while the first was in flight",
         )
         assert _counts(worker).acked == before.acked  # committed, yet not acknowledged
 
-        first_hold.rollback()
+        held.hold.rollback()
         wait_until(
             lambda: _counts(worker).acked == before.received + 1,
             30,
             message="the two messages were not acknowledged after the first batch's commit",
         )
-        assert stored_rows(clean_db, fleet.prefix) == {
-            (first_device, "temp_c", ts, 21.5),
-            (second_device, "temp_c", ts, 21.5),
-        }
-    finally:
-        first_hold.close()
-        publisher.close()
+        assert stored_rows(clean_db, fleet.prefix) == _both_stored(fleet, held.ts)
 
 
 def test_a_batch_with_a_status_update_is_written_alone_after_the_writes_in_flight(
     clean_db: str, fleet: LoadFleet, worker: IngestProcess, mqtt_settings: MqttSettings
 ) -> None:
     """A status update is not written beside an earlier batch, so updates keep their order."""
-    first_device, second_device = fleet.device_ids[:2]
-    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
-    _create_chunk(clean_db, fleet.device_ids[-1], ts)
-    first_hold = _hold_key(clean_db, first_device, ts)
-    publisher = Publisher(mqtt_settings)
-    status = orjson.dumps({"online": False, "ts": ts.isoformat()})
-    try:
-        publisher.publish_all([_message(fleet, first_device, ts)])
-        wait_until(
-            lambda: _ingest_waits_on_a_lock(clean_db, worker.client_id),
-            30,
-            message="the first batch's write did not reach the held key",
-        )
-        before = _counts(worker)
-        publisher.publish_all([(fleet.topic(second_device, "status"), status)])
+    second_device = fleet.device_ids[1]
+    with _first_batch_held(clean_db, fleet, worker, mqtt_settings) as held:
+        before = held.before
+        status = orjson.dumps({"online": False, "ts": held.ts.isoformat()})
+        held.publisher.publish_all([(fleet.topic(second_device, "status"), status)])
         wait_until(
             lambda: _counts(worker).received == before.received + 1,
             30,
             message="ingest did not take the status message while the first batch was written",
         )
-        # Five flush intervals (200 ms): a second connection is free all along, yet the
+        # Five flush intervals (200 ms): other connections are free all along, yet the
         # status waits (were it written beside the first batch, it would commit at once).
         time.sleep(1.0)
         assert _online(clean_db, second_device) is None
 
-        first_hold.rollback()
+        held.hold.rollback()
         wait_until(
             lambda: _online(clean_db, second_device) is False,
             30,
@@ -225,6 +224,3 @@ def test_a_batch_with_a_status_update_is_written_alone_after_the_writes_in_fligh
             30,
             message="the status message was not acknowledged",
         )
-    finally:
-        first_hold.close()
-        publisher.close()
