@@ -341,10 +341,9 @@ async def _insert_fresh(cur: psycopg.AsyncCursor[TupleRow], ordered: list[Readin
     await _copy_readings(cur, _COPY_STAGING, ordered)
     await cur.execute(_INSERT_FRESH)
     inserted = max(cur.rowcount, 0)
-    if inserted:
-        await rollups.record_dirty(cur, "fresh_readings")
     await cur.execute(_FRESH_DELIVERY)
-    if inserted:  # in the order of the fast path (the same tables' rows locked last)
+    if inserted:  # rows locked in the fast path's order: latest values and last seen last
+        await rollups.record_dirty(cur, "fresh_readings")
         await cur.execute(_FRESH_LATEST)
         await cur.execute(_FRESH_LAST_SEEN)
     return inserted
